@@ -1,0 +1,182 @@
+"""Worker settings: environment variables (prefix ``BIOMARKER_``), an optional YAML file, flags.
+
+Precedence, highest first: command-line flags, environment variables, the YAML file
+(``BIOMARKER_CONFIG_FILE`` or ``--config``), defaults. Every key is validated at start-up; a bad
+key or value is reported in one line naming it (exit 2).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from worker.errors import UsageError
+
+ENV_PREFIX = "BIOMARKER_"
+
+SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
+SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER"]
+
+
+class WorkerSettings(BaseSettings):
+    """All settings of the worker. Field names map to ``BIOMARKER_<NAME>`` variables."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, extra="forbid", validate_default=True, frozen=True
+    )
+
+    # --- Kafka topology
+    bootstrap_servers: str = "127.0.0.1:9092"
+    input_topic: str = "clinical-notes"
+    output_topic: str = "clinical-notes-enriched"
+    dlq_topic: str = "clinical-notes-dlq"
+    group_id: str = "biomarker-worker"
+    group_instance_id: str | None = Field(
+        default=None, description="Static membership id (e.g. the pod name of a StatefulSet)."
+    )
+    group_protocol: Literal["classic", "consumer"] = "classic"
+    auto_offset_reset: Literal["earliest", "latest"] = "earliest"
+    session_timeout_ms: int = Field(default=45_000, ge=1_000)
+    max_poll_interval_ms: int = Field(default=300_000, ge=10_000)
+    commit_interval_ms: int = Field(default=1_000, ge=100)
+    client_id: str = "biomarker-worker"
+
+    # --- Kafka security (passed through to librdkafka)
+    security_protocol: SecurityProtocol = "PLAINTEXT"
+    sasl_mechanism: SaslMechanism | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    sasl_oauthbearer_config: SecretStr | None = None
+    ssl_ca_location: str | None = None
+    ssl_certificate_location: str | None = None
+    ssl_key_location: str | None = None
+    ssl_key_password: SecretStr | None = None
+    ssl_endpoint_identification_algorithm: Literal["https", "none"] = "https"
+    kafka_extra: dict[str, str] = Field(
+        default_factory=dict,
+        description="Extra librdkafka properties for consumer and producer (JSON object in env).",
+    )
+
+    # --- Model and inference
+    model_path: str | None = Field(
+        default=None, description="Checkpoint directory or hub id; unset = embedded default model."
+    )
+    device: str = "auto"
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    threshold: float = Field(default=0.5, ge=0.0, le=1.0)
+    max_sentence_tokens: int = Field(default=256, ge=8, le=8192)
+    torch_threads: int | None = Field(default=None, ge=1)
+    token_budget: int = Field(default=8_192, ge=64)
+    max_batch_sentences: int = Field(default=256, ge=1)
+    max_wait_ms: float = Field(default=20.0, ge=0.0)
+    include_sentence_text: bool = False
+
+    # --- Input limits and flow control
+    max_note_chars: int = Field(default=200_000, ge=1)
+    max_inflight_notes: int = Field(default=2_000, ge=1)
+    consume_batch_size: int = Field(default=500, ge=1)
+    drain_timeout_s: float = Field(default=25.0, ge=0.0)
+    revoke_timeout_s: float = Field(default=10.0, ge=0.0)
+
+    # --- Operations
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    metrics_port: int | None = Field(default=None, ge=0, le=65535)
+    liveness_timeout_s: float = Field(default=60.0, gt=0.0)
+
+    @field_validator("bootstrap_servers", "input_topic", "output_topic", "dlq_topic", "group_id")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must not be empty")
+        return value.strip()
+
+    @field_validator("device")
+    @classmethod
+    def _device_name(cls, value: str) -> str:
+        if value not in ("auto", "cpu", "cuda") and not value.startswith("cuda:"):
+            raise ValueError("must be auto, cpu, cuda or cuda:<index>")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> WorkerSettings:
+        if self.input_topic in (self.output_topic, self.dlq_topic):
+            raise ValueError("input_topic must differ from output_topic and dlq_topic")
+        if self.security_protocol.startswith("SASL") and self.sasl_mechanism is None:
+            raise ValueError("sasl_mechanism is required when security_protocol is SASL_*")
+        return self
+
+    def masked(self) -> dict[str, Any]:
+        """The effective settings with secrets replaced by ``***`` (for ``config`` and logs)."""
+        shown: dict[str, Any] = {}
+        for name, value in self.model_dump().items():
+            if isinstance(getattr(self, name), SecretStr):
+                shown[name] = "***"
+            elif name == "kafka_extra":
+                shown[name] = {
+                    key: ("***" if _looks_secret(key) else val) for key, val in value.items()
+                }
+            else:
+                shown[name] = value
+        return shown
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return init_settings, env_settings
+
+
+def _looks_secret(key: str) -> bool:
+    return any(word in key.lower() for word in ("password", "secret", "token", "key"))
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise UsageError(f"cannot read config file {path}: {exc.strerror}") from exc
+    except yaml.YAMLError as exc:
+        raise UsageError(f"config file {path} is not valid YAML: {exc}") from exc
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, dict):
+        raise UsageError(f"config file {path} must hold a mapping of settings")
+    return {str(key).lower().replace("-", "_"): value for key, value in loaded.items()}
+
+
+def load_settings(
+    *, overrides: dict[str, Any] | None = None, config_file: str | Path | None = None
+) -> WorkerSettings:
+    """Build validated settings; any problem becomes a one-line :class:`UsageError`."""
+    file_path = config_file or os.environ.get(f"{ENV_PREFIX}CONFIG_FILE")
+    from_file = _read_yaml(Path(file_path)) if file_path else {}
+    env_names = {
+        name for name in WorkerSettings.model_fields if f"{ENV_PREFIX}{name.upper()}" in os.environ
+    }
+    # Environment beats the file: drop file keys the environment sets.
+    values = {key: val for key, val in from_file.items() if key not in env_names}
+    values.update({key: val for key, val in (overrides or {}).items() if val is not None})
+    try:
+        return WorkerSettings(**values)
+    except ValidationError as exc:
+        raise UsageError(_one_line(exc)) from exc
+
+
+def _one_line(exc: ValidationError) -> str:
+    first = exc.errors()[0]
+    location = ".".join(str(part) for part in first["loc"]) or "settings"
+    key = f"{ENV_PREFIX}{location.upper()}" if first["loc"] else location
+    more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+    if first["type"] == "extra_forbidden":
+        return f"unknown setting {location!r}{more}"
+    return f"invalid setting {location} ({key}): {first['msg']}{more}"

@@ -1,0 +1,1 @@
+"""Bundled synthetic sample notes for the demo (used when no public corpus is available)."""

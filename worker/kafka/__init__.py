@@ -1,0 +1,1 @@
+"""Kafka plumbing: client configuration and per-partition offset tracking."""

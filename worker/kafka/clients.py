@@ -1,0 +1,89 @@
+"""librdkafka configuration built from :class:`~worker.config.WorkerSettings`.
+
+Settings that would break at-least-once are fixed here and cannot be overridden through
+``kafka_extra``: offsets are stored by the worker only after delivery, and the producer is
+idempotent with ``acks=all``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from worker.config import WorkerSettings
+from worker.errors import UsageError
+
+_CONSUMER_LOCKED = {"enable.auto.offset.store": False, "enable.auto.commit": True}
+_PRODUCER_LOCKED = {"enable.idempotence": True, "acks": "all"}
+
+
+def security_config(settings: WorkerSettings) -> dict[str, Any]:
+    config: dict[str, Any] = {"security.protocol": settings.security_protocol.lower()}
+    optional = {
+        "sasl.mechanism": settings.sasl_mechanism,
+        "sasl.username": settings.sasl_username,
+        "ssl.ca.location": settings.ssl_ca_location,
+        "ssl.certificate.location": settings.ssl_certificate_location,
+        "ssl.key.location": settings.ssl_key_location,
+    }
+    secrets = {
+        "sasl.password": settings.sasl_password,
+        "sasl.oauthbearer.config": settings.sasl_oauthbearer_config,
+        "ssl.key.password": settings.ssl_key_password,
+    }
+    config.update({key: value for key, value in optional.items() if value is not None})
+    config.update(
+        {key: value.get_secret_value() for key, value in secrets.items() if value is not None}
+    )
+    if settings.security_protocol in ("SSL", "SASL_SSL"):
+        config["ssl.endpoint.identification.algorithm"] = (
+            settings.ssl_endpoint_identification_algorithm
+        )
+    if settings.sasl_mechanism == "OAUTHBEARER" and settings.sasl_oauthbearer_config is None:
+        config["sasl.oauthbearer.method"] = "oidc"
+    return config
+
+
+def _common(settings: WorkerSettings) -> dict[str, Any]:
+    return {
+        "bootstrap.servers": settings.bootstrap_servers,
+        "client.id": settings.client_id,
+        **security_config(settings),
+    }
+
+
+def _with_extra(
+    config: dict[str, Any], settings: WorkerSettings, locked: dict[str, Any]
+) -> dict[str, Any]:
+    clash = sorted(set(settings.kafka_extra) & set(locked))
+    if clash:
+        raise UsageError(f"kafka_extra must not set {', '.join(clash)}: at-least-once needs them")
+    return {**config, **settings.kafka_extra, **locked}
+
+
+def consumer_config(settings: WorkerSettings, *, group_id: str | None = None) -> dict[str, Any]:
+    config: dict[str, Any] = {
+        **_common(settings),
+        "group.id": group_id or settings.group_id,
+        "auto.offset.reset": settings.auto_offset_reset,
+        "auto.commit.interval.ms": settings.commit_interval_ms,
+        "enable.partition.eof": False,
+        "max.poll.interval.ms": settings.max_poll_interval_ms,
+    }
+    if settings.group_protocol == "consumer":
+        config["group.protocol"] = "consumer"  # KIP-848: incremental, broker-side assignment
+    else:
+        config["partition.assignment.strategy"] = "cooperative-sticky"
+        config["session.timeout.ms"] = settings.session_timeout_ms
+    if settings.group_instance_id:
+        config["group.instance.id"] = settings.group_instance_id
+    return _with_extra(config, settings, _CONSUMER_LOCKED)
+
+
+def producer_config(settings: WorkerSettings) -> dict[str, Any]:
+    config: dict[str, Any] = {
+        **_common(settings),
+        "linger.ms": 5,
+        "compression.type": "lz4",
+        "message.max.bytes": 8_388_608,
+    }
+    return _with_extra(config, settings, _PRODUCER_LOCKED)

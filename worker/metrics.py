@@ -1,0 +1,90 @@
+"""Prometheus metrics of the worker. Labels carry topics and outcomes, never note content."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+_BATCH_SENTENCES = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+_BATCH_TOKENS = (64, 256, 1024, 2048, 4096, 8192, 16384, 32768, 65536)
+_SECONDS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+
+
+class Metrics:
+    """All metrics of one worker process, in their own registry."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.events_in = Counter("biomarker_events_in", "Input records read.", registry=r)
+        self.events_out = Counter("biomarker_events_out", "Enriched events delivered.", registry=r)
+        self.dead_letters = Counter(
+            "biomarker_dead_letters",
+            "Records sent to the dead-letter topic.",
+            ["reason"],
+            registry=r,
+        )
+        self.sentences_in = Counter(
+            "biomarker_sentences_in", "Sentences submitted for scoring.", registry=r
+        )
+        self.sentences_out = Counter("biomarker_sentences_out", "Sentences scored.", registry=r)
+        self.batch_sentences = Histogram(
+            "biomarker_batch_sentences",
+            "Sentences per micro-batch.",
+            buckets=_BATCH_SENTENCES,
+            registry=r,
+        )
+        self.batch_tokens = Histogram(
+            "biomarker_batch_tokens",
+            "Padded tokens per micro-batch.",
+            buckets=_BATCH_TOKENS,
+            registry=r,
+        )
+        self.padding_ratio = Gauge(
+            "biomarker_padding_ratio", "Padding share of the last micro-batch.", registry=r
+        )
+        self.inference_seconds = Histogram(
+            "biomarker_inference_seconds",
+            "Model time per micro-batch.",
+            buckets=_SECONDS,
+            registry=r,
+        )
+        self.latency_seconds = Histogram(
+            "biomarker_end_to_end_seconds",
+            "From the input record's timestamp to the output's delivery.",
+            buckets=_SECONDS,
+            registry=r,
+        )
+        self.queue_sentences = Gauge(
+            "biomarker_queue_sentences", "Sentences waiting for the model.", registry=r
+        )
+        self.inflight_notes = Gauge(
+            "biomarker_inflight_notes", "Notes read but not yet delivered.", registry=r
+        )
+        self.paused = Gauge("biomarker_paused", "1 while fetching is paused.", registry=r)
+        self.commits = Counter("biomarker_commits", "Offset commits.", ["outcome"], registry=r)
+        self.rebalances = Counter(
+            "biomarker_rebalances", "Partition assignment changes.", ["kind"], registry=r
+        )
+        self.assigned_partitions = Gauge(
+            "biomarker_assigned_partitions", "Partitions assigned to this worker.", registry=r
+        )
+        self.consumer_lag = Gauge(
+            "biomarker_consumer_lag",
+            "High watermark minus position.",
+            ["partition"],
+            registry=r,
+        )
+        self.device_memory = Gauge(
+            "biomarker_device_memory_bytes",
+            "Accelerator memory allocated by the model.",
+            registry=r,
+        )
+
+    def batch_done(
+        self, *, sentences: int, tokens: int, padded_tokens: int, seconds: float
+    ) -> None:
+        self.batch_sentences.observe(sentences)
+        self.batch_tokens.observe(padded_tokens)
+        self.padding_ratio.set(1.0 - tokens / padded_tokens if padded_tokens else 0.0)
+        self.inference_seconds.observe(seconds)
+        self.sentences_out.inc(sentences)

@@ -1,0 +1,1 @@
+"""Model code: the only package that imports torch and transformers."""

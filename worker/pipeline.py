@@ -1,0 +1,418 @@
+"""The Kafka worker: consume notes, score their sentences, produce enriched events, commit.
+
+Guarantees (see docs/ARCHITECTURE.md):
+
+1. An input offset is stored for commit only after its output or dead-letter record is
+   acknowledged by the brokers (idempotent producer, ``acks=all``), and only as the contiguous
+   per-partition watermark (:mod:`worker.kafka.offsets`). librdkafka's auto-commit sends what
+   is stored; revoke and shutdown commit synchronously.
+2. Outputs of one input partition are produced in input offset order, with the input's key.
+3. The consumer keeps polling while the model works (no ``max.poll.interval.ms`` eviction); when
+   too many notes are in flight, the assigned partitions are paused, and resumed once half drained.
+4. On revoke: stop taking work for those partitions, give in-flight work ``revoke_timeout_s``,
+   commit what is done, forget the rest (the next owner re-reads it). On loss: forget, no commit.
+5. SIGTERM/SIGINT: stop fetching, drain within ``drain_timeout_s``, flush, commit, leave the group.
+6. Fatal errors (producer fatal, authentication, dead inference thread): exit 1 at once; only
+   delivered work was ever stored, so nothing unfinished is committed.
+"""
+
+from __future__ import annotations
+
+import functools
+import signal
+import threading
+import time
+from collections.abc import Callable
+from types import FrameType
+from typing import Any, Protocol, cast
+
+import structlog
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+
+from worker.batching import BatchingSettings
+from worker.config import WorkerSettings
+from worker.errors import FatalError, InvalidEvent
+from worker.events import Headers, Provenance, SourceRef, dead_letter_headers
+from worker.inference import InferenceLoop, Scorer
+from worker.kafka.clients import consumer_config, producer_config
+from worker.kafka.offsets import PartitionState, PendingNote
+from worker.logs import kafka_logger
+from worker.metrics import Metrics
+from worker.processing import Encoder, Preparer, render
+
+log = structlog.get_logger(__name__)
+
+EXIT_OK = 0
+EXIT_FATAL = 1
+_FATAL_CODES = {
+    KafkaError._AUTHENTICATION,
+    KafkaError.SASL_AUTHENTICATION_FAILED,
+    KafkaError.TOPIC_AUTHORIZATION_FAILED,
+    KafkaError.GROUP_AUTHORIZATION_FAILED,
+    KafkaError.CLUSTER_AUTHORIZATION_FAILED,
+}
+_IDLE_POLL_S = 0.1
+_BUSY_POLL_S = 0.005
+
+
+class Model(Encoder, Scorer, Protocol):
+    """What the pipeline needs from :class:`worker.model.classifier.SequenceClassifier`."""
+
+
+class Pipeline:
+    """One worker process: a consumer-group member with a producer and an inference thread."""
+
+    def __init__(
+        self,
+        *,
+        settings: WorkerSettings,
+        model: Model,
+        provenance: Provenance,
+        metrics: Metrics | None = None,
+        group_id: str | None = None,
+        output_topic: str | None = None,
+        stop_when: Callable[[Pipeline], bool] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.metrics = metrics or Metrics()
+        self.provenance = provenance
+        self.output_topic = output_topic or settings.output_topic
+        self._stop_when = stop_when
+        self._preparer = Preparer(
+            encoder=model,
+            max_note_chars=settings.max_note_chars,
+            max_sentence_tokens=settings.max_sentence_tokens,
+        )
+        self._inference = InferenceLoop(
+            scorer=model,
+            settings=BatchingSettings(
+                token_budget=settings.token_budget,
+                max_batch_sentences=settings.max_batch_sentences,
+                max_wait_s=settings.max_wait_ms / 1000,
+                pad_multiple=model.pad_multiple,
+            ),
+            on_complete=lambda _work: None,
+            observer=self.metrics,
+        )
+        hooks = {"error_cb": self._on_error, "logger": kafka_logger()}
+        self._consumer = Consumer({**consumer_config(settings, group_id=group_id), **hooks})
+        self._producer = Producer({**producer_config(settings), **hooks})
+        self.partitions: dict[tuple[str, int], PartitionState] = {}
+        self._acked: set[PartitionState] = set()
+        self._paused = False
+        self._stopping = threading.Event()
+        self._fatal: FatalError | None = None
+        self.last_progress = time.monotonic()
+        self.ready = False
+        self.delivered = 0  # outputs plus dead letters acknowledged by the brokers
+
+    # ------------------------------------------------------------------ lifecycle
+    def request_stop(self, *_: Any) -> None:
+        """Ask the loop to drain and exit (signal handler and tests)."""
+        if not self._stopping.is_set():
+            log.info("stop_requested")
+        self._stopping.set()
+
+    def install_signal_handlers(self) -> None:
+        def handler(signum: int, _frame: FrameType | None) -> None:
+            log.info("signal_received", signal=signal.Signals(signum).name)
+            self.request_stop()
+
+        signal.signal(signal.SIGTERM, handler)
+        signal.signal(signal.SIGINT, handler)
+
+    def run(self) -> int:
+        """Consume until stopped; return the process exit code."""
+        try:
+            self._check_topics()
+        except FatalError as exc:
+            log.error("fatal_error", error=str(exc))
+            self._abort()
+            return EXIT_FATAL
+        self._inference.start()
+        self._consumer.subscribe(
+            [self.settings.input_topic],
+            on_assign=self._on_assign,
+            on_revoke=self._on_revoke,
+            on_lost=self._on_lost,
+        )
+        log.info(
+            "worker_started",
+            input_topic=self.settings.input_topic,
+            output_topic=self.output_topic,
+            group_id=self._group_id,
+        )
+        try:
+            while not self._stopping.is_set():
+                self._step()
+                if self._stop_when is not None and self._stop_when(self):
+                    self.request_stop()
+            self._drain()
+        except FatalError as exc:
+            log.error("fatal_error", error=str(exc))
+            self._abort()
+            return EXIT_FATAL
+        finally:
+            self._inference.stop()
+        log.info("worker_stopped")
+        return EXIT_OK
+
+    def _check_topics(self) -> None:
+        """Fail fast when a topic is missing instead of timing out deliveries later."""
+        wanted = [self.settings.input_topic, self.output_topic, self.settings.dlq_topic]
+        try:
+            metadata = self._producer.list_topics(timeout=30)
+        except KafkaException as exc:
+            raise FatalError(
+                f"cannot reach Kafka at {self.settings.bootstrap_servers}: {exc}"
+            ) from exc
+        missing = [topic for topic in wanted if topic not in metadata.topics]
+        if missing:
+            raise FatalError(f"topic(s) missing: {', '.join(missing)} (create them first)")
+
+    @property
+    def _group_id(self) -> str:
+        return str(consumer_config(self.settings).get("group.id"))
+
+    @property
+    def inflight(self) -> int:
+        return sum(state.inflight for state in self.partitions.values())
+
+    # ------------------------------------------------------------------ main loop
+    def _step(self) -> None:
+        self._check_fatal()
+        timeout = _BUSY_POLL_S if self.inflight else _IDLE_POLL_S
+        messages = self._consumer.consume(self.settings.consume_batch_size, timeout)
+        if messages:
+            self._ingest(messages)
+        self._emit_ready()
+        self._producer.poll(0)
+        self._store_offsets()
+        self._apply_backpressure()
+        self.last_progress = time.monotonic()
+        self.metrics.queue_sentences.set(self._inference.queued_sentences)
+
+    def _check_fatal(self) -> None:
+        if self._fatal is not None:
+            raise self._fatal
+        if not self._inference.alive():
+            failure = self._inference.failure
+            raise FatalError(f"inference thread stopped: {type(failure).__name__}: {failure}")
+
+    def _ingest(self, messages: list[Message]) -> None:
+        notes: list[PendingNote] = []
+        now = time.monotonic()
+        for message in messages:
+            error = message.error()
+            if error is not None:
+                self._on_error(error)
+                continue
+            topic, partition, offset = message.topic(), message.partition(), message.offset()
+            if topic is None or partition is None or offset is None:
+                continue
+            state = self.partitions.get((topic, partition))
+            if state is None or not state.active:
+                continue  # fetched just before a revoke: the new owner reads it again
+            _kind, timestamp = message.timestamp()
+            note = PendingNote(
+                state=state,
+                offset=offset,
+                timestamp=timestamp if timestamp > 0 else None,
+                key=message.key(),
+                value=message.value(),
+                headers=cast(Headers | None, message.headers()),
+                received_at=now,
+            )
+            state.add(note)
+            notes.append(note)
+        self.metrics.events_in.inc(len(notes))
+        jobs = self._preparer.prepare(notes)
+        self.metrics.sentences_in.inc(len(jobs))
+        self._inference.submit(jobs)
+
+    def _emit_ready(self) -> None:
+        for state in self.partitions.values():
+            for note in state.take_ready():
+                self._produce(note)
+
+    def _produce(self, note: PendingNote) -> None:
+        state = note.state
+        source = SourceRef(state.topic, state.partition, note.offset, note.timestamp)
+        failure = note.failure
+        if failure is None:
+            topic = self.output_topic
+            value: bytes | None = render(
+                note,
+                source=source,
+                provenance=self.provenance,
+                include_text=self.settings.include_sentence_text,
+            )
+            headers = note.headers
+        else:
+            topic = self.settings.dlq_topic
+            value = note.value
+            headers = [*(note.headers or []), *dead_letter_headers(failure, source)]
+            log.warning(
+                "dead_letter",
+                topic=state.topic,
+                partition=state.partition,
+                offset=note.offset,
+                reason=failure.reason,
+                message=failure.message,
+            )
+        callback = functools.partial(self._on_delivery, note, failure)
+        while True:
+            try:
+                self._producer.produce(
+                    topic, value=value, key=note.key, headers=headers, on_delivery=callback
+                )
+                return
+            except BufferError:  # local queue full: serve delivery reports, then retry
+                self._producer.poll(0.05)
+                self._store_offsets()
+
+    def _on_delivery(
+        self, note: PendingNote, failure: InvalidEvent | None, error: KafkaError | None, _m: Any
+    ) -> None:
+        if error is not None:
+            # The idempotent producer already retried until delivery.timeout.ms: stop without
+            # storing this offset; the restarted worker re-reads it.
+            self._fatal = FatalError(f"delivery failed: {error.str()}")
+            return
+        note.delivered = True
+        self.delivered += 1
+        note.value = None  # the original bytes are no longer needed
+        self._acked.add(note.state)
+        if failure is None:
+            self.metrics.events_out.inc()
+        else:
+            self.metrics.dead_letters.labels(reason=failure.reason).inc()
+        if note.timestamp is not None:
+            self.metrics.latency_seconds.observe(max(0.0, time.time() - note.timestamp / 1000))
+
+    def _store_offsets(self) -> None:
+        if not self._acked:
+            return
+        offsets = []
+        for state in self._acked:
+            committable = state.acknowledge()
+            if committable is not None and state.active:
+                offsets.append(TopicPartition(state.topic, state.partition, committable))
+        self._acked.clear()
+        if offsets:
+            try:
+                self._consumer.store_offsets(offsets=offsets)
+            except KafkaException as exc:  # partition revoked in between: nothing to store
+                log.warning("store_offsets_failed", error=str(exc))
+
+    def _apply_backpressure(self) -> None:
+        inflight = self.inflight
+        self.metrics.inflight_notes.set(inflight)
+        limit = self.settings.max_inflight_notes
+        assigned = [TopicPartition(t, p) for (t, p) in self.partitions]
+        if not self._paused and inflight >= limit:
+            self._consumer.pause(assigned)
+            self._paused = True
+            self.metrics.paused.set(1)
+            log.debug("paused", inflight=inflight)
+        elif self._paused and inflight <= limit // 2:
+            self._consumer.resume(assigned)
+            self._paused = False
+            self.metrics.paused.set(0)
+            log.debug("resumed", inflight=inflight)
+
+    # ------------------------------------------------------------------ rebalancing
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        for tp in partitions:
+            self.partitions[(tp.topic, tp.partition)] = PartitionState(tp.topic, tp.partition)
+        consumer.incremental_assign(partitions)
+        if self._paused or self._stopping.is_set():
+            consumer.pause(partitions)
+        self.ready = True
+        self.metrics.rebalances.labels(kind="assign").inc()
+        self.metrics.assigned_partitions.set(len(self.partitions))
+        log.info("partitions_assigned", partitions=_names(partitions))
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        states = [self.partitions[key] for key in _keys(partitions) if key in self.partitions]
+        self._finish(states, deadline=time.monotonic() + self.settings.revoke_timeout_s)
+        self._commit(states)
+        dropped = sum(state.abandon() for state in states)
+        for state in states:
+            self.partitions.pop((state.topic, state.partition), None)
+        consumer.incremental_unassign(partitions)
+        self.metrics.rebalances.labels(kind="revoke").inc()
+        self.metrics.assigned_partitions.set(len(self.partitions))
+        log.info("partitions_revoked", partitions=_names(partitions), abandoned=dropped)
+
+    def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        dropped = 0
+        for key in _keys(partitions):
+            state = self.partitions.pop(key, None)
+            if state is not None:
+                dropped += state.abandon()
+        consumer.incremental_unassign(partitions)
+        self.metrics.rebalances.labels(kind="lost").inc()
+        self.metrics.assigned_partitions.set(len(self.partitions))
+        log.warning("partitions_lost", partitions=_names(partitions), abandoned=dropped)
+
+    def _finish(self, states: list[PartitionState], *, deadline: float) -> None:
+        """Let in-flight work of ``states`` complete and be acknowledged, until ``deadline``."""
+        while any(state.inflight for state in states) and time.monotonic() < deadline:
+            if self._fatal is not None:
+                return
+            self._emit_ready()
+            self._producer.poll(0.02)
+            self._store_offsets()
+
+    def _commit(self, states: list[PartitionState]) -> None:
+        offsets = [
+            TopicPartition(state.topic, state.partition, state.committable)
+            for state in states
+            if state.committable is not None and state.active
+        ]
+        if not offsets:
+            return
+        try:
+            self._consumer.commit(offsets=offsets, asynchronous=False)
+            self.metrics.commits.labels(outcome="ok").inc()
+        except KafkaException as exc:
+            self.metrics.commits.labels(outcome="failed").inc()
+            log.warning("commit_failed", error=str(exc))
+
+    # ------------------------------------------------------------------ shutdown
+    def _drain(self) -> None:
+        deadline = time.monotonic() + self.settings.drain_timeout_s
+        self._consumer.pause([TopicPartition(t, p) for (t, p) in self.partitions])
+        states = list(self.partitions.values())
+        self._finish(states, deadline=deadline)
+        self._producer.flush(max(0.0, deadline - time.monotonic()))
+        self._store_offsets()
+        self._check_fatal()
+        self._commit(states)
+        left = self.inflight
+        self._consumer.close()
+        log.info("drained", unfinished_notes=left)
+
+    def _abort(self) -> None:
+        """Fatal path: leave the group; only delivered work was stored, so closing is safe."""
+        try:
+            self._consumer.close()
+        except (KafkaException, RuntimeError) as exc:
+            log.warning("close_failed", error=str(exc))
+
+    def _on_error(self, error: KafkaError) -> None:
+        if error.fatal() or error.code() in _FATAL_CODES:
+            self._fatal = FatalError(f"kafka: {error.str()}")
+        else:
+            log.warning(
+                "kafka_error", code=error.name(), error=error.str(), retriable=error.retriable()
+            )
+
+
+def _keys(partitions: list[TopicPartition]) -> list[tuple[str, int]]:
+    return [(tp.topic, tp.partition) for tp in partitions]
+
+
+def _names(partitions: list[TopicPartition]) -> list[str]:
+    return [f"{tp.topic}[{tp.partition}]" for tp in partitions]
