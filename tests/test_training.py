@@ -1,0 +1,283 @@
+"""Training, evaluation and dataset rules, on a tiny random BERT and hand-made examples."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from transformers import (
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    BertConfig,
+    BertForSequenceClassification,
+    BertTokenizer,
+)
+
+from worker.cli import build_dataset as dataset_cli
+from worker.cli import evaluate as evaluate_cli
+from worker.cli import train as train_cli
+from worker.errors import UsageError
+from worker.training.dataset import DatasetConfig, build_dataset, data_dir_from
+from worker.training.lexicon import find_hits, has_biomarker
+from worker.training.metrics import binary_metrics, evaluation_report
+from worker.training.sources import civic_label
+from worker.training.splits import doc_split
+from worker.training.train import epoch_batches
+
+_WORDS = (
+    "the", "patient", "was", "seen", "today", "serum", "psa", "is", "high", "low", "normal",
+    "labs", "were", "unremarkable", "hemoglobin", "potassium", "troponin", "tolerated",
+    "procedure", "well", "her2", "positive", "negative"
+)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="biomarker-worker")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for module in (dataset_cli, train_cli, evaluate_cli):
+        module.register(sub)
+    return parser
+
+
+@pytest.fixture(scope="module")
+def tiny_base(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A randomly initialised two-layer BERT with a 40-word vocabulary, saved like a hub base."""
+    path = tmp_path_factory.mktemp("tiny-bert")
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", ".", ",", *_WORDS]
+    (path / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    tokenizer = BertTokenizer(vocab_file=str(path / "vocab.txt"))  # the fast one in transformers 5
+    config = BertConfig(
+        hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+        vocab_size=len(vocab), max_position_embeddings=64,
+    )  # fmt: skip
+    model = BertForSequenceClassification(config)  # type: ignore[no-untyped-call]
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+def _write(path: Path, rows: list[dict[str, object]]) -> Path:
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return path
+
+
+_ROWS: list[dict[str, object]] = [
+    {"text": "Serum PSA is high.", "label": 1, "source": "a"},
+    {"text": "The patient tolerated the procedure well.", "label": 0, "source": "a"},
+    {"text": "Hemoglobin low, potassium normal.", "label": 1, "source": "b"},
+    {"text": "Labs were unremarkable.", "label": 0, "source": "b"},
+]
+
+
+def test_two_training_steps_give_a_loadable_checkpoint(tiny_base: Path, tmp_path: Path) -> None:
+    data = _write(tmp_path / "train.jsonl", _ROWS)
+    out = tmp_path / "model"
+    args = _parser().parse_args([
+        "train", "--base", str(tiny_base), "--train", str(data), "--out", str(out),
+        "--max-steps", "2", "--batch-size", "2", "--seed", "1", "--eval", str(data),
+        "--threads", "1",
+    ])  # fmt: skip
+    assert args.handler(args) == 0
+    model = AutoModelForSequenceClassification.from_pretrained(out)
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    assert model.config.id2label == {0: "no_biomarker", 1: "biomarker"}
+    assert tokenizer("serum psa")["input_ids"][0] == tokenizer.cls_token_id
+    state = json.loads((out / "training_args.json").read_text())
+    assert state["max_steps"] == 2
+    assert (out / "checkpoint" / "training_state.pt").is_file()
+    # the classifier head moved away from the random initialisation
+    base = BertForSequenceClassification.from_pretrained(tiny_base)
+    assert not base.classifier.weight.equal(model.classifier.weight)
+    resumed = _parser().parse_args([
+        "train", "--base", str(tiny_base), "--train", str(data), "--out", str(out),
+        "--max-steps", "2", "--batch-size", "2", "--seed", "1", "--resume", "--threads", "1",
+    ])  # fmt: skip
+    assert resumed.handler(resumed) == 0  # already at step 2: nothing left, still a checkpoint
+    again = AutoModelForSequenceClassification.from_pretrained(out)
+    assert again.classifier.weight.equal(model.classifier.weight)
+
+
+def test_evaluate_command_reports_per_source(tiny_base: Path, tmp_path: Path) -> None:
+    data = _write(tmp_path / "eval.jsonl", _ROWS)
+    out = tmp_path / "metrics.json"
+    args = _parser().parse_args(
+        ["evaluate", "--model", str(tiny_base), "--data", str(data), "--out", str(out)]
+    )
+    assert args.handler(args) == 0
+    report = json.loads(out.read_text())
+    assert report["overall"]["n"] == 4
+    assert set(report["by_source"]) == {"a", "b"}
+    matrix = report["overall"]["confusion_matrix"]
+    assert sum(matrix.values()) == 4
+
+
+def test_bad_paths_are_usage_errors(tmp_path: Path) -> None:
+    args = _parser().parse_args(
+        ["evaluate", "--model", str(tmp_path), "--data", str(tmp_path / "none.jsonl")]
+    )
+    with pytest.raises(UsageError):
+        args.handler(args)
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"text": "x", "label": 2}\n')
+    args = _parser().parse_args(
+        ["train", "--base", str(tmp_path), "--train", str(bad), "--out", str(tmp_path / "o")]
+    )
+    with pytest.raises(UsageError, match="label"):
+        args.handler(args)
+    with pytest.raises(UsageError):
+        data_dir_from(str(tmp_path))
+
+
+def test_metrics_match_a_hand_computed_example() -> None:
+    labels = [1, 1, 1, 0, 0, 0, 0, 1]
+    probs = [0.9, 0.6, 0.2, 0.7, 0.1, 0.4, 0.5, 0.3]
+    # threshold 0.5: predicted 1 for 0.9, 0.6, 0.7, 0.5 -> tp=2, fp=2, fn=2, tn=2
+    metrics = binary_metrics(labels, probs, 0.5)
+    assert metrics["confusion_matrix"] == {"tp": 2, "fp": 2, "fn": 2, "tn": 2}
+    assert metrics["precision"] == 0.5
+    assert metrics["recall"] == 0.5
+    assert metrics["f1"] == 0.5
+    assert metrics["accuracy"] == 0.5
+    # threshold 0.65: predicted 1 for 0.9, 0.7 -> tp=1, fp=1, fn=3, tn=3
+    metrics = binary_metrics(labels, probs, 0.65)
+    assert metrics["precision"] == 0.5
+    assert metrics["recall"] == 0.25
+    assert metrics["f1"] == round(2 * 0.5 * 0.25 / 0.75, 4)
+    report = evaluation_report(labels, probs, ["x"] * 4 + [None] * 4, 0.5)
+    assert report["by_source"]["x"]["confusion_matrix"] == {"tp": 2, "fp": 1, "fn": 1, "tn": 0}
+    assert report["by_source"]["unknown"]["n"] == 4
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("Hgb 12.3, Hct 36.", True),
+        ("K 4.1, Na 139, Cr 1.1.", True),
+        ("ER+/PR+/HER2-", True),
+        ("Serum PSA was 4.2 ng/mL.", True),
+        ("Troponin was negative times three.", True),
+        ("HbA1c is 7.2%.", True),
+        ("INR 2.3 on warfarin.", True),
+        ("CBC and BMP were ordered.", True),
+        ("Potassium 3.6, chloride 103.", True),
+        ("Serum calcium was elevated.", True),
+        ("The patient tolerated the procedure well.", False),
+        ("Labs were unremarkable.", False),
+        ("Blood pressure 120/80, pulse 72.", False),
+        ("He takes potassium chloride 20 mEq daily.", False),
+        ("She presented to the ER with chest pain.", False),
+        ("Calcium channel blockers were started.", False),
+        ("PT and home exercises were reviewed.", False),
+        ("Tumor markers were sent.", False),
+        ("Ca2+ influx increased.", False),
+        ("Several biomarkers have emerged as crucial indicators.", False),
+    ],
+)
+def test_lexicon_rules(text: str, expected: bool) -> None:
+    assert has_biomarker(text) is expected
+
+
+def test_lexicon_hits_carry_spans() -> None:
+    text = "Labs: Hgb 12.3 and PSA 4.2."
+    spans = {text[hit.start : hit.end] for hit in find_hits(text)}
+    assert {"Hgb", "PSA"} <= spans
+
+
+def test_civic_rules() -> None:
+    genes = frozenset({"BRAF", "EGFR"})
+    assert civic_label("Responses were durable.", flagged=True, genes=genes) == 1
+    assert civic_label("BRAF inhibitors were given.", flagged=False, genes=genes) == 1
+    assert civic_label("Tumors carried the T790M change.", flagged=False, genes=genes) == 1
+    assert civic_label("Median PFS was 6 months.", flagged=False, genes=genes) == 0
+    assert civic_label("XYZ1 was reported.", flagged=False, genes=genes) is None
+
+
+def test_document_split_is_deterministic_and_by_document() -> None:
+    docs = [f"note-{i}" for i in range(2000)]
+    first = {doc: doc_split(doc, seed=7, dev=0.1, test=0.2) for doc in docs}
+    assert first == {doc: doc_split(doc, seed=7, dev=0.1, test=0.2) for doc in docs}
+    share = sum(split == "test" for split in first.values()) / len(docs)
+    assert 0.15 < share < 0.25
+    assert first != {doc: doc_split(doc, seed=8, dev=0.1, test=0.2) for doc in docs}
+
+
+def test_epoch_batches_are_seeded_and_complete() -> None:
+    lengths = [5, 9, 3, 7, 1, 8, 2, 6, 4, 10]
+    batches = epoch_batches(lengths, 3, seed=1, epoch=0)
+    assert sorted(i for batch in batches for i in batch) == list(range(10))
+    assert batches == epoch_batches(lengths, 3, seed=1, epoch=0)
+    assert batches != epoch_batches(lengths, 3, seed=1, epoch=1)
+
+
+def _mini_corpora(root: Path) -> Path:
+    """A hand-written miniature of every corpus, in the shared data layout."""
+    def jsonl(rel: str, rows: list[dict[str, Any]]) -> None:
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+
+    mention = [{"start": 0, "end": 4, "text": "BRCA"}]
+    jsonl("bc2gm/bc2gm_sentences.jsonl", [
+        {"id": "P1T0", "split": "train", "text": "BRCA1 binds DNA.", "gene_mentions": mention},
+        {"id": "P2T0", "split": "train", "text": "Serum glucose rose.", "gene_mentions": []},
+        {"id": "P3T0", "split": "test", "text": "Rats were housed.", "gene_mentions": []},
+    ])  # fmt: skip
+    jsonl("biored/biored_sentences.jsonl", [
+        {"pmid": "9", "split": "train", "sent_idx": 0, "text": "Cholesterol fell in mice.",
+         "entities": [{"type": "ChemicalEntity"}]},
+        {"pmid": "9", "split": "train", "sent_idx": 1, "text": "TP53 was mutated.",
+         "entities": [{"type": "GeneOrGeneProduct"}]},
+        {"pmid": "8", "split": "dev", "sent_idx": 0, "text": "Aspirin was given.",
+         "entities": [{"type": "ChemicalEntity"}]},
+    ])  # fmt: skip
+    jsonl("civicmine/civicmine_train_sentences.jsonl", [
+        {"id": "1.1", "pmid": 5, "text": "Her2 overexpression predicts poor outcome."},
+    ])
+    jsonl("civic/civic_evidence_sentences.jsonl", [
+        {"evidence_id": "1", "sent_idx": 0, "text": "Patients responded.", "citation_id": "3",
+         "mentions_gene_symbol": True, "mentions_variant_name": False},
+        {"evidence_id": "1", "sent_idx": 1, "text": "Median OS was 9 months.",
+         "citation_id": "3", "mentions_gene_symbol": False, "mentions_variant_name": False},
+    ])  # fmt: skip
+    (root / "civic" / "01-Aug-2021-GeneSummaries.tsv").write_text("gene_id\tname\n1\tBRAF\n")
+    notes = [
+        {"note_id": f"mts-{i}", "text": "LABS:  Hgb 12.3, K 4.1.\n\nThe patient tolerated the "
+         f"procedure well.  Follow up in {i} weeks."}
+        for i in range(40)
+    ]  # fmt: skip
+    jsonl("mtsamples/mtsamples_notes.jsonl", notes)
+    return root
+
+
+def test_dataset_command_maps_sources_and_splits_by_document(tmp_path: Path) -> None:
+    data = _mini_corpora(tmp_path / "data")
+    out = tmp_path / "out"
+    args = _parser().parse_args(["dataset", "--data-dir", str(data), "--out", str(out)])
+    assert args.handler(args) == 0
+    rows = {
+        split: [json.loads(line) for line in (out / f"{split}.jsonl").read_text().splitlines()]
+        for split in ("train", "dev", "test")
+    }
+    labels = {row["text"]: row["label"] for split in rows.values() for row in split}
+    assert labels["BRCA1 binds DNA."] == 1
+    assert labels["Serum glucose rose."] == 1  # analyte lexicon on a BC2GM negative
+    assert labels["Rats were housed."] == 0
+    assert labels["Cholesterol fell in mice."] == 1  # BioRED chemical analyte
+    assert labels["Aspirin was given."] == 0
+    assert labels["Her2 overexpression predicts poor outcome."] == 1
+    assert labels["Patients responded."] == 1  # CIViC gene-symbol flag
+    assert labels["Median OS was 9 months."] == 0
+    assert labels["LABS:  Hgb 12.3, K 4.1."] == 1
+    docs = {split: {row["doc"] for row in split_rows} for split, split_rows in rows.items()}
+    assert not docs["train"] & docs["test"]
+    assert not docs["train"] & docs["dev"]
+    assert not docs["dev"] & docs["test"]
+    texts = {split: {row["text"] for row in split_rows} for split, split_rows in rows.items()}
+    assert not texts["train"] & texts["test"]  # boilerplate sentences are not trained on twice
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["seed"] == DatasetConfig().seed
+    build_dataset(data, tmp_path / "again", DatasetConfig())
+    assert (tmp_path / "again" / "train.jsonl").read_text() == (out / "train.jsonl").read_text()

@@ -1,0 +1,183 @@
+"""Curated biomarker lexicon: regular expressions for analytes, tumour markers and receptor status.
+
+Used to weak-label clinical-note sentences and to add lab analytes (glucose, creatinine, ...) that
+gene-mention corpora do not mark, following ``LABEL_POLICY.md``. Three tiers:
+
+* ``_NAMES`` - terms that name a biomarker wherever they appear (``troponin``, ``HbA1c``, ``PSA``).
+* ``_AMBIGUOUS`` - words that are also drugs, diets or biology (``potassium``, ``albumin``,
+  ``calcium``): a hit needs lab context, i.e. a value after the word ("potassium 4.1", not
+  "potassium 20 mEq") or a lab word before it ("serum calcium", "low magnesium"), and no drug or
+  diet word after it ("potassium chloride", "calcium channel", "iron supplement").
+* ``_NOTE_ABBREVIATIONS`` - case-sensitive note-style abbreviations that count only with a value
+  ("K 4.1", "Na 139", "Cr 1.2", "Plt 250").
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+__all__ = ["LexiconHit", "find_hits", "has_biomarker"]
+
+_I = re.IGNORECASE
+
+# A value right after a term: "of 8.7", "was 139", ": 4.1", "= 0.9", "is < 0.01", "250,000".
+_VALUE_PREFIX = (
+    r"(?:\s*(?:level|levels|count|value)?\s*(?:of|was|were|is|are|at|to|:|=|-)?\s*)[<>]?\s*"
+)
+_VALUE = _VALUE_PREFIX + r"\d"
+# A dose unit after the value means a drug ("potassium 20 mEq", "K 10 mg"); "mEq/L" is a lab.
+_DOSE = r"\d[\d.,]*\s*(?:mg|mEq|mmol|g|gm|grams|units?|tabs?|tablets?|mL|cc)\b(?!\s*/)"
+_NOT_DOSE = f"(?!{_VALUE_PREFIX}{_DOSE})"
+_LAB_BEFORE = (
+    r"(?:serum|plasma|blood|urine|urinary|ionized|corrected|fasting|random|total|free|low|high|"
+    r"elevated|raised|increased|decreased|depressed|normal|abnormal|repeat|check|checked|follow)"
+    r"\s+"
+)
+_DRUG_AFTER = (
+    r"\s*(?:chloride|citrate|gluconate|bicarbonate|phosphate|sulfate|oxide|hydroxide|carbonate|"
+    r"acetate|channel|supplements?|replacement|replete|repletion|tablets?|tabs?|diet|rich|"
+    r"infusion|drip|bolus|sliding|pump|therapy|deficiency|intake|restriction|dependent|"
+    r"binding|signaling|signalling|influx|efflux|transport|transporter|homeostasis|metabolism)\b"
+)
+
+_NAMES: tuple[tuple[str, str], ...] = (
+    # haematology and coagulation
+    ("hemoglobin", r"\b(?:ha?emoglobin|hgb|hb)\b(?!\s*(?:s|sc)\s+disease)"),
+    ("hba1c", r"\b(?:hb\s*a1c|hemoglobin\s+a1c|a1c|glyc(?:at|osyl)ated\s+ha?emoglobin)\b"),
+    ("hematocrit", r"\b(?:ha?ematocrit|hct|h\s*(?:&|and)\s*h)\b"),
+    ("white count", r"\b(?:wbcs?|white\s+(?:blood\s+)?(?:cell\s+)?count|white\s+blood\s+cells?)\b"),
+    ("platelet count", r"\bplatelet\s+counts?\b|\bplt\s+counts?\b"),
+    (
+        "cell count",
+        r"\b(?:absolute\s+)?(?:neutrophil|lymphocyte|eosinophil|reticulocyte|cd4)\s+counts?\b",
+    ),
+    ("anc", r"\b(?-i:ANC)\b|\babsolute\s+neutrophil"),
+    ("cd marker", r"\bCD(?:4|8|20|30|34|38|117)\b(?!\s*-?\s*T\s*cells?\b)"),
+    ("red cell indices", r"\b(?:MCV|MCH|MCHC|RDW)\b"),
+    ("coagulation", r"\b(?:INR|a?PTT|prothrombin\s+time|D-?dimer|fibrinogen)\b"),
+    ("pt", r"\b(?-i:PT)\s*(?:/|and|,)\s*(?:INR|a?PTT)\b|\b(?-i:PT)\b(?=" + _VALUE + ")"),
+    ("esr", r"\b(?:ESR|sed(?:imentation)?\s+rate)\b"),
+    ("crp", r"\b(?:hs-?)?CRP\b|\bc-?\s*reactive\s+protein\b"),
+    # chemistry
+    ("glucose", r"\bglucoses?\b|\bblood\s+sugars?\b|\bfinger\s*sticks?\b|\baccu-?che(?:c)?ks?\b"),
+    ("creatinine", r"\bcreatinine\b|\bcreatinine\s+clearance\b"),
+    ("bun", r"\bBUN\b|\bblood\s+urea\s+nitrogen\b|\bserum\s+urea\b"),
+    ("egfr rate", r"\be?GFR\b"),
+    ("cardiac", r"\btroponins?\b|\bCK-?MB\b|\bCPK\b|\bcreatine\s+(?:phospho)?kinase\b"),
+    ("natriuretic", r"\b(?:NT-?)?(?:pro-?)?BNP\b|\bnatriuretic\s+peptide\b"),
+    (
+        "liver",
+        r"\b(?:(?-i:ALT|AST)|SGOT|SGPT|GGT|alk(?:aline)?\.?\s+phos(?:phatase)?|bilirubin|lipase|amylase)\b",
+    ),
+    ("liver panel", r"\bLFTs?\b|\bliver\s+(?:function|enzymes?|panel)\b"),
+    ("lipids", r"\b(?:cholesterol|triglycerides?|HDL|LDL|VLDL)\b|\blipid\s+(?:panel|profile)\b"),
+    ("panel", r"\b(?:CBC|BMP|CMP|chem(?:istry)?[-\s]?(?:7|10|12|20)|SMA-?\d+)\b"),
+    ("panel", r"\b(?:complete\s+blood\s+count|(?:basic|comprehensive)\s+metabolic\s+panel)\b"),
+    ("thyroid", r"\b(?:TSH|free\s+T[34]|thyroid\s+(?:function|stimulating)|thyroxine)\b"),
+    ("iron", r"\b(?:ferritin|TIBC|transferrin|iron\s+(?:studies|panel|saturation))\b"),
+    ("vitamin", r"\b(?:vitamin\s+B-?12|B-?12\s+level|25-hydroxy|folate\s+level)\b"),
+    ("blood gas", r"\b(?:ABGs?|arterial\s+blood\s+gas(?:es)?|pa?CO2|pa?O2|anion\s+gap)\b"),
+    ("other analytes", r"\b(?:lactic\s+acid|uric\s+acid|homocysteine|procalcitonin|haptoglobin)\b"),
+    (
+        "other analytes",
+        r"\b(?:osmolality|C-?peptide|cortisol|prolactin|PTH|parathyroid\s+hormone)\b",
+    ),
+    ("hormones", r"\b(?:testosterone|estradiol|FSH|beta-?\s*hCG|β-?hCG|hCG)\b"),
+    (
+        "drug level",
+        r"\b(?:trough|peak)\s+levels?\b|\b(?:vancomycin|digoxin|dilantin|phenytoin|"
+        r"lithium|valproic\s+acid|depakote|tegretol|carbamazepine|tacrolimus|gentamicin|alcohol|"
+        r"ethanol)\s+(?:levels?|troughs?)\b|\bblood\s+alcohol\b",
+    ),
+    ("urine", r"\b(?:microalbumin|urine\s+(?:protein|albumin|creatinine|sodium|osmolality))\b"),
+    (
+        "serology",
+        r"\b(?:(?-i:ANA|ANCA)|anti-?CCP|HBsAg|rheumatoid\s+factor|antinuclear\s+antibod\w*)\b",
+    ),
+    (
+        "serology",
+        r"\b(?-i:Ig[AGEM])\b|\bviral\s+load\b|\bSPEP\b|\bprotein\s+electrophoresis\b|\bM-?spike\b",
+    ),
+    # tumour markers
+    ("psa", r"\bPSA\b|\bprostate[-\s]specific\s+antigen\b"),
+    ("cea", r"\bCEA\b|\bcarcinoembryonic\s+antigen\b"),
+    ("ca markers", r"\bCA[-\s]?(?:125|19-9|15-3|27[.-]29)\b"),
+    ("afp", r"\bAFP\b|\balpha[-\s]?feto\s*protein\b"),
+    ("ldh", r"\bLDH\b|\blactate\s+dehydrogenase\b"),
+    # receptors, genes and molecular status
+    ("her2", r"\bHER-?2(?:\s*/\s*neu)?\b|\bc-?erb\s*B-?2\b|\bneu\s+(?:oncogene|protein)\b"),
+    ("hormone receptor", r"\b(?:estrogen|oestrogen|progesterone|androgen)\s+receptors?\b"),
+    ("ki-67", r"\bKi-?67\b|\bMIB-?1\b"),
+    ("pd-l1", r"\bPD-?L1\b|\bPD-?1\b"),
+    (
+        "genes",
+        r"\b(?:BRCA[12]?|EGFR|KRAS|NRAS|BRAF|ALK|ROS1|JAK2|BCR-?ABL1?|FLT3|NPM1|IDH[12]|TP53|"
+        r"p53|MLH1|MSH[26]|PMS2|MTHFR|HLA-?B27|MGMT|PIK3CA|CDKN2A|PTEN|RB1|VHL|C-?KIT)\b",
+    ),
+    (
+        "molecular status",
+        r"\bMSI(?:-H|-high)?\b|\bmicrosatellite\s+instab\w*|\bmismatch\s+repair\b",
+    ),
+    ("molecular status", r"\bfactor\s+V\s+Leiden\b|\bPhiladelphia\s+chromosome\b"),
+)
+
+_ER_STATUS = (
+    r"\b(?:ER|PR|PgR)\s*(?:[+-](?![A-Za-z])|\(\s*[+-]\s*\)|\s+(?:and|/)\s+PR\b|/\s*PR\b"
+    r"|-?\s*(?:positive|negative|pos|neg)\b)"
+)
+
+_AMBIGUOUS = (
+    "sodium|potassium|chloride|calcium|magnesium|phosphorus|phosphate|albumin|iron|platelets?|"
+    "insulin|lactate|bicarbonate|bicarb|protein|folate|ammonia|vitamin\\s+D|globulin|urea|"
+    "ketones?"
+)
+
+_NOTE_ABBREVIATIONS = r"\b(?:Na|K|Cl|CO2|Ca|Mg|Phos|Cr|Cre|Glu|Plt|Plts|PLT|WBC|Hb|HCO3)(?:\+|\b)"
+
+_COMPILED_NAMES = tuple((label, re.compile(pattern, _I)) for label, pattern in _NAMES)
+# Case-sensitive: "ER" is also the emergency room; "PR" also a rectal route.
+_ER_RE = re.compile(_ER_STATUS)
+_AMBIGUOUS_VALUE_RE = re.compile(
+    rf"\b(?:{_AMBIGUOUS})\b(?!{_DRUG_AFTER})(?={_VALUE}){_NOT_DOSE}", _I
+)
+_AMBIGUOUS_CONTEXT_RE = re.compile(rf"\b{_LAB_BEFORE}(?:{_AMBIGUOUS})\b(?!{_DRUG_AFTER})", _I)
+_AMBIGUOUS_LEVEL_RE = re.compile(rf"\b(?:{_AMBIGUOUS})\s+(?:levels?|concentrations?)\b", _I)
+_ABBREVIATION_RE = re.compile(rf"{_NOTE_ABBREVIATIONS}(?={_VALUE}){_NOT_DOSE}")
+# Terms that look like a hit but are not biomarkers in context.
+_EXCLUDE_RE = re.compile(
+    r"\b(?:lactated\s+ringer'?s?|ringer'?s\s+lactate|ALT\s+key|ANA\s+\w+ova|"
+    r"alk(?:aline)?\s+phos(?:phatase)?\s+(?:gel|stain))\b",
+    _I,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class LexiconHit:
+    """One lexicon match: the category name and its character span."""
+
+    label: str
+    start: int
+    end: int
+
+
+def find_hits(text: str) -> list[LexiconHit]:
+    """All lexicon matches in ``text``, in order of position."""
+    masked = _EXCLUDE_RE.sub(lambda m: " " * len(m.group(0)), text)
+    hits: list[LexiconHit] = []
+    for label, regex in _COMPILED_NAMES:
+        hits.extend(LexiconHit(label, m.start(), m.end()) for m in regex.finditer(masked))
+    for label, regex in (
+        ("receptor status", _ER_RE),
+        ("analyte with value", _AMBIGUOUS_VALUE_RE),
+        ("analyte in lab context", _AMBIGUOUS_CONTEXT_RE),
+        ("analyte level", _AMBIGUOUS_LEVEL_RE),
+        ("note abbreviation", _ABBREVIATION_RE),
+    ):
+        hits.extend(LexiconHit(label, m.start(), m.end()) for m in regex.finditer(masked))
+    return sorted(hits, key=lambda hit: (hit.start, hit.end))
+
+
+def has_biomarker(text: str) -> bool:
+    """True when the lexicon finds at least one biomarker mention in ``text``."""
+    return bool(find_hits(text))
