@@ -314,9 +314,7 @@ metadata:
     {{- end }}
   annotations:
     checksum/config: {{ include "biomarker-worker.configData" $root | sha256sum }}
-    {{- if include "biomarker-worker.createCredentialsSecret" $root }}
-    checksum/secret: {{ toJson $v.kafka.credentials | sha256sum }}
-    {{- end }}
+    {{- /* No checksum of the credentials: an unsalted hash of a password in the pod spec invites guessing. */}}
     {{- with $v.podAnnotations }}
     {{- toYaml . | nindent 4 }}
     {{- end }}
