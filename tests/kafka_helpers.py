@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from confluent_kafka import Consumer, Message, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from worker.localkafka import create_topics
@@ -124,7 +124,14 @@ class KafkaTestKit:
         partitions = [TopicPartition(self.input, p) for p in metadata.topics[self.input].partitions]
         consumer = Consumer({"bootstrap.servers": self.bootstrap, "group.id": self.group})
         try:
-            result = consumer.committed(partitions, timeout=10)
+            for attempt in range(20):
+                try:
+                    result = consumer.committed(partitions, timeout=10)
+                    break
+                except KafkaException:  # coordinator loading or moving: retry
+                    if attempt == 19:
+                        raise
+                    time.sleep(0.25)
         finally:
             consumer.close()
         return {tp.partition: tp.offset for tp in result if tp.offset >= 0}

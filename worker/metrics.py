@@ -61,6 +61,9 @@ class Metrics:
             "biomarker_inflight_notes", "Notes read but not yet delivered.", registry=r
         )
         self.paused = Gauge("biomarker_paused", "1 while fetching is paused.", registry=r)
+        self.pauses = Counter(
+            "biomarker_pauses", "Times fetching was paused for backpressure.", registry=r
+        )
         self.commits = Counter("biomarker_commits", "Offset commits.", ["outcome"], registry=r)
         self.rebalances = Counter(
             "biomarker_rebalances", "Partition assignment changes.", ["kind"], registry=r

@@ -314,6 +314,7 @@ class Pipeline:
             self._consumer.pause(assigned)
             self._paused = True
             self.metrics.paused.set(1)
+            self.metrics.pauses.inc()
             log.debug("paused", inflight=inflight)
         elif self._paused and inflight <= limit // 2:
             self._consumer.resume(assigned)

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import signal
+import threading
 
 import structlog
 
 from worker.cli.options import add_settings_options, settings_from_args
 from worker.errors import FatalError
 from worker.logs import configure_logging
-from worker.pipeline import EXIT_FATAL, Pipeline
+from worker.pipeline import EXIT_FATAL, EXIT_OK, Pipeline
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -24,10 +26,14 @@ def handle(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
     configure_logging(settings.log_level)
     log = structlog.get_logger("worker.run")
+    stop_early = threading.Event()  # SIGTERM while the model loads: exit cleanly, join nothing
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop_early.set())
     try:
         from worker.model.loader import load_classifier, provenance_for
 
         model = load_classifier(settings)
+        model.predict(["warm-up sentence"])
         pipeline = Pipeline(
             settings=settings, model=model, provenance=provenance_for(model, settings)
         )
@@ -43,4 +49,7 @@ def handle(args: argparse.Namespace) -> int:
         dtype=model.info.dtype,
     )
     pipeline.install_signal_handlers()
+    if stop_early.is_set():
+        log.info("stopped_before_start")
+        return EXIT_OK
     return pipeline.run()

@@ -1,0 +1,190 @@
+"""The worker against the real local broker: delivery, order, dead letters, fatal errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from tests.kafka_helpers import KafkaTestKit, Record, note
+from worker.config import load_settings
+from worker.inference import Scorer
+from worker.model.classifier import SequenceClassifier
+from worker.model.loader import provenance_for
+from worker.pipeline import EXIT_FATAL, Pipeline
+from worker.schemas import DEAD_LETTER_SCHEMA, OUTPUT_SCHEMA, validator
+
+pytestmark = pytest.mark.kafka
+
+
+@pytest.fixture(scope="module")
+def model(tiny_model_dir: Path) -> SequenceClassifier:
+    return SequenceClassifier.load(tiny_model_dir, device="cpu", threads=1)
+
+
+def run_worker(kit: KafkaTestKit, model: Any, *, expected: int, **overrides: Any) -> Pipeline:
+    """Run the pipeline in-process until ``expected`` records were delivered."""
+    settings = load_settings(
+        overrides={
+            "bootstrap_servers": kit.bootstrap,
+            "input_topic": kit.input,
+            "output_topic": kit.output,
+            "dlq_topic": kit.dlq,
+            "group_id": kit.group,
+            "device": "cpu",
+            **overrides,
+        }
+    )
+    pipeline = Pipeline(
+        settings=settings,
+        model=model,
+        provenance=provenance_for(model, settings),
+        stop_when=lambda p: p.delivered >= expected,
+    )
+    assert pipeline.run() == 0
+    return pipeline
+
+
+def _source(record: Record) -> tuple[int, int]:
+    source = record.json()["biomarker"]["provenance"]["source"]
+    return source["partition"], source["offset"]
+
+
+def test_thousand_notes_one_output_each_valid_ordered(
+    kit: KafkaTestKit, model: SequenceClassifier
+) -> None:
+    kit.create(partitions=3)
+    count = 1000
+    kit.produce(
+        [note(i) for i in range(count)], keys=[f"p-{i % 17}".encode() for i in range(count)]
+    )
+    run_worker(kit, model, expected=count, threshold=0.4995)
+
+    outputs = kit.read(kit.output, count)
+    assert len(outputs) == count
+    sources = [_source(record) for record in outputs]
+    assert len(set(sources)) == count  # exactly one output per input
+    output_validator = validator(OUTPUT_SCHEMA)
+    for record in outputs:
+        output_validator.validate(record.json())
+    # Same key as the input; per (output partition, input partition) the input offsets grow.
+    seen: dict[tuple[int, int], int] = {}
+    for record in outputs:
+        body = record.json()
+        assert record.key == body["patient_id"].encode()
+        partition, offset = _source(record)
+        lane = (record.partition, partition)
+        assert offset > seen.get(lane, -1)
+        seen[lane] = offset
+    # Flags and scores are the classifier's own, sentence by sentence.
+    for record in outputs[:50]:
+        body = record.json()
+        text = body["text"]
+        result = body["biomarker"]
+        sentences = [text[s["start"] : s["end"]] for s in result["sentences"]]
+        expected_scores = model.predict(sentences)
+        for sentence, score in zip(result["sentences"], expected_scores, strict=True):
+            assert sentence["score"] == pytest.approx(score, abs=1e-4)
+            assert sentence["label"] == int(sentence["score"] >= 0.4995)
+        assert body["metadata"] == {"seq": int(body["note_id"].split("-")[1])}
+    assert sum(kit.committed().values()) == count
+
+
+BAD_INPUTS = {
+    "not_utf8": b'{"note_id": "x", "text": "caf\xe9"}',
+    "not_json": b"HISTORY: this is not json",
+    "schema_violation": orjson.dumps({"note_id": 5, "text": "Serum PSA 4.2."}),
+    "empty_text": orjson.dumps({"note_id": "e", "text": " \n\t "}),
+    "text_too_large": orjson.dumps({"note_id": "big", "text": "Hgb 12. " * 200}),
+    "null_value": None,
+}
+
+
+@pytest.mark.parametrize("reason", sorted(BAD_INPUTS))
+def test_bad_input_goes_to_dead_letter_with_original_bytes(
+    kit: KafkaTestKit, model: SequenceClassifier, reason: str
+) -> None:
+    kit.create(partitions=1)
+    bad = BAD_INPUTS[reason]
+    kit.produce([note(1), bad, note(2)], keys=[b"k1", b"bad-key", b"k2"])
+    run_worker(kit, model, expected=3, max_note_chars=1000)
+
+    dead = kit.read(kit.dlq, 1)
+    assert len(dead) == 1
+    record = dead[0]
+    assert record.value == bad and record.key == b"bad-key"
+    headers = {name: value.decode() for name, value in record.headers.items()}
+    validator(DEAD_LETTER_SCHEMA).validate(headers)
+    assert headers["x-biomarker-error-class"] == reason
+    assert headers["x-biomarker-source-offset"] == "1"
+    # The worker kept going: the good notes on both sides are enriched, everything committed.
+    outputs = kit.read(kit.output, 2)
+    assert sorted(_source(r)[1] for r in outputs) == [0, 2]
+    assert kit.committed() == {0: 3}
+
+
+class _FailsOnLongBatches:
+    """The real tiny model, except that any sentence of 40+ tokens makes its batch raise."""
+
+    def __init__(self, inner: SequenceClassifier) -> None:
+        self.inner = inner
+        self.pad_multiple = inner.pad_multiple
+        self.info = inner.info
+
+    def encode(self, texts: Any) -> Any:
+        return self.inner.encode(texts)
+
+    def predict_ids(self, batch: Any) -> list[float]:
+        if any(len(ids) >= 40 for ids in batch):
+            raise RuntimeError("simulated device out of memory")
+        return self.inner.predict_ids(batch)
+
+
+def test_failing_sentence_sends_only_its_note_to_dead_letter(
+    kit: KafkaTestKit, model: SequenceClassifier
+) -> None:
+    kit.create(partitions=1)
+    poison = orjson.dumps({"note_id": "poison", "text": "Short one. " + "psa " * 60 + "."})
+    kit.produce([note(i) for i in range(20)] + [poison] + [note(i) for i in range(20, 40)])
+    flaky: Scorer = _FailsOnLongBatches(model)
+    run_worker(kit, flaky, expected=41)
+
+    dead = kit.read(kit.dlq, 1)
+    assert [r.value for r in dead] == [poison]
+    assert dead[0].headers["x-biomarker-error-class"] == b"inference_failed"
+    assert len(kit.read(kit.output, 40)) == 40
+    assert kit.committed() == {0: 41}
+
+
+def test_missing_output_topic_is_fatal_and_commits_nothing(
+    kit: KafkaTestKit, model: SequenceClassifier
+) -> None:
+    kit.create(partitions=1)
+    kit.produce([note(1)])
+    settings = load_settings(
+        overrides={
+            "bootstrap_servers": kit.bootstrap,
+            "input_topic": kit.input,
+            "output_topic": kit.output + "-does-not-exist",
+            "dlq_topic": kit.dlq,
+            "group_id": kit.group,
+        }
+    )
+    pipeline = Pipeline(settings=settings, model=model, provenance=provenance_for(model, settings))
+    assert pipeline.run() == EXIT_FATAL
+    assert kit.committed() == {}
+
+
+def test_backpressure_pauses_and_still_delivers_everything(
+    kit: KafkaTestKit, model: SequenceClassifier
+) -> None:
+    kit.create(partitions=2)
+    count = 600
+    kit.produce([note(i) for i in range(count)])
+    pipeline = run_worker(kit, model, expected=count, max_inflight_notes=20, consume_batch_size=50)
+    pauses = pipeline.metrics.registry.get_sample_value("biomarker_pauses_total")
+    assert pauses is not None and pauses >= 1
+    outputs = kit.read(kit.output, count)
+    assert len({_source(r) for r in outputs}) == count

@@ -1,0 +1,180 @@
+"""Worker processes against the real broker: SIGKILL, rebalances, SIGTERM, PHI-free logs."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+
+import orjson
+import pytest
+
+from tests.kafka_helpers import KafkaTestKit, Record, note, start_worker
+
+pytestmark = pytest.mark.kafka
+
+_LONG = (
+    "HISTORY OF PRESENT ILLNESS:  The patient is a 60-year-old man seen today. "
+    "Serum PSA was 4.2 ng/mL. Hgb 12.3, creatinine 1.1. He denies chest pain. "
+    "The knee procedure was tolerated well. Labs were otherwise normal. Plan as below."
+)
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.2)
+
+
+def sources(records: list[Record]) -> Counter[tuple[int, int]]:
+    found: Counter[tuple[int, int]] = Counter()
+    for record in records:
+        source = record.json()["biomarker"]["provenance"]["source"]
+        found[(source["partition"], source["offset"])] += 1
+    return found
+
+
+def joined(log_path: Path) -> bool:
+    return "partitions_assigned" in log_path.read_text()
+
+
+def stop(process: subprocess.Popen[bytes], timeout: float = 60) -> int:
+    process.send_signal(signal.SIGTERM)
+    return process.wait(timeout=timeout)
+
+
+def inputs_per_partition(kit: KafkaTestKit, total: int) -> dict[int, int]:
+    """How many records each input partition holds (from a full read of the input topic)."""
+    return dict(Counter(record.partition for record in kit.read(kit.input, total)))
+
+
+def test_sigkill_mid_stream_never_commits_past_undelivered_output(
+    kit: KafkaTestKit, tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    kit.create(partitions=3)
+    count = 3000
+    kit.produce([note(i, _LONG) for i in range(count)])
+    env = kit.env(tiny_model_dir, token_budget="512", max_inflight_notes="400")
+    worker = start_worker(env, tmp_path / "worker-1.log")
+    samples: list[dict[int, int]] = []
+
+    def progressed() -> bool:
+        samples.append(kit.committed())
+        return sum(samples[-1].values()) >= 300
+
+    wait_for(progressed, 120, "first commits")
+    worker.kill()  # SIGKILL while batches are in flight
+    worker.wait(timeout=30)
+
+    at_kill = kit.committed()
+    delivered = sources(kit.read(kit.output, count, timeout=5))
+    assert sum(at_kill.values()) < count, "the kill must land mid-stream"
+    for sample in [*samples, at_kill]:
+        for partition, committed in sample.items():
+            missing = [o for o in range(committed) if (partition, o) not in delivered]
+            assert not missing, (
+                f"committed {committed} on p{partition} without outputs {missing[:5]}"
+            )
+
+    worker = start_worker(env, tmp_path / "worker-2.log")
+    wait_for(lambda: sum(kit.committed().values()) == count, 240, "all inputs committed")
+    assert stop(worker) == 0
+    final = sources(kit.read(kit.output, count))
+    per_partition = inputs_per_partition(kit, count)
+    for partition, size in per_partition.items():
+        assert all((partition, o) in final for o in range(size))
+    assert sum(per_partition.values()) == count
+
+
+def test_three_workers_join_and_leave_during_stream_lose_nothing(
+    kit: KafkaTestKit, tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    kit.create(partitions=6)
+    count = 5000
+    stages = [(0, 1000), (1000, 2000), (2000, 3000), (3000, count)]
+    env = kit.env(tiny_model_dir, revoke_timeout_s="5")
+
+    def produce(stage: int) -> None:
+        first, last = stages[stage]
+        kit.produce([note(i, _LONG) for i in range(first, last)])
+
+    produce(0)
+    workers = [start_worker(env, tmp_path / "worker-a.log")]
+    wait_for(lambda: sum(kit.committed().values()) > 200, 120, "worker a progress")
+    for stage, name in ((1, "b"), (2, "c")):  # b and c join while a backlog is being worked
+        workers.append(start_worker(env, tmp_path / f"worker-{name}.log"))
+        produce(stage)
+        wait_for(lambda n=name: joined(tmp_path / f"worker-{n}.log"), 120, f"worker {name} joins")
+    produce(3)
+    assert sum(kit.committed().values()) < count, "a must leave with work in flight"
+    assert stop(workers[0]) == 0  # a leaves while the stream is running
+    wait_for(lambda: sum(kit.committed().values()) == count, 240, "all inputs committed")
+    assert [stop(w) for w in workers[1:]] == [0, 0]
+
+    delivered = sources(kit.read(kit.output, count))
+    per_partition = inputs_per_partition(kit, count)
+    assert sum(per_partition.values()) == count
+    lost = [
+        (p, o) for p, size in per_partition.items() for o in range(size) if (p, o) not in delivered
+    ]
+    assert not lost
+    logs = "".join((tmp_path / f"worker-{n}.log").read_text() for n in "abc")
+    assert "partitions_revoked" in logs and "partitions_assigned" in logs
+
+
+def test_sigterm_drains_commits_and_restart_has_no_duplicates(
+    kit: KafkaTestKit, tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    kit.create(partitions=3)
+    count = 3000
+    kit.produce([note(i, _LONG) for i in range(count)])
+    env = kit.env(tiny_model_dir, token_budget="512")
+    worker = start_worker(env, tmp_path / "worker-1.log")
+    wait_for(lambda: sum(kit.committed().values()) >= 300, 120, "first commits")
+    assert stop(worker) == 0
+
+    committed = kit.committed()
+    first = sources(kit.read(kit.output, count, timeout=5))
+    assert sum(committed.values()) < count, "the stop must land mid-stream"
+    assert max(first.values()) == 1
+    for partition in range(3):  # everything produced was committed, nothing more
+        produced = [o for (p, o) in first if p == partition]
+        assert committed.get(partition, 0) == (max(produced) + 1 if produced else 0)
+        assert sorted(produced) == list(range(len(produced)))
+
+    worker = start_worker(env, tmp_path / "worker-2.log")
+    wait_for(lambda: sum(kit.committed().values()) == count, 240, "all inputs committed")
+    assert stop(worker) == 0
+    final = sources(kit.read(kit.output, count))
+    assert len(final) == count and max(final.values()) == 1
+
+
+def test_logs_are_json_and_never_contain_note_text(
+    kit: KafkaTestKit, tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    marker = "ZQXJ7PHIMARKER"
+    kit.create(partitions=1)
+    values = [
+        note(1, f"Patient {marker} has PSA 4.2 ng/mL. Seen by Dr. {marker}."),
+        orjson.dumps({"note_id": 7, "text": f"{marker} wrong id type"}),
+        orjson.dumps({"note_id": "x", "text": [marker]}),
+        f"not json {marker}".encode(),
+        f'{{"note_id": "{marker}", "text": "caf\xe9 {marker}"}}'.encode("latin-1"),
+        orjson.dumps({"note_id": "big", "text": marker * 100}),
+    ]
+    kit.produce(values, keys=[marker.encode()] * len(values))
+    log_path = tmp_path / "worker.log"
+    worker = start_worker(
+        kit.env(tiny_model_dir, log_level="debug", max_note_chars="500"), log_path
+    )
+    wait_for(lambda: kit.committed() == {0: len(values)}, 120, "all inputs committed")
+    assert stop(worker) == 0
+    lines = log_path.read_text().splitlines()
+    events = [orjson.loads(line) for line in lines if line.startswith("{")]
+    assert any(e["event"] == "dead_letter" and "offset" in e for e in events)
+    assert not [line for line in lines if marker in line]
