@@ -1,0 +1,105 @@
+"""The command line: one-line errors with exit 2, classify without Kafka, config handling."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import orjson
+import pytest
+
+from worker.cli import main
+from worker.config import load_settings
+from worker.errors import UsageError
+from worker.schemas import OUTPUT_SCHEMA, validator
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _cli(
+    *args: str, stdin: bytes = b"", env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(
+        [sys.executable, "-m", "worker", *args], input=stdin, capture_output=True, cwd=REPO,
+        env={**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})}, timeout=120, check=False,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("args", "env"),
+    [
+        (["run", "--threshold", "abc"], {}),
+        (["run", "--threshold", "3"], {}),
+        (["run", "--set", "no_such_key=1"], {}),
+        (["run"], {"BIOMARKER_MAX_INFLIGHT_NOTES": "-5"}),
+        (["run", "--config", "/nonexistent.yaml"], {}),
+        (["nonsense-command"], {}),
+        (["classify", "/nonexistent.jsonl", "--model", "/nonexistent-model"], {}),
+    ],
+)
+def test_bad_arguments_and_config_are_one_line_exit_2(args: list[str], env: dict[str, str]) -> None:
+    result = _cli(*args, env=env)
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.decode().strip().splitlines()
+    assert len(lines) == 1 and "error" in lines[0]
+    assert b"Traceback" not in result.stderr
+
+
+def test_unloadable_model_exits_1_with_json_log_line(tmp_path: Path) -> None:
+    result = _cli("run", "--model", str(tmp_path / "missing"), "--bootstrap-servers", "127.0.0.1:1")
+    assert result.returncode == 1
+    assert b"Traceback" not in result.stderr
+    events = [orjson.loads(line) for line in result.stderr.splitlines() if line.startswith(b"{")]
+    assert any(e["event"] == "startup_failed" for e in events)
+
+
+def test_yaml_file_env_and_flags_precedence(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = tmp_path / "worker.yaml"
+    config.write_text("threshold: 0.3\ngroup_id: from-file\ntoken_budget: 1024\n")
+    monkeypatch.setenv("BIOMARKER_GROUP_ID", "from-env")
+    monkeypatch.setenv("BIOMARKER_SASL_PASSWORD", "hunter2")
+    settings = load_settings(config_file=config, overrides={"token_budget": 2048})
+    assert settings.threshold == 0.3 and settings.group_id == "from-env"
+    assert settings.token_budget == 2048
+    assert settings.masked()["sasl_password"] == "***"
+    config.write_text("thresold: 0.3\n")
+    with pytest.raises(UsageError, match="thresold"):
+        load_settings(config_file=config)
+
+
+def test_classify_notes_from_stdin(tiny_model_dir: Path) -> None:
+    lines = [
+        orjson.dumps({"note_id": "a", "text": "Serum PSA was 4.2 ng/mL. Pain resolved."}),
+        b"not json",
+        orjson.dumps({"note_id": "b", "text": "HPI: knee pain.\nLabs: Hgb 12.3."}),
+    ]
+    result = _cli("classify", "-", "--model", str(tiny_model_dir), "--include-text",
+                  stdin=b"\n".join(lines) + b"\n")  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    outputs = [orjson.loads(line) for line in result.stdout.splitlines()]
+    assert [o["note_id"] for o in outputs] == ["a", "b"]
+    for output in outputs:
+        validator(OUTPUT_SCHEMA).validate(output)
+        for sentence in output["biomarker"]["sentences"]:
+            assert sentence["text"] == output["text"][sentence["start"] : sentence["end"]]
+    assert b"line 2: not_json" in result.stderr
+
+
+def test_classify_sentences_interface(tiny_model_dir: Path, tmp_path: Path) -> None:
+    source = tmp_path / "sentences.jsonl"
+    source.write_bytes(b'{"id": "s1", "text": "PSA 4.2"}\n{"id": 7, "text": "knee pain"}\n')
+    result = _cli("classify", str(source), "--sentences", "--model", str(tiny_model_dir))
+    assert result.returncode == 0, result.stderr
+    rows = [orjson.loads(line) for line in result.stdout.splitlines()]
+    assert [r["id"] for r in rows] == ["s1", 7]
+    assert all(set(r) == {"id", "label", "score"} and 0 <= r["score"] <= 1 for r in rows)
+
+
+def test_main_returns_usage_exit_code_in_process() -> None:
+    with pytest.raises(SystemExit) as caught:
+        main(["run", "--threshold", "x"])
+    assert caught.value.code == 2
