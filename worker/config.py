@@ -66,6 +66,9 @@ class WorkerSettings(BaseSettings):
     model_path: str | None = Field(
         default=None, description="Checkpoint directory or hub id; unset = embedded default model."
     )
+    backend: Literal["torch", "torch-int8", "onnx", "onnx-int8"] = Field(
+        default="torch", description="Inference engine; int8 and ONNX Runtime are CPU options."
+    )
     device: str = "auto"
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     threshold: float = Field(default=0.5, ge=0.0, le=1.0)
