@@ -88,7 +88,10 @@ class WorkerSettings(BaseSettings):
 
     # --- Operations
     log_level: Literal["debug", "info", "warning", "error"] = "info"
-    metrics_port: int | None = Field(default=None, ge=0, le=65535)
+    metrics_port: int | None = Field(
+        default=None, ge=0, le=65535, description="Port of /metrics, /livez, /readyz; unset = off."
+    )
+    metrics_host: str = "0.0.0.0"
     liveness_timeout_s: float = Field(default=60.0, gt=0.0)
 
     @field_validator("bootstrap_servers", "input_topic", "output_topic", "dlq_topic", "group_id")

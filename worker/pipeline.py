@@ -39,6 +39,8 @@ from worker.kafka.offsets import PartitionState, PendingNote
 from worker.logs import kafka_logger
 from worker.metrics import Metrics
 from worker.processing import Encoder, Preparer, render
+from worker.ratelimit import TokenBucket
+from worker.replay import ReplayPlan
 
 log = structlog.get_logger(__name__)
 
@@ -53,6 +55,7 @@ _FATAL_CODES = {
 }
 _IDLE_POLL_S = 0.1
 _BUSY_POLL_S = 0.005
+_GAUGE_INTERVAL_S = 5.0
 
 
 class Model(Encoder, Scorer, Protocol):
@@ -72,12 +75,16 @@ class Pipeline:
         group_id: str | None = None,
         output_topic: str | None = None,
         stop_when: Callable[[Pipeline], bool] | None = None,
+        replay: ReplayPlan | None = None,
+        rate_limit: float | None = None,
     ) -> None:
         self.settings = settings
         self.metrics = metrics or Metrics()
         self.provenance = provenance
         self.output_topic = output_topic or settings.output_topic
         self._stop_when = stop_when
+        self._replay = replay
+        self._bucket = TokenBucket(rate_limit) if rate_limit else None
         self._preparer = Preparer(
             encoder=model,
             max_note_chars=settings.max_note_chars,
@@ -103,7 +110,8 @@ class Pipeline:
         self._stopping = threading.Event()
         self._fatal: FatalError | None = None
         self.last_progress = time.monotonic()
-        self.ready = False
+        self._next_gauges = 0.0
+        self._device_memory = getattr(model, "device_memory_bytes", lambda: None)
         self.delivered = 0  # outputs plus dead letters acknowledged by the brokers
 
     # ------------------------------------------------------------------ lifecycle
@@ -130,12 +138,15 @@ class Pipeline:
             self._abort()
             return EXIT_FATAL
         self._inference.start()
-        self._consumer.subscribe(
-            [self.settings.input_topic],
-            on_assign=self._on_assign,
-            on_revoke=self._on_revoke,
-            on_lost=self._on_lost,
-        )
+        if self._replay is None:
+            self._consumer.subscribe(
+                [self.settings.input_topic],
+                on_assign=self._on_assign,
+                on_revoke=self._on_revoke,
+                on_lost=self._on_lost,
+            )
+        else:
+            self._assign_replay(self._replay)
         log.info(
             "worker_started",
             input_topic=self.settings.input_topic,
@@ -145,7 +156,7 @@ class Pipeline:
         try:
             while not self._stopping.is_set():
                 self._step()
-                if self._stop_when is not None and self._stop_when(self):
+                if self._finished():
                     self.request_stop()
             self._drain()
         except FatalError as exc:
@@ -174,6 +185,41 @@ class Pipeline:
     def _group_id(self) -> str:
         return str(consumer_config(self.settings).get("group.id"))
 
+    def _finished(self) -> bool:
+        if self._replay is not None and self._replay.finished(self.partitions):
+            return True
+        return self._stop_when is not None and self._stop_when(self)
+
+    def _assign_replay(self, plan: ReplayPlan) -> None:
+        """Manual assignment of the plan's ranges, resuming from this group's commits."""
+        every = [TopicPartition(plan.topic, p) for p in plan.ranges]
+        committed = {
+            tp.partition: tp.offset
+            for tp in self._consumer.committed(every, timeout=30)
+            if tp.offset >= 0
+        }
+        assignment = plan.assignment(committed)
+        for tp in assignment:
+            self.partitions[(tp.topic, tp.partition)] = PartitionState(tp.topic, tp.partition)
+        for partition, (start, end) in plan.ranges.items():
+            state = self.partitions.get((plan.topic, partition))
+            resumed = committed.get(partition, start)
+            if state is not None and start < resumed <= end:
+                state.committable = resumed
+        self._consumer.assign(assignment)
+        log.info("replay_assigned", partitions=_names(assignment), notes=plan.total)
+
+    def heartbeats(self) -> list[float]:
+        """Monotonic times the main loop and the inference thread last made progress."""
+        return [self.last_progress, self._inference.last_progress]
+
+    def readiness(self) -> tuple[bool, str]:
+        if self._stopping.is_set():
+            return False, "stopping"
+        if not self.partitions:
+            return False, "no partitions assigned"
+        return True, "ok"
+
     @property
     def inflight(self) -> int:
         return sum(state.inflight for state in self.partitions.values())
@@ -182,7 +228,12 @@ class Pipeline:
     def _step(self) -> None:
         self._check_fatal()
         timeout = _BUSY_POLL_S if self.inflight else _IDLE_POLL_S
-        messages = self._consumer.consume(self.settings.consume_batch_size, timeout)
+        wanted = self.settings.consume_batch_size
+        if self._bucket is not None:
+            wanted = self._bucket.take(wanted, wait=timeout)
+        messages = self._consumer.consume(wanted, timeout) if wanted else []
+        if self._bucket is not None:
+            self._bucket.refund(wanted - len(messages))
         if messages:
             self._ingest(messages)
         self._emit_ready()
@@ -190,7 +241,30 @@ class Pipeline:
         self._store_offsets()
         self._apply_backpressure()
         self.last_progress = time.monotonic()
+        if self.last_progress >= self._next_gauges:
+            self._next_gauges = self.last_progress + _GAUGE_INTERVAL_S
+            self._update_gauges()
+
+    def _update_gauges(self) -> None:
         self.metrics.queue_sentences.set(self._inference.queued_sentences)
+        memory = self._device_memory()
+        if memory is not None:
+            self.metrics.device_memory.set(memory)
+        assigned = [TopicPartition(t, p) for (t, p) in self.partitions]
+        if not assigned:
+            return
+        try:
+            positions = self._consumer.position(assigned)
+        except KafkaException:
+            return
+        for tp in positions:
+            state = self.partitions.get((tp.topic, tp.partition))
+            if state is None:
+                continue
+            _low, high = self._consumer.get_watermark_offsets(tp, cached=True) or (-1, -1)
+            done = state.committable if state.committable is not None else tp.offset
+            if high >= 0 and done is not None and done >= 0:
+                self.metrics.consumer_lag.labels(partition=str(tp.partition)).set(high - done)
 
     def _check_fatal(self) -> None:
         if self._fatal is not None:
@@ -213,6 +287,8 @@ class Pipeline:
             state = self.partitions.get((topic, partition))
             if state is None or not state.active:
                 continue  # fetched just before a revoke: the new owner reads it again
+            if self._replay is not None and offset >= self._replay.end(partition):
+                continue  # past the replay window
             _kind, timestamp = message.timestamp()
             note = PendingNote(
                 state=state,
@@ -329,7 +405,6 @@ class Pipeline:
         consumer.incremental_assign(partitions)
         if self._paused or self._stopping.is_set():
             consumer.pause(partitions)
-        self.ready = True
         self.metrics.rebalances.labels(kind="assign").inc()
         self.metrics.assigned_partitions.set(len(self.partitions))
         log.info("partitions_assigned", partitions=_names(partitions))

@@ -21,6 +21,8 @@ COMMAND_MODULES: tuple[str, ...] = (
     "worker.cli.run",
     "worker.cli.classify",
     "worker.cli.demo",
+    "worker.cli.replay",
+    "worker.cli.show_config",
 )
 
 EXIT_USAGE = 2
