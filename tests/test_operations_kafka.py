@@ -1,0 +1,230 @@
+"""Operating the worker: replay windows, health and metrics over HTTP, SASL/SCRAM."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.kafka_helpers import REPO, KafkaTestKit, Record, note, start_worker
+from worker.config import load_settings
+from worker.health import HealthServer, Probes, progress_probe
+from worker.localkafka import LocalKafka, create_topics, free_port
+from worker.metrics import Metrics
+from worker.model.classifier import SequenceClassifier
+from worker.model.loader import provenance_for
+from worker.pipeline import EXIT_FATAL, Pipeline
+
+pytestmark = pytest.mark.kafka
+
+
+def _note_ids(records: list[Record]) -> set[str]:
+    return {record.json()["note_id"] for record in records}
+
+
+def _replay(kit: KafkaTestKit, model_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, **kit.env(model_dir), "HF_HUB_OFFLINE": "1"}
+    return subprocess.run(
+        [sys.executable, "-m", "worker", "replay", *args],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+
+
+def test_replay_of_a_time_window_outputs_exactly_that_window(
+    kit: KafkaTestKit, tiny_model_dir: Path
+) -> None:
+    kit.create(partitions=3)
+    kit.produce([note(i) for i in range(30)])
+    time.sleep(0.3)
+    window_start = int(time.time() * 1000)
+    time.sleep(0.05)
+    kit.produce([note(i) for i in range(30, 60)])
+    time.sleep(0.05)
+    window_end = int(time.time() * 1000)
+    time.sleep(0.3)
+    kit.produce([note(i) for i in range(60, 90)])
+
+    result = _replay(
+        kit,
+        tiny_model_dir,
+        "--from-timestamp",
+        str(window_start),
+        "--to-timestamp",
+        str(window_end),
+        "--group-id",
+        f"{kit.group}-backfill",
+    )
+    assert result.returncode == 0, result.stderr
+    assert "30 records in range, 30 delivered" in result.stdout
+    outputs = kit.read(kit.output, 30, timeout=10)
+    assert _note_ids(outputs) == {f"n-{i}" for i in range(30, 60)}
+    assert len(outputs) == 30
+
+
+def test_replay_of_offsets_with_rate_limit_and_output_override(
+    kit: KafkaTestKit, tiny_model_dir: Path
+) -> None:
+    kit.create(partitions=1)
+    kit.produce([note(i) for i in range(20)])
+    other = f"{kit.output}-backfill"
+    create_topics(kit.bootstrap, {other: 1})
+    started = time.monotonic()
+    result = _replay(
+        kit,
+        tiny_model_dir,
+        "--from-offsets",
+        "0:5",
+        "--to-offsets",
+        "0:15",
+        "--rate-limit",
+        "20",
+        "--output-topic",
+        other,
+    )
+    assert result.returncode == 0, result.stderr
+    assert time.monotonic() - started > 0.4  # 10 notes at 20/s cannot take less than ~0.5 s
+    outputs = kit.read(other, 10, timeout=10)
+    assert sorted(r.json()["biomarker"]["provenance"]["source"]["offset"] for r in outputs) == list(
+        range(5, 15)
+    )
+    assert kit.read(kit.output, 1, timeout=2) == []
+
+
+def test_replay_rejects_conflicting_window_in_one_line(
+    kit: KafkaTestKit, tiny_model_dir: Path
+) -> None:
+    result = _replay(kit, tiny_model_dir, "--from-offsets", "0:1", "--from-timestamp", "5")
+    assert result.returncode == 2
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def _get(url: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode()
+    except OSError:
+        return 0, ""
+
+
+def test_health_and_metrics_endpoints_of_a_running_worker(
+    kit: KafkaTestKit, tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    kit.create(partitions=2)
+    port = free_port()
+    env = kit.env(tiny_model_dir, metrics_port=str(port), metrics_host="127.0.0.1")
+    worker = start_worker(env, tmp_path / "worker.log")
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while _get(f"{base}/readyz")[0] != 200:
+            assert worker.poll() is None, (tmp_path / "worker.log").read_text()
+            assert time.monotonic() < deadline, "never became ready"
+            time.sleep(0.3)
+        assert _get(f"{base}/livez") == (200, "ok\n")
+        kit.produce([note(i) for i in range(40)] + [b"not json"])
+        kit.read(kit.output, 40)
+        time.sleep(1.5)  # auto-commit interval
+        status, body = _get(f"{base}/metrics")
+        assert status == 200
+        values = {
+            line.split(" ")[0]: float(line.split(" ")[1])
+            for line in body.splitlines()
+            if line and not line.startswith("#")
+        }
+        assert values["biomarker_events_in_total"] == 41
+        assert values["biomarker_events_out_total"] == 40
+        assert values['biomarker_dead_letters_total{reason="not_json"}'] == 1
+        assert values["biomarker_batch_sentences_count"] >= 1
+        assert values["biomarker_assigned_partitions"] == 2
+        assert values['biomarker_rebalances_total{kind="assign"}'] >= 1
+        assert _get(f"{base}/nope")[0] == 404
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(timeout=60) == 0
+
+
+def test_liveness_fails_when_progress_stops() -> None:
+    beats = [time.monotonic()]
+    server = HealthServer(
+        host="127.0.0.1",
+        port=0,
+        probes=Probes(live=progress_probe(lambda: beats, 0.2), ready=lambda: (False, "no")),
+        registry=Metrics().registry,
+    ).start()
+    try:
+        base = f"http://127.0.0.1:{server.port}"
+        assert _get(f"{base}/livez")[0] == 200
+        time.sleep(0.4)
+        assert _get(f"{base}/livez") == (503, "no progress for 0s\n")
+        assert _get(f"{base}/readyz") == (503, "no\n")
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def sasl_kafka() -> Iterator[LocalKafka]:
+    cluster = LocalKafka.start(sasl_users={"worker": "s3cret-pw"})
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+def _sasl_pipeline(cluster: LocalKafka, prefix: str, model_dir: Path, password: str) -> Pipeline:
+    kit = KafkaTestKit(cluster.bootstrap_servers, prefix=prefix)
+    settings = load_settings(
+        overrides={
+            "bootstrap_servers": cluster.bootstrap_servers,
+            "input_topic": kit.input,
+            "output_topic": kit.output,
+            "dlq_topic": kit.dlq,
+            "group_id": kit.group,
+            "security_protocol": "SASL_PLAINTEXT",
+            "sasl_mechanism": "SCRAM-SHA-512",
+            "sasl_username": "worker",
+            "sasl_password": password,
+        }
+    )
+    model = SequenceClassifier.load(model_dir, device="cpu")
+    return Pipeline(
+        settings=settings,
+        model=model,
+        provenance=provenance_for(model, settings),
+        stop_when=lambda p: p.delivered >= 10,
+    )
+
+
+def test_worker_over_sasl_scram(sasl_kafka: LocalKafka, tiny_model_dir: Path) -> None:
+    prefix = f"s{uuid.uuid4().hex[:8]}"
+    admin_config = sasl_kafka.client_config()
+    create_topics(admin_config, {f"{prefix}-notes": 1, f"{prefix}-enriched": 1, f"{prefix}-dlq": 1})
+    from confluent_kafka import Producer
+
+    producer = Producer(admin_config)
+    for i in range(10):
+        producer.produce(f"{prefix}-notes", note(i))
+    assert producer.flush(30) == 0
+    assert _sasl_pipeline(sasl_kafka, prefix, tiny_model_dir, "s3cret-pw").run() == 0
+
+
+def test_wrong_sasl_password_is_fatal(sasl_kafka: LocalKafka, tiny_model_dir: Path) -> None:
+    prefix = f"s{uuid.uuid4().hex[:8]}"
+    create_topics(sasl_kafka.client_config(), {f"{prefix}-notes": 1})
+    pipeline = _sasl_pipeline(sasl_kafka, prefix, tiny_model_dir, "wrong")
+    assert pipeline.run() == EXIT_FATAL
