@@ -40,7 +40,7 @@ RUN /opt/venv/bin/pip install "torch==${TORCH_VERSION}" \
 # wheel: the project's own wheel (hatchling, fetched by pip's isolated build).
 FROM build AS wheel
 COPY . .
-RUN python -m pip wheel --no-deps --wheel-dir /dist .
+RUN /opt/venv/bin/pip wheel --no-deps --wheel-dir /dist .
 
 FROM deps-cpu AS venv-cpu
 COPY --from=wheel /dist /dist

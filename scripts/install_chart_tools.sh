@@ -40,7 +40,7 @@ go_tool() {  # go_tool NAME MODULE_PATH VERSION
     fi
     command -v go >/dev/null || { log "go is required to build $name"; exit 1; }
     log "building $name $version with go install (minutes on a 2-core machine)"
-    GOBIN="$BIN_DIR" GOFLAGS="-trimpath" CGO_ENABLED=0 go install "$module@$version"
+    GOBIN="$BIN_DIR" GOFLAGS="${GOFLAGS:+$GOFLAGS }-trimpath" CGO_ENABLED=0 go install "$module@$version"
     echo "$version" >"$BIN_DIR/.$name.version"
 }
 
