@@ -24,6 +24,10 @@ SCHEMA_DIR="$TOOLS_DIR/kubernetes-json-schema"
 PYTHON="${PYTHON:-python3}"
 
 mkdir -p "$BIN_DIR"
+# Go's default install location, for shells whose PATH lacks it.
+if ! command -v go >/dev/null && [[ -x /usr/local/go/bin/go ]]; then
+    PATH="$PATH:/usr/local/go/bin"
+fi
 
 log() { printf '[install_chart_tools] %s\n' "$*" >&2; }
 
