@@ -5,7 +5,8 @@
 #      Kubernetes schemas of every version scripts/install_chart_tools.sh prepared (the CRD kinds
 #      ServiceMonitor, ScaledObject and TriggerAuthentication are skipped here and asserted by
 #      tests/test_helm_chart.py);
-#   3. hadolint on the Dockerfile.
+#   3. every value documented in values.yaml and listed in the chart README;
+#   4. hadolint on the Dockerfile.
 # Exits non-zero on the first failing step. Run scripts/install_chart_tools.sh first.
 set -euo pipefail
 
@@ -77,6 +78,57 @@ for values in "${value_sets[@]}"; do
             "$out"
     done
 done
+
+echo "== values.yaml documentation"
+# Every value (or an object above it) has a helm-docs "# --" comment, and the chart README's table
+# lists every documented key.
+"$TOOLS_DIR/venv/bin/python" - "$CHART/values.yaml" "$CHART/README.md" <<'PY'
+import re
+import sys
+
+import yaml
+
+values_path, readme_path = sys.argv[1], sys.argv[2]
+values = yaml.safe_load(open(values_path, encoding="utf-8"))
+documented, stack, pending = set(), [], False
+for line in open(values_path, encoding="utf-8"):
+    if re.match(r"^\s*# -- ", line):
+        pending = True
+        continue
+    key = re.match(r"^(\s*)([A-Za-z0-9_]+):", line)
+    if key:
+        indent = len(key.group(1))
+        while stack and stack[-1][0] >= indent:
+            stack.pop()
+        stack.append((indent, key.group(2)))
+        if pending:
+            documented.add(".".join(name for _, name in stack))
+        pending = False
+
+
+def undocumented(node, path):
+    for name, value in node.items():
+        dotted = ".".join([*path, name])
+        parts = dotted.split(".")
+        if any(".".join(parts[:i]) in documented for i in range(1, len(parts) + 1)):
+            continue
+        if isinstance(value, dict) and value:
+            yield from undocumented(value, [*path, name])
+        else:
+            yield dotted
+
+
+missing = sorted(undocumented(values, []))
+readme = open(readme_path, encoding="utf-8").read()
+not_in_readme = sorted(k for k in documented if f"| `{k}` |" not in readme)
+for key in missing:
+    print(f"values.yaml: {key} has no '# --' comment")
+for key in not_in_readme:
+    print(f"README.md: the values table lacks {key}")
+if missing or not_in_readme:
+    sys.exit(1)
+print(f"{len(documented)} documented values, all in README.md")
+PY
 
 echo "== hadolint Dockerfile"
 "$BIN_DIR/hadolint" "$ROOT/Dockerfile"
