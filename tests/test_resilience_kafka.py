@@ -178,3 +178,27 @@ def test_logs_are_json_and_never_contain_note_text(
     events = [orjson.loads(line) for line in lines if line.startswith("{")]
     assert any(e["event"] == "dead_letter" and "offset" in e for e in events)
     assert not [line for line in lines if marker in line]
+
+
+def test_broker_restart_mid_stream_loses_nothing(tiny_model_dir: Path, tmp_path: Path) -> None:
+    """The only broker goes down (SIGKILL) and comes back on the same ports and data."""
+    from worker.localkafka import LocalKafka
+
+    with LocalKafka.start(workdir=tmp_path / "kafka") as cluster:
+        kit = KafkaTestKit(cluster.bootstrap_servers, prefix="restart")
+        kit.create(partitions=2)
+        count = 2000
+        kit.produce([note(i, _LONG) for i in range(count)])
+        worker = start_worker(kit.env(tiny_model_dir, token_budget="512"), tmp_path / "w.log")
+        wait_for(lambda: sum(kit.committed().values()) >= 200, 120, "first commits")
+        cluster.stop_node(1, kill=True)
+        time.sleep(3)
+        assert worker.poll() is None, "the worker must ride out a broker outage"
+        cluster.start_node(1)
+        cluster.wait_ready()
+        wait_for(lambda: sum(kit.committed().values()) == count, 240, "all inputs committed")
+        assert stop(worker) == 0
+        delivered = sources(kit.read(kit.output, count))
+        per_partition = inputs_per_partition(kit, count)
+        assert sum(per_partition.values()) == count
+        assert all((p, o) in delivered for p, size in per_partition.items() for o in range(size))
