@@ -92,4 +92,3 @@ def handle(args: argparse.Namespace) -> int:
     )
     print(summary, file=sys.stderr if code else sys.stdout)
     return code
-
