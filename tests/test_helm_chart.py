@@ -431,6 +431,15 @@ def test_backfill_by_offsets() -> None:
     ]
 
 
+def test_backfill_open_end_stops_at_the_end_offsets_found_at_start() -> None:
+    manifests = render(
+        sets={"backfill.enabled": True, "backfill.fromTimestamp": 1767225600000},
+    )
+    args = container(one(manifests, "Job")["spec"]["template"]["spec"])["args"]
+    assert args[:3] == ["replay", "--from-timestamp", "1767225600000"]
+    assert "--to-timestamp" not in args and "--to-offsets" not in args
+
+
 def test_backfill_job_name_changes_with_its_range() -> None:
     first = one(render("backfill"), "Job")["metadata"]["name"]
     again = one(render("backfill"), "Job")["metadata"]["name"]
@@ -445,9 +454,15 @@ def test_backfill_job_name_changes_with_its_range() -> None:
     [
         ({"backfill.enabled": True}, "needs a range"),
         (
-            {"backfill.enabled": True, "backfill.fromTimestamp": "2026-01-01T00:00:00Z"},
-            "both required",
+            {
+                "backfill.enabled": True,
+                "backfill.fromTimestamp": "2026-01-01T00:00:00Z",
+                "backfill.fromOffsets": "0:1",
+            },
+            "not both",
         ),
+        ({"gpu.enabled": True, "model.backend": "onnx-int8"}, "runs on CPU only"),
+        ({"cache.dir": "/opt/biomarker/cache"}, "must differ from cache.imageDir"),
         (
             {
                 "backfill.enabled": True,

@@ -184,6 +184,12 @@ app.kubernetes.io/part-of: biomarker-worker
 {{- if and .Values.autoscaling.hpa.enabled (gt (int .Values.autoscaling.hpa.minReplicas) (int .Values.autoscaling.hpa.maxReplicas)) }}
 {{- fail "autoscaling.hpa.minReplicas must not exceed maxReplicas" }}
 {{- end }}
+{{- if and .Values.gpu.enabled (ne .Values.model.backend "torch") }}
+{{- fail (printf "model.backend=%s runs on CPU only: use torch with gpu.enabled" .Values.model.backend) }}
+{{- end }}
+{{- if eq .Values.cache.dir .Values.cache.imageDir }}
+{{- fail "cache.dir must differ from cache.imageDir: the emptyDir would hide the image's pre-materialised model" }}
+{{- end }}
 {{- if and .Values.gpu.enabled (eq .Values.image.flavor "cpu") }}
 {{- fail "gpu.enabled needs the cuda image: unset image.flavor or set it to cuda" }}
 {{- end }}
@@ -227,6 +233,7 @@ BIOMARKER_KAFKA_EXTRA: {{ toJson . | quote }}
 {{- if or .Values.model.path .Values.model.volume }}
 BIOMARKER_MODEL_PATH: {{ .Values.model.path | default .Values.model.mountPath | quote }}
 {{- end }}
+BIOMARKER_BACKEND: {{ .Values.model.backend | quote }}
 BIOMARKER_DEVICE: {{ include "biomarker-worker.device" . | quote }}
 BIOMARKER_DTYPE: {{ .Values.model.dtype | quote }}
 BIOMARKER_THRESHOLD: {{ .Values.model.threshold | toString | quote }}
@@ -243,6 +250,7 @@ BIOMARKER_DRAIN_TIMEOUT_S: {{ .Values.shutdown.drainTimeoutSeconds | toString | 
 BIOMARKER_REVOKE_TIMEOUT_S: {{ .Values.shutdown.revokeTimeoutSeconds | toString | quote }}
 BIOMARKER_LOG_LEVEL: {{ .Values.logLevel | quote }}
 BIOMARKER_METRICS_PORT: {{ .Values.metrics.port | int | quote }}
+BIOMARKER_METRICS_HOST: {{ .Values.metrics.host | quote }}
 BIOMARKER_LIVENESS_TIMEOUT_S: {{ .Values.livenessTimeoutSeconds | toString | quote }}
 BIOMARKER_CACHE_DIR: {{ .Values.cache.dir | quote }}
 HF_HOME: {{ printf "%s/huggingface" .Values.cache.dir | quote }}
