@@ -21,7 +21,7 @@ from worker.cli import evaluate as evaluate_cli
 from worker.cli import train as train_cli
 from worker.errors import UsageError
 from worker.training.dataset import DatasetConfig, build_dataset, data_dir_from
-from worker.training.lexicon import find_hits, has_biomarker
+from worker.training.lexicon import find_hits, has_biomarker, is_decoy
 from worker.training.metrics import binary_metrics, evaluation_report
 from worker.training.sources import civic_label
 from worker.training.splits import doc_split
@@ -174,10 +174,24 @@ def test_metrics_match_a_hand_computed_example() -> None:
         ("Tumor markers were sent.", False),
         ("Ca2+ influx increased.", False),
         ("Several biomarkers have emerged as crucial indicators.", False),
+        ("Her initial CK came out at 922.", True),
+        ("Digoxin was 1.3.", True),
+        ("Her potassium had risen slightly to 5.5.", True),
+        ("Neutrophils 90, bands 7, lymphocytes 27.", True),
+        ("Insulin was increased to 10 units.", False),
+        ("There was no infection at the fingerstick site.", False),
     ],
 )
 def test_lexicon_rules(text: str, expected: bool) -> None:
     assert has_biomarker(text) is expected
+
+
+def test_decoys_are_negatives_that_look_like_biomarker_sentences() -> None:
+    assert is_decoy("Insulin sliding scale was continued.")
+    assert is_decoy("Anterior interbody fusion at C5-C6.")
+    assert is_decoy("Labs were unremarkable.")
+    assert not is_decoy("K 4.1, Hgb 12.3.")  # a lexicon hit is a positive, not a decoy
+    assert not is_decoy("The patient was taken to the recovery room.")
 
 
 def test_lexicon_hits_carry_spans() -> None:

@@ -6,9 +6,12 @@ Steps, all deterministic for a given seed:
 2. Drop exact duplicate texts (case- and space-insensitive) inside a split, and drop from train
    and dev every text that also occurs in test (and from train what occurs in dev), so no
    evaluated sentence was trained on verbatim.
-3. Cap train per source (quotas below) and dev per source, sampling with one seeded RNG per
-   source; MTSamples keeps all positives and fills its quota with negatives. Test is never
-   capped.
+3. Cap train per source (quotas below), sampling with one seeded RNG per source; MTSamples
+   train keeps all positives, then hard negatives (:func:`~worker.training.lexicon.is_decoy`:
+   drugs, doses, vitals, vertebral levels, generic lab words), then fills with other
+   negatives. Dev is a plain random sample per source (MTSamples dev is kept whole, in its
+   natural ~2% positive rate, so that the false positive rate on notes is visible). Test is
+   never capped.
 4. Write ``train.jsonl``, ``dev.jsonl``, ``test.jsonl`` (``{"id","text","label","source","doc"}``)
    and ``manifest.json`` (counts, quotas, seed, the note splitter and a hash of its source:
    MTSamples sentences, and so the exact rows, depend on it).
@@ -20,12 +23,13 @@ import json
 import os
 import random
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from worker.errors import UsageError
+from worker.training.lexicon import is_decoy
 from worker.training.sources import (
     Example,
     read_bc2gm,
@@ -56,15 +60,17 @@ class DatasetConfig:
     seed: int = 13
     train_quota: dict[str, int | None] = field(
         default_factory=lambda: {
-            "bc2gm": 9000,
+            "bc2gm": None,
             "biored": None,
             "civic": 3000,
             "civicmine": None,
-            "mtsamples": 7000,
+            "mtsamples": 10000,
             "synthetic": None,
         }
     )
-    dev_quota: int = 1000
+    dev_quota: dict[str, int | None] = field(
+        default_factory=lambda: {"bc2gm": 1000, "biored": 1000, "civic": 1000, "mtsamples": None}
+    )
 
 
 def data_dir_from(value: str | None) -> Path:
@@ -109,14 +115,30 @@ def _rng(seed: int, source: str, purpose: str) -> random.Random:
     return random.Random(f"{seed}:{source}:{purpose}")
 
 
-def _cap(rows: list[Example], quota: int | None, rng: random.Random) -> list[Example]:
+def _note_tier(row: Example) -> int:
+    """MTSamples train priority: positives, then hard negatives (decoys), then the rest."""
+    if row.label == 1:
+        return 0
+    return 1 if is_decoy(row.text) else 2
+
+
+def _cap(
+    rows: list[Example],
+    quota: int | None,
+    rng: random.Random,
+    tier: Callable[[Example], int] | None = None,
+) -> list[Example]:
+    """At most ``quota`` rows: whole tiers in order, a seeded sample of the tier that overflows."""
     if quota is None or len(rows) <= quota:
         return rows
-    positives = [row for row in rows if row.label == 1]
-    if rows[0].source == "mtsamples" and len(positives) < quota:
-        negatives = [row for row in rows if row.label == 0]
-        return positives + rng.sample(negatives, quota - len(positives))
-    return rng.sample(rows, quota)
+    tiers: dict[int, list[Example]] = {}
+    for row in rows:
+        tiers.setdefault(tier(row) if tier else 0, []).append(row)
+    chosen: list[Example] = []
+    for _, group in sorted(tiers.items()):
+        room = quota - len(chosen)
+        chosen.extend(group if len(group) <= room else rng.sample(group, room))
+    return chosen
 
 
 def _by_source(rows: list[Example]) -> dict[str, list[Example]]:
@@ -156,12 +178,17 @@ def build_dataset(data_dir: Path, out_dir: Path, config: DatasetConfig) -> dict[
     train = [
         row
         for source, group in sorted(_by_source(train).items())
-        for row in _cap(group, config.train_quota.get(source), _rng(config.seed, source, "train"))
+        for row in _cap(
+            group,
+            config.train_quota.get(source),
+            _rng(config.seed, source, "train"),
+            _note_tier if source == "mtsamples" else None,
+        )
     ]
     dev = [
         row
         for source, group in sorted(_by_source(dev).items())
-        for row in _cap(group, config.dev_quota, _rng(config.seed, source, "dev"))
+        for row in _cap(group, config.dev_quota.get(source), _rng(config.seed, source, "dev"))
     ]
     _rng(config.seed, "all", "shuffle").shuffle(train)
     out_dir.mkdir(parents=True, exist_ok=True)

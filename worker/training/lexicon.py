@@ -17,13 +17,16 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-__all__ = ["LexiconHit", "find_hits", "has_biomarker"]
+__all__ = ["LexiconHit", "find_hits", "has_biomarker", "is_decoy"]
 
 _I = re.IGNORECASE
 
 # A value right after a term: "of 8.7", "was 139", ": 4.1", "= 0.9", "is < 0.01", "250,000".
 _VALUE_PREFIX = (
-    r"(?:\s*(?:level|levels|count|value)?\s*(?:of|was|were|is|are|at|to|:|=|-)?\s*)[<>]?\s*"
+    r"(?:\s*(?:level|levels|count|value)?"
+    r"(?:\s+(?:had|has|have|came|back|out|up|down|now|today|initially|slightly|"
+    r"risen|rose|fell|dropped|increased|decreased|improved))*"
+    r"\s*(?:of|was|were|is|are|at|to|:|=|-)?\s*)[<>]?\s*"
 )
 _VALUE = _VALUE_PREFIX + r"\d"
 # A dose unit after the value means a drug ("potassium 20 mEq", "K 10 mg"); "mEq/L" is a lab.
@@ -60,17 +63,22 @@ _NAMES: tuple[tuple[str, str], ...] = (
     ("esr", r"\b(?:ESR|sed(?:imentation)?\s+rate)\b"),
     ("crp", r"\b(?:hs-?)?CRP\b|\bc-?\s*reactive\s+protein\b"),
     # chemistry
-    ("glucose", r"\bglucoses?\b|\bblood\s+sugars?\b|\bfinger\s*sticks?\b|\baccu-?che(?:c)?ks?\b"),
+    ("glucose", r"\bglucoses?\b|\bblood\s+sugars?\b|\baccu-?che(?:c)?ks?\b"
+     r"|\bfinger\s*sticks?\s+(?:glucose|blood\s+sugar|sugar|BS)\b"),
     ("creatinine", r"\bcreatinine\b|\bcreatinine\s+clearance\b"),
     ("bun", r"\bBUN\b|\bblood\s+urea\s+nitrogen\b|\bserum\s+urea\b"),
     ("egfr rate", r"\be?GFR\b"),
-    ("cardiac", r"\btroponins?\b|\bCK-?MB\b|\bCPK\b|\bcreatine\s+(?:phospho)?kinase\b"),
+    (
+        "cardiac",
+        r"\btroponins?\b|\b(?-i:CK)(?:-?MB)?\b|\bCPK\b|\bcreatine\s+(?:phospho)?kinase\b"
+        r"|\bcardiac\s+enzymes?\b|\bmyoglobin\b",
+    ),
     ("natriuretic", r"\b(?:NT-?)?(?:pro-?)?BNP\b|\bnatriuretic\s+peptide\b"),
     (
         "liver",
         r"\b(?:(?-i:ALT|AST)|SGOT|SGPT|GGT|alk(?:aline)?\.?\s+phos(?:phatase)?|bilirubin|lipase|amylase)\b",
     ),
-    ("liver panel", r"\bLFTs?\b|\bliver\s+(?:function|enzymes?|panel)\b"),
+    ("liver panel", r"\bLFTs?\b|\bliver\s+(?:functions?|enzymes?|panel)\b"),
     ("lipids", r"\b(?:cholesterol|triglycerides?|HDL|LDL|VLDL)\b|\blipid\s+(?:panel|profile)\b"),
     ("panel", r"\b(?:CBC|BMP|CMP|chem(?:istry)?[-\s]?(?:7|10|12|20)|SMA-?\d+)\b"),
     ("panel", r"\b(?:complete\s+blood\s+count|(?:basic|comprehensive)\s+metabolic\s+panel)\b"),
@@ -83,12 +91,21 @@ _NAMES: tuple[tuple[str, str], ...] = (
         "other analytes",
         r"\b(?:osmolality|C-?peptide|cortisol|prolactin|PTH|parathyroid\s+hormone)\b",
     ),
-    ("hormones", r"\b(?:testosterone|estradiol|FSH|beta-?\s*hCG|β-?hCG|hCG)\b"),
+    ("hormones", r"\b(?:testosterone|estradiol|FSH|beta-?\s*hCG|β-?hCG|hCG|beta\s+quant)\b"),
+    (
+        "other proteins",
+        r"\b(?:beta-?\s*2[-\s]?microglobulin|thyroglobulin|protein\s+[CS]|antithrombin|"
+        r"alpha-?\s*1[-\s]?antitrypsin\s+level|hepatitis\s+B\s+(?:surface\s+)?antigen)\b",
+    ),
+    ("counts", r"\b(?:leukocytosis|leukopenia|thrombocytopenia)\s+(?:of|to|at)\s+\d"
+     r"|\bblood\s+counts?\b"),
+    ("ph", r"\b(?-i:pH)\s*(?:is|was|of|:|=)?\s*[5-8]\.\d"),
     (
         "drug level",
         r"\b(?:trough|peak)\s+levels?\b|\b(?:vancomycin|digoxin|dilantin|phenytoin|"
         r"lithium|valproic\s+acid|depakote|tegretol|carbamazepine|tacrolimus|gentamicin|alcohol|"
-        r"ethanol)\s+(?:levels?|troughs?)\b|\bblood\s+alcohol\b",
+        r"ethanol)\s+(?:levels?|troughs?)\b|\bblood\s+alcohol\b"
+        r"|\b(?:digoxin|dilantin|phenytoin|lithium|vancomycin|tacrolimus)\s+(?:was|is|of)\s+\d",
     ),
     ("urine", r"\b(?:microalbumin|urine\s+(?:protein|albumin|creatinine|sodium|osmolality))\b"),
     (
@@ -130,7 +147,7 @@ _ER_STATUS = (
 _AMBIGUOUS = (
     "sodium|potassium|chloride|calcium|magnesium|phosphorus|phosphate|albumin|iron|platelets?|"
     "insulin|lactate|bicarbonate|bicarb|protein|folate|ammonia|vitamin\\s+D|globulin|urea|"
-    "ketones?"
+    "ketones?|neutrophils|lymphocytes|monocytes|eosinophils|basophils|bands|segs"
 )
 
 _NOTE_ABBREVIATIONS = r"\b(?:Na|K|Cl|CO2|Ca|Mg|Phos|Cr|Cre|Glu|Plt|Plts|PLT|WBC|Hb|HCO3)(?:\+|\b)"
@@ -148,6 +165,19 @@ _ABBREVIATION_RE = re.compile(rf"{_NOTE_ABBREVIATIONS}(?={_VALUE}){_NOT_DOSE}")
 _EXCLUDE_RE = re.compile(
     r"\b(?:lactated\s+ringer'?s?|ringer'?s\s+lactate|ALT\s+key|ANA\s+\w+ova|"
     r"alk(?:aline)?\s+phos(?:phatase)?\s+(?:gel|stain))\b",
+    _I,
+)
+
+
+# Note sentences that look like biomarker sentences but are 0 by the policy when no lexicon term
+# is present: drugs and drug classes, procedures, vital signs, vertebral levels, generic lab
+# words, doses and percentages. Used to keep such hard negatives in the training sample.
+_DECOY_RE = re.compile(
+    r"\b(?:fusion|inhibitors?|insulin|receptors?|antigens?|antibod\w*|statins?|fio2|apgars?|"
+    r"ejection\s+fraction|EF|labs?|laboratory|blood\s+(?:work|pressure|cultures?)|pulse|"
+    r"saturation|temperature|unremarkable|within\s+normal\s+limits|negative|positive|"
+    r"elevated|levels?|markers?|[CTLS]\d{1,2}(?:-[CTLS]?\d{1,2})?|"
+    r"\d+(?:\.\d+)?\s*(?:mg|mcg|units|mL|cc|%))(?!\w)",
     _I,
 )
 
@@ -181,3 +211,8 @@ def find_hits(text: str) -> list[LexiconHit]:
 def has_biomarker(text: str) -> bool:
     """True when the lexicon finds at least one biomarker mention in ``text``."""
     return bool(find_hits(text))
+
+
+def is_decoy(text: str) -> bool:
+    """True for a sentence with biomarker-like words (drugs, vitals, doses) but no lexicon hit."""
+    return bool(_DECOY_RE.search(text)) and not has_biomarker(text)

@@ -207,8 +207,7 @@ def _prepare(config: TrainConfig) -> _Run:
 
 
 def _step(run: _Run, batch: list[int]) -> float:
-    padded = run.tokenizer.pad({"input_ids": [run.encoded[i] for i in batch]},
-                               return_tensors="pt")
+    padded = run.tokenizer.pad({"input_ids": [run.encoded[i] for i in batch]}, return_tensors="pt")
     target = torch.tensor([run.labels[i] for i in batch], dtype=torch.long)
     loss = run.model(**padded, labels=target).loss
     loss.backward()
@@ -247,22 +246,33 @@ def train(config: TrainConfig) -> dict[str, Any]:
         position = _restore(run.optimizer, run.scheduler, config.out_dir)
     report: dict[str, Any] = {}
     run.model.train()
-    bar = tqdm(total=run.total, initial=position.global_step, desc="train", unit="step",
-               file=sys.stderr, dynamic_ncols=True)
+    bar = tqdm(
+        total=run.total,
+        initial=position.global_step,
+        desc="train",
+        unit="step",
+        file=sys.stderr,
+        dynamic_ncols=True,
+    )
     while position.epoch < config.epochs and position.global_step < run.total:
         _epoch(run, position, bar)
         if eval_rows:
             report = _evaluate(run.model, run.tokenizer, eval_rows, config)
             overall = report["overall"]
-            bar.write(f"eval after step {position.global_step}: f1={overall['f1']} "
-                      f"precision={overall['precision']} recall={overall['recall']}")
+            bar.write(
+                f"eval after step {position.global_step}: f1={overall['f1']} "
+                f"precision={overall['precision']} recall={overall['recall']}"
+            )
             (config.out_dir / f"eval_step{position.global_step}.json").write_text(
-                json.dumps(report, indent=2) + "\n")
+                json.dumps(report, indent=2) + "\n"
+            )
         _save_checkpoint(run.model, run.optimizer, run.scheduler, position, config.out_dir)
     bar.close()
     run.model.save_pretrained(config.out_dir)
     run.tokenizer.save_pretrained(config.out_dir)
-    args = {key: str(value) if isinstance(value, Path) else value
-            for key, value in asdict(config).items()}
+    args = {
+        key: str(value) if isinstance(value, Path) else value
+        for key, value in asdict(config).items()
+    }
     (config.out_dir / "training_args.json").write_text(json.dumps(args, indent=2) + "\n")
     return report
