@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.kafka_helpers import KafkaTestKit
+from tests.kafka_helpers import STARTED, KafkaTestKit
 from worker.localkafka import LocalKafka
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -91,6 +91,17 @@ def kafka() -> Iterator[LocalKafka]:
         yield cluster
     finally:
         cluster.stop()
+
+
+@pytest.fixture(autouse=True)
+def _no_stray_workers() -> Iterator[None]:
+    """Kill worker processes a failing test left behind (by PID)."""
+    yield
+    while STARTED:
+        process = STARTED.pop()
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=30)
 
 
 @pytest.fixture()

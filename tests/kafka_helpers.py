@@ -137,18 +137,24 @@ class KafkaTestKit:
         return {tp.partition: tp.offset for tp in result if tp.offset >= 0}
 
 
+#: Worker processes started by the current test; conftest kills leftovers after each test.
+STARTED: list[subprocess.Popen[bytes]] = []
+
+
 def start_worker(env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
     """``biomarker-worker run`` as a separate process (stderr JSON logs to ``log_path``)."""
     import os
 
     with log_path.open("ab") as log:
-        return subprocess.Popen(
+        process = subprocess.Popen(
             [sys.executable, "-m", "worker", "run"],
             env={**os.environ, **env},
             stdout=log,
             stderr=subprocess.STDOUT,
             cwd=REPO,
         )
+    STARTED.append(process)
+    return process
 
 
 def note(i: int, text: str | None = None) -> bytes:
