@@ -188,3 +188,11 @@ def test_backpressure_pauses_and_still_delivers_everything(
     assert pauses is not None and pauses >= 1
     outputs = kit.read(kit.output, count)
     assert len({_source(r) for r in outputs}) == count
+
+
+def test_kip848_consumer_group_protocol(kit: KafkaTestKit, model: SequenceClassifier) -> None:
+    kit.create(partitions=2)
+    kit.produce([note(i) for i in range(100)])
+    run_worker(kit, model, expected=100, group_protocol="consumer")
+    assert len({_source(r) for r in kit.read(kit.output, 100)}) == 100
+    assert sum(kit.committed().values()) == 100
