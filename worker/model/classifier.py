@@ -7,16 +7,19 @@ The transport layers only call :meth:`SequenceClassifier.encode` (text -> token 
 from __future__ import annotations
 
 import hashlib
+import itertools
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
-from transformers import AutoModelForSequenceClassification, AutoTokenizer
+from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 from transformers.utils import logging as hf_logging
 
 from worker.errors import FatalError
+from worker.model.backends import Engine, IntArray, TorchEngine, check_backend, onnx_engine
 
 _WEIGHT_FILES = ("config.json", "model.safetensors", "pytorch_model.bin")
 _HASH_CHUNK = 1 << 20
@@ -33,6 +36,7 @@ class ModelInfo:
     device: str
     dtype: str
     max_length: int
+    backend: str = "torch"
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,14 +89,24 @@ def _positive_index(id2label: dict[int, str]) -> int:
 class SequenceClassifier:
     """A binary sequence classifier; ``predict_ids`` returns the probability of label 1."""
 
-    def __init__(self, *, model: Any, tokenizer: Any, info: ModelInfo, positive_index: int) -> None:
+    def __init__(
+        self,
+        *,
+        model: Any,
+        tokenizer: Any,
+        info: ModelInfo,
+        positive_index: int,
+        engine: Engine | None = None,
+    ) -> None:
         self._model = model
         self._tokenizer = tokenizer
         self.info = info
         self._positive_index = positive_index
         self._device = torch.device(info.device)
+        self._engine: Engine = engine or TorchEngine(model, self._device)
         self._pad_id = int(tokenizer.pad_token_id or 0)
         self._sep_id = tokenizer.sep_token_id
+        self._fast = _raw_tokenizer(tokenizer, info.max_length + 1)
         self.pad_multiple = 8 if self._device.type == "cuda" else 1
 
     @classmethod
@@ -106,36 +120,65 @@ class SequenceClassifier:
         dtype: str = "auto",
         max_length: int = 512,
         threads: int | None = None,
+        backend: str = "torch",
     ) -> SequenceClassifier:
-        """Load a local checkpoint directory (or a hub id where the hub is reachable)."""
+        """Load a local checkpoint directory (or a hub id where the hub is reachable).
+
+        ``backend`` picks the engine (:mod:`worker.model.backends`); unsupported ones raise
+        :class:`FatalError`.
+        """
         hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
         if threads:
             torch.set_num_threads(threads)
         torch_device = resolve_device(device)
-        torch_dtype = resolve_dtype(dtype, torch_device)
+        check_backend(backend, torch_device)
+        torch_dtype = resolve_dtype(dtype, torch_device) if backend == "torch" else torch.float32
+        local = Path(path)
         try:
             tokenizer = AutoTokenizer.from_pretrained(str(path), use_fast=True)
-            model = AutoModelForSequenceClassification.from_pretrained(
-                str(path), dtype=torch_dtype, attn_implementation="sdpa"
-            )
+            if backend == "torch":
+                model = AutoModelForSequenceClassification.from_pretrained(
+                    str(path), dtype=torch_dtype, attn_implementation="sdpa"
+                )
+                model.to(torch_device).eval()
+                config = model.config
+            else:
+                model = None
+                config = AutoConfig.from_pretrained(str(path))
         except (OSError, ValueError) as exc:
             raise FatalError(f"cannot load model from {path}: {exc}") from exc
-        model.to(torch_device).eval()
-        local = Path(path)
-        limit = int(getattr(model.config, "max_position_embeddings", max_length))
+        limit = int(getattr(config, "max_position_embeddings", max_length))
         info = ModelInfo(
             name=name or (local.name if local.exists() else str(path)),
-            version=version or str(getattr(model.config, "model_version", "") or "unversioned"),
+            version=version or str(getattr(config, "model_version", "") or "unversioned"),
             sha256=content_hash(local) if local.is_dir() else "unknown",
             device=str(torch_device),
             dtype=str(torch_dtype).removeprefix("torch."),
             max_length=min(max_length, limit),
+            backend=backend,
         )
+        engine: Engine | None = None
+        if backend == "onnx":
+            if not local.is_dir():
+                raise FatalError("backend 'onnx' needs a local checkpoint directory")
+            engine = onnx_engine(local, info.sha256, threads=threads)
         return cls(
             model=model,
             tokenizer=tokenizer,
             info=info,
-            positive_index=_positive_index(dict(model.config.id2label)),
+            positive_index=_positive_index(dict(config.id2label)),
+            engine=engine,
+        )
+
+    def with_engine(self, engine: Engine) -> SequenceClassifier:
+        """The same tokenizer and labels over another engine (to compare engines)."""
+        info = replace(self.info, backend=engine.name)
+        return SequenceClassifier(
+            model=self._model,
+            tokenizer=self._tokenizer,
+            info=info,
+            positive_index=self._positive_index,
+            engine=engine,
         )
 
     def encode(self, texts: Sequence[str]) -> list[Encoded]:
@@ -143,9 +186,12 @@ class SequenceClassifier:
         if not texts:
             return []
         limit = self.info.max_length
-        batch = self._tokenizer(list(texts), truncation=True, max_length=limit + 1, padding=False)[
-            "input_ids"
-        ]
+        if self._fast is not None:  # the Rust tokenizer directly: no per-sentence dict building
+            batch = [item.ids for item in self._fast.encode_batch_fast(list(texts))]
+        else:
+            batch = self._tokenizer(
+                list(texts), truncation=True, max_length=limit + 1, padding=False
+            )["input_ids"]
         out: list[Encoded] = []
         for ids in batch:
             if len(ids) > limit:
@@ -160,27 +206,27 @@ class SequenceClassifier:
         step = self.pad_multiple
         return -(-longest // step) * step
 
-    @torch.inference_mode()
+    def pad(self, batch: Sequence[Sequence[int]]) -> tuple[IntArray, IntArray]:
+        """``input_ids`` and ``attention_mask`` of a batch, built in numpy in one pass."""
+        count = len(batch)
+        lengths = np.fromiter((len(ids) for ids in batch), dtype=np.int64, count=count)
+        width = self.padded_length(int(lengths.max()))
+        flat = np.fromiter(
+            itertools.chain.from_iterable(batch), dtype=np.int64, count=int(lengths.sum())
+        )
+        mask = np.arange(width, dtype=np.int64) < lengths[:, None]
+        input_ids = np.full((count, width), self._pad_id, dtype=np.int64)
+        input_ids[mask] = flat
+        return input_ids, mask.astype(np.int64)
+
     def predict_ids(self, batch: Sequence[Sequence[int]]) -> list[float]:
         """Probability of the positive label for each token-id sequence of the batch."""
         if not batch:
             return []
-        width = self.padded_length(max(len(ids) for ids in batch))
-        pin = self._device.type == "cuda"
-        input_ids = torch.full((len(batch), width), self._pad_id, dtype=torch.long)
-        attention = torch.zeros((len(batch), width), dtype=torch.long)
-        for row, ids in enumerate(batch):
-            input_ids[row, : len(ids)] = torch.as_tensor(ids, dtype=torch.long)
-            attention[row, : len(ids)] = 1
-        if pin:
-            input_ids = input_ids.pin_memory()
-            attention = attention.pin_memory()
-        logits = self._model(
-            input_ids=input_ids.to(self._device, non_blocking=pin),
-            attention_mask=attention.to(self._device, non_blocking=pin),
-        ).logits
-        probs = torch.softmax(logits.float(), dim=-1)[:, self._positive_index]
-        return [float(p) for p in probs.cpu().tolist()]
+        input_ids, attention = self.pad(batch)
+        probs = self._engine.probabilities(input_ids, attention)
+        result: list[float] = probs[:, self._positive_index].tolist()
+        return result
 
     def predict(self, texts: Sequence[str]) -> list[float]:
         """Convenience: encode then predict one batch (for evaluation and tests)."""
@@ -190,3 +236,18 @@ class SequenceClassifier:
         if self._device.type != "cuda":
             return None
         return int(torch.cuda.memory_allocated(self._device))
+
+
+def _raw_tokenizer(tokenizer: Any, truncate_at: int) -> Any:
+    """A private copy of the fast tokenizer's Rust core: no padding, truncation at
+    ``truncate_at`` (special tokens included, as the Hugging Face call does). ``None`` for slow
+    tokenizers."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None:
+        return None
+    from tokenizers import Tokenizer
+
+    raw = Tokenizer.from_str(backend.to_str())
+    raw.no_padding()
+    raw.enable_truncation(max_length=truncate_at)
+    return raw

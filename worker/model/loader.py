@@ -17,6 +17,7 @@ def load_classifier(settings: WorkerSettings) -> SequenceClassifier:
             dtype=settings.dtype,
             max_length=settings.max_sentence_tokens,
             threads=settings.torch_threads,
+            backend=settings.backend,
         )
     from worker.model.default import DEFAULT_MODEL_NAME, DEFAULT_MODEL_VERSION, default_model_dir
 
@@ -28,6 +29,7 @@ def load_classifier(settings: WorkerSettings) -> SequenceClassifier:
         dtype=settings.dtype,
         max_length=settings.max_sentence_tokens,
         threads=settings.torch_threads,
+        backend=settings.backend,
     )
 
 

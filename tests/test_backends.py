@@ -1,0 +1,92 @@
+"""Inference backends against eager PyTorch on the tiny model; tokenising and padding paths."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from worker.config import load_settings
+from worker.errors import FatalError
+from worker.model.backends import REJECTED, SUPPORTED, check_backend
+from worker.model.classifier import SequenceClassifier
+from worker.model.loader import load_classifier
+
+SENTENCES = [
+    "Serum PSA was 4.2 ng/mL.",
+    "The patient tolerated the procedure well.",
+    "HER2 positive, ER negative, Ki-67 elevated.",
+    "Knee pain.",
+    "history of present illness : chest pain with elevated troponin and creatinine " * 4,
+    "x",
+]
+
+
+@pytest.fixture()
+def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("BIOMARKER_CACHE_DIR", str(tmp_path))
+    return tmp_path
+
+
+@pytest.fixture(scope="module")
+def eager(tiny_model_dir: Path) -> SequenceClassifier:
+    return SequenceClassifier.load(tiny_model_dir, device="cpu", threads=1)
+
+
+def test_onnx_matches_eager_torch_and_is_cached_by_hash(
+    tiny_model_dir: Path, eager: SequenceClassifier, cache: Path
+) -> None:
+    onnx = SequenceClassifier.load(tiny_model_dir, device="cpu", threads=1, backend="onnx")
+    assert onnx.info.backend == "onnx" and onnx.info.sha256 == eager.info.sha256
+    expected = eager.predict(SENTENCES)
+    got = onnx.predict(SENTENCES)
+    assert got == pytest.approx(expected, abs=1e-5)
+    # Batches of mixed lengths and a single row agree too (padding must not leak).
+    rows = [item.ids for item in eager.encode(SENTENCES)]
+    assert onnx.predict_ids(rows[1:2]) == pytest.approx(eager.predict_ids(rows[1:2]), abs=1e-5)
+    exported = list(cache.glob("onnx/*/model.onnx"))
+    assert len(exported) == 1 and eager.info.sha256[:24] in str(exported[0])
+    stamp = exported[0].stat().st_mtime_ns
+    SequenceClassifier.load(tiny_model_dir, device="cpu", threads=1, backend="onnx")
+    assert exported[0].stat().st_mtime_ns == stamp  # reused, not exported again
+
+
+def test_loader_wires_the_backend_setting(tiny_model_dir: Path, cache: Path) -> None:
+    settings = load_settings(
+        overrides={"model_path": str(tiny_model_dir), "backend": "onnx", "device": "cpu"}
+    )
+    assert load_classifier(settings).info.backend == "onnx"
+
+
+@pytest.mark.parametrize("backend", sorted(REJECTED))
+def test_rejected_backends_fail_clearly(tiny_model_dir: Path, backend: str) -> None:
+    with pytest.raises(FatalError, match=f"backend '{backend}' is not supported"):
+        SequenceClassifier.load(tiny_model_dir, device="cpu", backend=backend)
+
+
+def test_unknown_backend_and_onnx_on_cuda_fail(tiny_model_dir: Path) -> None:
+    with pytest.raises(FatalError, match="unknown backend"):
+        SequenceClassifier.load(tiny_model_dir, device="cpu", backend="tensorrt")
+    with pytest.raises(FatalError, match="CPU only"):
+        check_backend("onnx", torch.device("cuda"))
+    check_backend("torch", torch.device("cuda"))
+    assert set(SUPPORTED) == {"torch", "onnx"}
+
+
+@pytest.mark.parametrize("max_length", [512, 16])
+def test_fast_encode_equals_hugging_face_call(tiny_model_dir: Path, max_length: int) -> None:
+    model = SequenceClassifier.load(tiny_model_dir, device="cpu", max_length=max_length)
+    fast = model.encode(SENTENCES)
+    model._fast = None  # the Hugging Face tokenizer call, as before the fast path
+    assert fast == model.encode(SENTENCES)
+    assert all(len(item.ids) <= model.info.max_length for item in fast)
+    assert any(item.truncated for item in fast) == (max_length == 16)
+
+
+def test_padding_builds_ids_and_mask_in_one_pass(eager: SequenceClassifier) -> None:
+    ids, mask = eager.pad([[2, 5, 3], [2, 3], [2, 6, 7, 8, 3]])
+    assert ids.dtype == np.int64 and mask.dtype == np.int64
+    assert ids.tolist() == [[2, 5, 3, 0, 0], [2, 3, 0, 0, 0], [2, 6, 7, 8, 3]]
+    assert mask.tolist() == [[1, 1, 1, 0, 0], [1, 1, 0, 0, 0], [1, 1, 1, 1, 1]]

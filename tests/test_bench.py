@@ -1,0 +1,80 @@
+"""``bench --quick`` end to end on the real broker with the tiny model (fails, never skips)."""
+
+from __future__ import annotations
+
+import argparse
+import math
+from collections.abc import Iterator
+from pathlib import Path
+
+import orjson
+import pytest
+import structlog
+
+from worker.cli import bench
+from worker.localkafka import LocalKafka
+
+pytestmark = pytest.mark.kafka
+
+
+@pytest.fixture(autouse=True)
+def _keep_logging_config() -> Iterator[None]:
+    """The command configures structlog onto pytest's captured stderr: restore it after."""
+    saved = structlog.get_config()
+    yield
+    structlog.configure(**saved)
+
+
+def test_quick_bench_measures_every_pass_and_writes_results(
+    kafka: LocalKafka, tiny_model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    parser = argparse.ArgumentParser()
+    bench.register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(
+        [
+            "bench",
+            "--quick",
+            "--name",
+            "smoke",
+            "--model",
+            str(tiny_model_dir),
+            "--bootstrap",
+            kafka.bootstrap_servers,
+            "--out",
+            str(tmp_path),
+            "--threads",
+            "1",
+        ]
+    )
+    assert args.handler(args) == 0
+
+    results = orjson.loads((tmp_path / "smoke.json").read_bytes())
+    assert (tmp_path / "smoke-throughput.png").stat().st_size > 1000
+    assert (tmp_path / "smoke-latency.png").stat().st_size > 1000
+    notes = results["corpus"]["notes"]
+    assert notes == 24 and results["corpus"]["sentences"] > notes
+    sweep = results["model_only"]["sweep"]
+    assert [p["token_budget"] for p in sweep] == [1024, 4096]
+    assert results["model_only"]["best_budget"] in (1024, 4096)
+    assert results["model_only"]["all_notes"]["sentences"] == results["corpus"]["sentences"]
+    runs = {**results["end_to_end"], **results["peers"]}
+    assert set(runs) == {"saturation", "paced", "naive_per_sentence", "naive_per_note", "faust"}
+    for name, run in runs.items():
+        assert run["sentences_per_s"] > 0, name
+        assert len(run["latencies_ms"]) == run["notes"], name
+        assert 0 <= run["latency"]["p50_ms"] <= run["latency"]["p99_ms"], name
+    # Every runtime saw the same notes: each note's sentences counted once.
+    assert runs["saturation"]["sentences"] == results["corpus"]["sentences"]
+    assert runs["faust"]["notes"] == notes
+    assert results["end_to_end"]["saturation"]["batches"]["batches"] >= 1
+    ratios = results["ratios"]
+    for key in ("end_to_end_over_model_only", "ours_over_naive_per_sentence", "ours_over_faust"):
+        assert ratios[key] > 0 and not math.isnan(ratios[key]), key
+    assert ratios["paced_p99_target_ms"] > 20
+    backends = {row["backend"]: row for row in results["backends"]}
+    assert set(backends) == {"torch", "onnx"}
+    assert backends["onnx"]["label_agreement"] >= 0.995
+    assert backends["onnx"]["max_abs_diff"] < 1e-4
+    assert results["machine"]["usable_cores"] >= 1 and len(results["load_at_start"]) == 3
+    printed = capsys.readouterr().out
+    assert "end_to_end_over_model_only" in printed and "smoke.json" in printed

@@ -1,0 +1,52 @@
+"""What one benchmark run measures, and how big each pass is (full or ``--quick``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BenchPlan:
+    """Sizes and switches of one run; :meth:`quick` is the smoke-test variant."""
+
+    name: str
+    model: str = "default"
+    backend: str = "torch"
+    threads: int | None = None
+    notes: int = 240
+    sweep_notes: int = 60
+    budgets: tuple[int, ...] = (512, 1024, 2048, 4096, 8192)
+    paced_share: float = 0.7
+    paced_notes: int = 160
+    naive_notes: int = 40
+    faust_notes: int = 240
+    faust_take: int = 16
+    backend_notes: int = 60
+    backends: tuple[str, ...] = ("torch", "torch-int8", "onnx", "onnx-int8")
+    scaling: tuple[int, ...] = (1, 2, 3)
+    scaling_notes: int = 240
+    partitions: int = 6
+    max_wait_ms: float = 20.0
+    out_dir: Path = field(default_factory=lambda: Path("bench") / "results")
+    bootstrap: str | None = None
+    charts: bool = True
+
+    @classmethod
+    def quick(cls, **overrides: object) -> BenchPlan:
+        """About a minute: every pass runs, on a handful of notes."""
+        values: dict[str, object] = {
+            "notes": 24,
+            "sweep_notes": 12,
+            "budgets": (1024, 4096),
+            "paced_notes": 16,
+            "naive_notes": 4,
+            "faust_notes": 24,
+            "faust_take": 8,
+            "backend_notes": 12,
+            "backends": ("torch", "onnx"),
+            "scaling": (),
+            "scaling_notes": 24,
+        }
+        values.update(overrides)
+        return cls(**values)  # type: ignore[arg-type]

@@ -1,0 +1,100 @@
+"""Ratios against the targets, the printed summary, and the JSON file."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+#: The project's targets for the default model on a CPU machine (docs/PERFORMANCE.md).
+E2E_SHARE_TARGET = 0.9
+NAIVE_FACTOR_TARGET = 5.0
+P99_BATCHES = 3
+
+
+def _rate(run: dict[str, Any] | None) -> float:
+    return float(run["sentences_per_s"]) if run else math.nan
+
+
+def _ratio(a: float, b: float) -> float:
+    return round(a / b, 3) if b and not math.isnan(b) else math.nan
+
+
+def ratios(results: dict[str, Any]) -> dict[str, Any]:
+    """Headline ratios and whether each target is met."""
+    limit = float(results["model_only"]["all_notes"]["sentences_per_s"])
+    e2e = results.get("end_to_end", {})
+    ours = _rate(e2e.get("saturation"))
+    peers = results.get("peers", {})
+    out: dict[str, Any] = {
+        "end_to_end_over_model_only": _ratio(ours, limit),
+        **{f"ours_over_{name}": _ratio(ours, _rate(run)) for name, run in peers.items()},
+    }
+    paced = e2e.get("paced")
+    if paced:
+        batch_ms = float(paced["batches"].get("median_batch_s", 0.0)) * 1000
+        budget_ms = float(results["settings"]["max_wait_ms"]) + P99_BATCHES * batch_ms
+        out["paced_p99_ms"] = paced["latency"]["p99_ms"]
+        out["paced_p99_target_ms"] = round(budget_ms, 1)
+    out["targets_met"] = {
+        "end_to_end >= 0.9 x model-only": out["end_to_end_over_model_only"] >= E2E_SHARE_TARGET,
+        "ours >= 5 x naive (per sentence)": out.get("ours_over_naive_per_sentence", 0)
+        >= NAIVE_FACTOR_TARGET,
+        "ours >= 5 x naive (per note)": out.get("ours_over_naive_per_note", 0)
+        >= NAIVE_FACTOR_TARGET,
+        "p99 at 70% <= max_wait + 3 x median batch": bool(
+            paced and out["paced_p99_ms"] <= out["paced_p99_target_ms"]
+        ),
+    }
+    return out
+
+
+def summary_lines(results: dict[str, Any]) -> list[str]:
+    """The table printed at the end of a run."""
+    model = results["model"]
+    lines = [
+        f"machine: {results['machine']['cpu']}, {results['machine']['usable_cores']} cores, "
+        f"load {_load(results['load_at_start'])} at start, {_load(results['load_at_end'])} at end",
+        f"model: {model['name']} ({model['backend']}, {model['dtype']}), settings: "
+        f"{results['settings']}",
+        f"corpus: {results['corpus']['notes']} notes, {results['corpus']['sentences']} sentences, "
+        f"{results['corpus']['wordpieces_per_sentence_mean']} wordpieces/sentence",
+        "",
+        f"{'run':34} {'notes/s':>9} {'sent/s':>9} {'p50 ms':>9} {'p95 ms':>9} {'p99 ms':>9}",
+    ]
+    limit = results["model_only"]["all_notes"]
+    lines.append(
+        f"{'model only @' + str(limit['token_budget']) + ' tokens':34} {'':>9} "
+        f"{limit['sentences_per_s']:>9}"
+    )
+    runs = {**results.get("end_to_end", {}), **results.get("peers", {})}
+    for scale in results.get("scaling", []):
+        runs[f"workers: {scale['mode']} x {scale['torch_threads']} thr"] = scale
+    for name, run in runs.items():
+        latency = run.get("latency", {})
+        lines.append(
+            f"{name:34} {run['notes_per_s']:>9} {run['sentences_per_s']:>9} "
+            f"{latency.get('p50_ms', ''):>9} {latency.get('p95_ms', ''):>9} "
+            f"{latency.get('p99_ms', ''):>9}"
+        )
+    for row in results.get("backends", []):
+        lines.append(
+            f"backend {row['backend']:11} {row['sentences_per_s']:>8} sent/s  x{row['speedup']:<6} "
+            f"max |dp| {row['max_abs_diff']:.2e}  labels agree {row['label_agreement']:.2%}"
+        )
+    lines.append("")
+    lines += [f"{key}: {value}" for key, value in results["ratios"].items()]
+    return lines
+
+
+def _load(value: Any) -> str:
+    return "/".join(f"{v:.2f}" for v in value)
+
+
+def write(results: dict[str, Any], out_dir: Path) -> Path:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / f"{results['name']}.json"
+    path.write_bytes(orjson.dumps(results, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS))
+    return path

@@ -1,0 +1,208 @@
+"""One benchmark run: every pass on the same notes, in an order that shares the loaded model."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from worker.benchmark import e2e, engines, naive, peers, scaling
+from worker.benchmark.corpus import MAX_SENTENCE_TOKENS, Corpus, load_corpus
+from worker.benchmark.machine import machine_info
+from worker.benchmark.modelonly import run_batches, sweep
+from worker.benchmark.models import resolve_model
+from worker.benchmark.plan import BenchPlan
+from worker.config import load_settings
+from worker.localkafka import LocalKafka
+from worker.model.classifier import SequenceClassifier
+from worker.model.loader import provenance_for
+
+log = structlog.get_logger(__name__)
+Step = Callable[[str], None]
+
+
+@contextlib.contextmanager
+def _broker(bootstrap: str | None) -> Iterator[str]:
+    if bootstrap:
+        yield bootstrap
+        return
+    cluster = LocalKafka.start()
+    try:
+        yield cluster.bootstrap_servers
+    finally:
+        cluster.stop()
+
+
+def _timed(results: dict[str, Any], key: str, step: Step, fn: Callable[[], Any]) -> Any:
+    step(key)
+    started = time.perf_counter()
+    value = fn()
+    results.setdefault("pass_seconds", {})[key] = round(time.perf_counter() - started, 1)
+    return value
+
+
+def run(plan: BenchPlan, step: Step = lambda _name: None) -> dict[str, Any]:
+    """Measure everything ``plan`` asks for and return the results (not yet written)."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    results: dict[str, Any] = {"name": plan.name, "load_at_start": os.getloadavg()}
+    model_name, checkpoint = resolve_model(plan.model)
+    model = SequenceClassifier.load(
+        checkpoint, device="cpu", threads=plan.threads, backend=plan.backend
+    )
+    corpus = load_corpus(model, notes=plan.notes, tag=f"{plan.name}-{uuid.uuid4().hex[:6]}")
+    results["machine"] = machine_info()
+    results["model"] = {"name": model_name, "path": str(checkpoint), **_info(model)}
+    results["corpus"] = corpus.describe()
+    sweep_rows = corpus.head(plan.sweep_notes).rows
+    points, best = _timed(
+        results,
+        "model_only_sweep",
+        step,
+        lambda: sweep(model.predict_ids, sweep_rows, plan.budgets, pad_multiple=1),
+    )
+    limit = _timed(
+        results, "model_only", step, lambda: run_batches(model.predict_ids, corpus.rows, best)
+    )
+    limit.pop("_scores")
+    results["model_only"] = {"sweep": points, "best_budget": best, "all_notes": limit}
+    overrides = {
+        "device": "cpu",
+        "backend": plan.backend,
+        "token_budget": best,
+        "max_wait_ms": plan.max_wait_ms,
+        "max_sentence_tokens": MAX_SENTENCE_TOKENS,
+        **({"torch_threads": plan.threads} if plan.threads else {}),
+    }
+    results["settings"] = {**overrides, "partitions": plan.partitions, "threads": _threads()}
+    with _broker(plan.bootstrap) as bootstrap:
+        _kafka_passes(
+            _Context(plan, results, bootstrap, model, checkpoint, corpus, overrides, step)
+        )
+    if plan.backends:
+        rows = corpus.head(plan.backend_notes).rows
+        results["backends"] = _timed(
+            results,
+            "backends",
+            step,
+            lambda: engines.compare(
+                checkpoint, rows, budget=best, backends=plan.backends, threads=plan.threads
+            ),
+        )
+    results["load_at_end"] = os.getloadavg()
+    return results
+
+
+@dataclass(frozen=True, slots=True)
+class _Context:
+    plan: BenchPlan
+    results: dict[str, Any]
+    bootstrap: str
+    model: SequenceClassifier
+    checkpoint: Path
+    corpus: Corpus
+    overrides: dict[str, Any]
+    step: Step
+
+    def timed(self, key: str, fn: Callable[[], Any]) -> Any:
+        return _timed(self.results, key, self.step, fn)
+
+
+def _kafka_passes(ctx: _Context) -> None:
+    plan, corpus, model = ctx.plan, ctx.corpus, ctx.model
+    pipeline = e2e.PipelineRun(ctx.bootstrap, plan.partitions, ctx.overrides)
+    saturated = ctx.timed("saturation", partial(e2e.saturation, pipeline, model, corpus))
+    rate = saturated["notes_per_s"] * plan.paced_share
+    paced_corpus = corpus.head(plan.paced_notes)
+    paced = ctx.timed("paced", partial(e2e.paced, pipeline, model, paced_corpus, rate))
+    ctx.results["end_to_end"] = {"saturation": saturated, "paced": paced}
+    ctx.results["peers"] = _peers(ctx)
+    ctx.results["scaling"] = [_scaling(ctx, count) for count in plan.scaling]
+
+
+def _peers(ctx: _Context) -> dict[str, Any]:
+    plan = ctx.plan
+    settings = load_settings(overrides={"bootstrap_servers": ctx.bootstrap})
+    provenance = provenance_for(ctx.model, settings)
+    naive_corpus = ctx.corpus.head(plan.naive_notes)
+    runs: dict[str, Any] = {}
+    for per_sentence in (True, False):
+        key = "naive_per_sentence" if per_sentence else "naive_per_note"
+        runs[key] = ctx.timed(
+            key,
+            partial(
+                naive.run_naive,
+                ctx.bootstrap,
+                ctx.model,
+                naive_corpus,
+                provenance,
+                per_sentence=per_sentence,
+                partitions=plan.partitions,
+            ),
+        )
+    if plan.faust_notes:
+        runs["faust"] = ctx.timed(
+            "faust",
+            partial(
+                peers.run_faust,
+                ctx.bootstrap,
+                ctx.corpus.head(plan.faust_notes),
+                model=ctx.checkpoint,
+                partitions=plan.partitions,
+                take=plan.faust_take,
+                token_budget=int(ctx.overrides["token_budget"]),
+                threads=plan.threads,
+                backend=plan.backend,
+            ),
+        )
+    return runs
+
+
+def _scaling(ctx: _Context, processes: int) -> dict[str, Any]:
+    plan = ctx.plan
+    result: dict[str, Any] = ctx.timed(
+        f"scaling_{processes}",
+        partial(
+            scaling.run_workers,
+            ctx.bootstrap,
+            ctx.corpus.head(plan.scaling_notes),
+            model=ctx.checkpoint,
+            processes=processes,
+            threads=max(1, (os.cpu_count() or 1) // processes),
+            partitions=plan.partitions,
+            settings={
+                "backend": plan.backend,
+                "token_budget": ctx.overrides["token_budget"],
+                "max_wait_ms": plan.max_wait_ms,
+            },
+        ),
+    )
+    return result
+
+
+def _info(model: SequenceClassifier) -> dict[str, Any]:
+    info = model.info
+    return {
+        "sha256": info.sha256[:16],
+        "backend": info.backend,
+        "device": info.device,
+        "dtype": info.dtype,
+        "max_length": info.max_length,
+    }
+
+
+def _threads() -> dict[str, Any]:
+    import torch
+
+    return {
+        "torch_intra_op": torch.get_num_threads(),
+        "tokenizers_parallelism": os.environ.get("TOKENIZERS_PARALLELISM"),
+    }
