@@ -45,6 +45,16 @@ class WorkerSettings(BaseSettings):
     max_poll_interval_ms: int = Field(default=300_000, ge=10_000)
     commit_interval_ms: int = Field(default=1_000, ge=100)
     client_id: str = "biomarker-worker"
+    processing_guarantee: Literal["at-least-once", "exactly-once"] = Field(
+        default="at-least-once",
+        description="exactly-once: outputs and input offsets commit in one producer transaction "
+        "(downstream consumers must read with isolation.level=read_committed).",
+    )
+    transactional_id: str | None = Field(
+        default=None,
+        description="exactly-once only; default <group_id>-<group_instance_id or random>. Keep "
+        "it stable per replica (StatefulSet) so a restart fences its predecessor at once.",
+    )
 
     # --- Kafka security (passed through to librdkafka)
     security_protocol: SecurityProtocol = "PLAINTEXT"

@@ -27,7 +27,16 @@ from types import FrameType
 from typing import Any, Protocol, cast
 
 import structlog
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    OFFSET_END,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    Producer,
+    TopicPartition,
+)
 
 from worker.batching import BatchingSettings
 from worker.config import WorkerSettings
@@ -35,6 +44,7 @@ from worker.errors import FatalError, InvalidEvent
 from worker.events import Headers, Provenance, SourceRef, dead_letter_headers
 from worker.inference import InferenceLoop, Scorer
 from worker.kafka.clients import consumer_config, producer_config
+from worker.kafka.commits import OffsetCommitter, StoredOffsets, TransactionalOffsets
 from worker.kafka.offsets import PartitionState, PendingNote
 from worker.logs import kafka_logger
 from worker.metrics import Metrics
@@ -104,6 +114,20 @@ class Pipeline:
         hooks = {"error_cb": self._on_error, "logger": kafka_logger()}
         self._consumer = Consumer({**consumer_config(settings, group_id=group_id), **hooks})
         self._producer = Producer({**producer_config(settings), **hooks})
+        self._transactions: TransactionalOffsets | None = None
+        self._committer: OffsetCommitter
+        if settings.processing_guarantee == "exactly-once":
+            self._transactions = TransactionalOffsets(
+                consumer=self._consumer,
+                producer=self._producer,
+                metrics=self.metrics,
+                interval_s=settings.commit_interval_ms / 1000,
+                collect=self._store_offsets,
+                rewind=self._rewind,
+            )
+            self._committer = self._transactions
+        else:
+            self._committer = StoredOffsets(consumer=self._consumer, metrics=self.metrics)
         self.partitions: dict[tuple[str, int], PartitionState] = {}
         self._acked: set[PartitionState] = set()
         self._paused = False
@@ -133,6 +157,8 @@ class Pipeline:
         """Consume until stopped; return the process exit code."""
         try:
             self._check_topics()
+            if self._transactions is not None:
+                self._transactions.initialise()
         except FatalError as exc:
             log.error("fatal_error", error=str(exc))
             self._abort()
@@ -239,6 +265,7 @@ class Pipeline:
         self._emit_ready()
         self._producer.poll(0)
         self._store_offsets()
+        self._committer.tick()
         self._apply_backpressure()
         self.last_progress = time.monotonic()
         if self.last_progress >= self._next_gauges:
@@ -337,6 +364,7 @@ class Pipeline:
                 message=failure.message,
             )
         callback = functools.partial(self._on_delivery, note, failure)
+        self._committer.before_produce()
         while True:
             try:
                 self._producer.produce(
@@ -376,10 +404,7 @@ class Pipeline:
                 offsets.append(TopicPartition(state.topic, state.partition, committable))
         self._acked.clear()
         if offsets:
-            try:
-                self._consumer.store_offsets(offsets=offsets)
-            except KafkaException as exc:  # partition revoked in between: nothing to store
-                log.warning("store_offsets_failed", error=str(exc))
+            self._committer.stage(offsets)
 
     def _apply_backpressure(self) -> None:
         inflight = self.inflight
@@ -412,7 +437,7 @@ class Pipeline:
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         states = [self.partitions[key] for key in _keys(partitions) if key in self.partitions]
         self._finish(states, deadline=time.monotonic() + self.settings.revoke_timeout_s)
-        self._commit(states)
+        self._committer.commit(states)
         dropped = sum(state.abandon() for state in states)
         for state in states:
             self.partitions.pop((state.topic, state.partition), None)
@@ -422,6 +447,7 @@ class Pipeline:
         log.info("partitions_revoked", partitions=_names(partitions), abandoned=dropped)
 
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._committer.partitions_lost()
         dropped = 0
         for key in _keys(partitions):
             state = self.partitions.pop(key, None)
@@ -441,20 +467,19 @@ class Pipeline:
             self._producer.poll(0.02)
             self._store_offsets()
 
-    def _commit(self, states: list[PartitionState]) -> None:
-        offsets = [
-            TopicPartition(state.topic, state.partition, state.committable)
-            for state in states
-            if state.committable is not None and state.active
-        ]
-        if not offsets:
+    def _rewind(self) -> None:
+        """After an aborted transaction: forget all in-flight work, re-read from the commits."""
+        assigned = [TopicPartition(t, p) for (t, p) in self.partitions]
+        for state in self.partitions.values():
+            state.abandon()
+        self.partitions = {key: PartitionState(*key) for key in self.partitions}
+        if not assigned:
             return
-        try:
-            self._consumer.commit(offsets=offsets, asynchronous=False)
-            self.metrics.commits.labels(outcome="ok").inc()
-        except KafkaException as exc:
-            self.metrics.commits.labels(outcome="failed").inc()
-            log.warning("commit_failed", error=str(exc))
+        reset = OFFSET_BEGINNING if self.settings.auto_offset_reset == "earliest" else OFFSET_END
+        for tp in self._consumer.committed(assigned, timeout=30):
+            offset = tp.offset if tp.offset >= 0 else reset
+            self._consumer.seek(TopicPartition(tp.topic, tp.partition, offset))
+        log.warning("rewound_to_committed", partitions=_names(assigned))
 
     # ------------------------------------------------------------------ shutdown
     def _drain(self) -> None:
@@ -465,7 +490,7 @@ class Pipeline:
         self._producer.flush(max(0.0, deadline - time.monotonic()))
         self._store_offsets()
         self._check_fatal()
-        self._commit(states)
+        self._committer.commit(states)
         left = self.inflight
         self._consumer.close()
         log.info("drained", unfinished_notes=left)

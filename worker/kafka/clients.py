@@ -1,19 +1,36 @@
 """librdkafka configuration built from :class:`~worker.config.WorkerSettings`.
 
-Settings that would break at-least-once are fixed here and cannot be overridden through
-``kafka_extra``: offsets are stored by the worker only after delivery, and the producer is
-idempotent with ``acks=all``.
+Settings that would break the processing guarantee are fixed here and cannot be overridden
+through ``kafka_extra``: offsets are stored by the worker only after delivery (or committed inside
+the producer transaction), and the producer is idempotent with ``acks=all``.
 """
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 from worker.config import WorkerSettings
 from worker.errors import UsageError
 
-_CONSUMER_LOCKED = {"enable.auto.offset.store": False, "enable.auto.commit": True}
 _PRODUCER_LOCKED = {"enable.idempotence": True, "acks": "all"}
+
+
+def _consumer_locked(settings: WorkerSettings) -> dict[str, Any]:
+    if settings.processing_guarantee == "exactly-once":  # offsets commit inside transactions
+        return {
+            "enable.auto.offset.store": False,
+            "enable.auto.commit": False,
+            "isolation.level": "read_committed",
+        }
+    return {"enable.auto.offset.store": False, "enable.auto.commit": True}
+
+
+def transactional_id(settings: WorkerSettings) -> str:
+    if settings.transactional_id:
+        return settings.transactional_id
+    member = settings.group_instance_id or uuid.uuid4().hex[:12]
+    return f"{settings.group_id}-{member}"
 
 
 def security_config(settings: WorkerSettings) -> dict[str, Any]:
@@ -76,7 +93,7 @@ def consumer_config(settings: WorkerSettings, *, group_id: str | None = None) ->
         config["session.timeout.ms"] = settings.session_timeout_ms
     if settings.group_instance_id:
         config["group.instance.id"] = settings.group_instance_id
-    return _with_extra(config, settings, _CONSUMER_LOCKED)
+    return _with_extra(config, settings, _consumer_locked(settings))
 
 
 def producer_config(settings: WorkerSettings) -> dict[str, Any]:
@@ -86,4 +103,7 @@ def producer_config(settings: WorkerSettings) -> dict[str, Any]:
         "compression.type": "lz4",
         "message.max.bytes": 8_388_608,
     }
-    return _with_extra(config, settings, _PRODUCER_LOCKED)
+    locked = dict(_PRODUCER_LOCKED)
+    if settings.processing_guarantee == "exactly-once":
+        locked["transactional.id"] = transactional_id(settings)
+    return _with_extra(config, settings, locked)

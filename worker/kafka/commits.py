@@ -1,0 +1,184 @@
+"""How finished offsets become committed: two strategies behind one small interface.
+
+* :class:`StoredOffsets` (at-least-once, the default): offsets whose outputs were delivered are
+  *stored*; librdkafka's auto-commit sends them; revoke and shutdown commit synchronously.
+* :class:`TransactionalOffsets` (exactly-once for ``read_committed`` consumers): outputs are
+  produced inside a producer transaction, the input offsets are added to it with
+  ``send_offsets_to_transaction`` and both commit atomically every ``commit_interval_ms``, on
+  revoke and at shutdown. An abortable error aborts the transaction and the pipeline rewinds to
+  the last committed offsets, so nothing is lost and nothing is seen twice downstream.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Protocol
+
+import structlog
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+
+from worker.errors import FatalError
+from worker.kafka.offsets import PartitionState
+from worker.metrics import Metrics
+
+log = structlog.get_logger(__name__)
+
+_TIMEOUT_S = 30.0
+_RETRIES = 5
+
+
+class OffsetCommitter(Protocol):
+    def stage(self, offsets: list[TopicPartition]) -> None:
+        """Offsets (next to read) whose outputs and every earlier one's are delivered."""
+
+    def before_produce(self) -> None: ...
+
+    def tick(self) -> None:
+        """Called every loop iteration; commits when it is time."""
+
+    def commit(self, states: list[PartitionState]) -> None:
+        """Commit now, synchronously (revoke, shutdown)."""
+
+    def partitions_lost(self) -> None: ...
+
+
+class StoredOffsets:
+    """At-least-once: ``store_offsets`` after delivery, auto-commit, sync commit on demand."""
+
+    def __init__(self, *, consumer: Consumer, metrics: Metrics) -> None:
+        self._consumer = consumer
+        self._metrics = metrics
+
+    def stage(self, offsets: list[TopicPartition]) -> None:
+        try:
+            self._consumer.store_offsets(offsets=offsets)
+        except KafkaException as exc:  # partition revoked in between: nothing to store
+            log.warning("store_offsets_failed", error=str(exc))
+
+    def before_produce(self) -> None:
+        return None
+
+    def tick(self) -> None:
+        return None
+
+    def commit(self, states: list[PartitionState]) -> None:
+        offsets = [
+            TopicPartition(state.topic, state.partition, state.committable)
+            for state in states
+            if state.committable is not None and state.active
+        ]
+        if not offsets:
+            return
+        try:
+            self._consumer.commit(offsets=offsets, asynchronous=False)
+            self._metrics.commits.labels(outcome="ok").inc()
+        except KafkaException as exc:
+            self._metrics.commits.labels(outcome="failed").inc()
+            log.warning("commit_failed", error=str(exc))
+
+    def partitions_lost(self) -> None:
+        return None
+
+
+class TransactionalOffsets:
+    """Exactly-once: outputs and input offsets commit together in one producer transaction."""
+
+    def __init__(
+        self,
+        *,
+        consumer: Consumer,
+        producer: Producer,
+        metrics: Metrics,
+        interval_s: float,
+        collect: Callable[[], None],
+        rewind: Callable[[], None],
+    ) -> None:
+        self._consumer = consumer
+        self._producer = producer
+        self._metrics = metrics
+        self._interval_s = interval_s
+        self._collect = collect  # processes delivery reports into stage() calls
+        self._rewind = rewind  # forget in-flight work, seek back to committed offsets
+        self._pending: dict[tuple[str, int], TopicPartition] = {}
+        self._open = False
+        self._opened_at = 0.0
+
+    def initialise(self) -> None:
+        """Fence earlier instances with the same transactional.id (aborts their open work)."""
+        self._call(lambda: self._producer.init_transactions(_TIMEOUT_S), "init")
+
+    def stage(self, offsets: list[TopicPartition]) -> None:
+        for tp in offsets:
+            self._pending[(tp.topic, tp.partition)] = tp
+
+    def before_produce(self) -> None:
+        if not self._open:
+            self._producer.begin_transaction()
+            self._open = True
+            self._opened_at = time.monotonic()
+
+    def tick(self) -> None:
+        if self._open and time.monotonic() - self._opened_at >= self._interval_s:
+            self._commit_transaction()
+
+    def commit(self, states: list[PartitionState]) -> None:
+        self._commit_transaction()
+
+    def partitions_lost(self) -> None:
+        """Offsets of lost partitions cannot join the transaction: abort and re-read."""
+        if self._open:
+            self._abort("partitions lost")
+
+    def _commit_transaction(self) -> None:
+        if not self._open:
+            return
+        if self._producer.flush(_TIMEOUT_S) > 0:
+            self._abort("outputs not delivered in time")
+            return
+        self._collect()
+        offsets = list(self._pending.values())
+        try:
+            if offsets:
+                metadata = self._consumer.consumer_group_metadata()
+                self._call(
+                    lambda: self._producer.send_offsets_to_transaction(
+                        offsets, metadata, _TIMEOUT_S
+                    ),
+                    "send_offsets",
+                )
+            self._call(lambda: self._producer.commit_transaction(_TIMEOUT_S), "commit")
+        except _Abortable as exc:
+            self._abort(str(exc))
+            return
+        self._pending.clear()
+        self._open = False
+        self._metrics.commits.labels(outcome="ok").inc()
+
+    def _abort(self, reason: str) -> None:
+        log.warning("transaction_aborted", reason=reason)
+        self._metrics.commits.labels(outcome="aborted").inc()
+        self._call(lambda: self._producer.abort_transaction(_TIMEOUT_S), "abort")
+        self._pending.clear()
+        self._open = False
+        self._rewind()
+
+    def _call(self, action: Callable[[], object], what: str) -> None:
+        """Run a transactional call: retry retriable errors, classify the rest."""
+        for attempt in range(_RETRIES):
+            try:
+                action()
+                return
+            except KafkaException as exc:
+                error: KafkaError = exc.args[0]
+                if error.fatal():
+                    raise FatalError(f"transaction {what}: {error.str()}") from exc
+                if error.txn_requires_abort():
+                    raise _Abortable(f"{what}: {error.str()}") from exc
+                if not error.retriable() or attempt == _RETRIES - 1:
+                    raise FatalError(f"transaction {what}: {error.str()}") from exc
+                time.sleep(0.2 * (attempt + 1))
+
+
+class _Abortable(Exception):
+    """A transactional call failed in a way that needs ``abort_transaction``."""
