@@ -206,6 +206,7 @@ BIOMARKER_OUTPUT_TOPIC: {{ $k.outputTopic | quote }}
 BIOMARKER_DLQ_TOPIC: {{ $k.dlqTopic | quote }}
 BIOMARKER_GROUP_ID: {{ $k.groupId | quote }}
 BIOMARKER_GROUP_PROTOCOL: {{ $k.groupProtocol | quote }}
+BIOMARKER_PROCESSING_GUARANTEE: {{ $k.processingGuarantee | quote }}
 BIOMARKER_AUTO_OFFSET_RESET: {{ $k.autoOffsetReset | quote }}
 BIOMARKER_SESSION_TIMEOUT_MS: {{ $k.sessionTimeoutMs | int | quote }}
 BIOMARKER_MAX_POLL_INTERVAL_MS: {{ $k.maxPollIntervalMs | int | quote }}
