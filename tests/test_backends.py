@@ -90,3 +90,21 @@ def test_padding_builds_ids_and_mask_in_one_pass(eager: SequenceClassifier) -> N
     assert ids.dtype == np.int64 and mask.dtype == np.int64
     assert ids.tolist() == [[2, 5, 3, 0, 0], [2, 3, 0, 0, 0], [2, 6, 7, 8, 3]]
     assert mask.tolist() == [[1, 1, 1, 0, 0], [1, 1, 0, 0, 0], [1, 1, 1, 1, 1]]
+
+
+def test_batches_stop_growing_when_padding_would_exceed_the_cap() -> None:
+    from worker.batching import BatchingSettings, padding_ratio, plan_batches
+
+    lengths = [10] * 8 + [11] + [40] * 3
+    capped = plan_batches(lengths, BatchingSettings(token_budget=4096, min_batch_rows=4))
+    assert capped == [list(range(9)), [9, 10, 11]]  # 10s and the 11 together; 40s apart
+    for batch in capped:
+        assert padding_ratio([lengths[i] for i in batch]) <= 0.1
+    uncapped = BatchingSettings(token_budget=4096, max_padding=1.0)
+    assert plan_batches(lengths, uncapped) == [list(range(12))]
+    # Below min_batch_rows a batch keeps growing whatever its padding.
+    few = plan_batches([3, 40], BatchingSettings(token_budget=4096, min_batch_rows=8))
+    assert few == [[0, 1]]
+    # Rounding to the pad multiple is not counted as avoidable padding.
+    rounded = BatchingSettings(token_budget=4096, pad_multiple=8, min_batch_rows=1)
+    assert plan_batches([9, 12, 16, 3], rounded) == [[3], [0, 1, 2]]
