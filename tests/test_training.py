@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 from transformers import (
     AutoModelForSequenceClassification,
     AutoTokenizer,
@@ -20,17 +21,38 @@ from worker.cli import build_dataset as dataset_cli
 from worker.cli import evaluate as evaluate_cli
 from worker.cli import train as train_cli
 from worker.errors import UsageError
+from worker.training import train as train_module
 from worker.training.dataset import DatasetConfig, build_dataset, data_dir_from
 from worker.training.lexicon import find_hits, has_biomarker, is_decoy
 from worker.training.metrics import binary_metrics, evaluation_report
 from worker.training.sources import civic_label
 from worker.training.splits import doc_split
-from worker.training.train import epoch_batches
+from worker.training.train import TrainConfig, epoch_batches, train
 
 _WORDS = (
-    "the", "patient", "was", "seen", "today", "serum", "psa", "is", "high", "low", "normal",
-    "labs", "were", "unremarkable", "hemoglobin", "potassium", "troponin", "tolerated",
-    "procedure", "well", "her2", "positive", "negative"
+    "the",
+    "patient",
+    "was",
+    "seen",
+    "today",
+    "serum",
+    "psa",
+    "is",
+    "high",
+    "low",
+    "normal",
+    "labs",
+    "were",
+    "unremarkable",
+    "hemoglobin",
+    "potassium",
+    "troponin",
+    "tolerated",
+    "procedure",
+    "well",
+    "her2",
+    "positive",
+    "negative",
 )
 
 
@@ -98,6 +120,40 @@ def test_two_training_steps_give_a_loadable_checkpoint(tiny_base: Path, tmp_path
     assert resumed.handler(resumed) == 0  # already at step 2: nothing left, still a checkpoint
     again = AutoModelForSequenceClassification.from_pretrained(out)
     assert again.classifier.weight.equal(model.classifier.weight)
+
+
+def test_resume_after_a_crash_matches_an_uninterrupted_run(
+    tiny_base: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = _write(tmp_path / "train.jsonl", _ROWS)
+
+    def config(out: Path, resume: bool) -> TrainConfig:
+        return TrainConfig(
+            base=str(tiny_base), train_path=data, out_dir=out, epochs=2, batch_size=2,
+            checkpoint_every=1, seed=3, threads=1, resume=resume,
+        )  # fmt: skip
+
+    train(config(tmp_path / "straight", resume=False))
+    calls = {"n": 0}
+    real_step = train_module._step
+
+    def crashing_step(run: Any, batch: list[int]) -> float:
+        calls["n"] += 1
+        if calls["n"] == 2:  # mid-epoch: epoch 0 has two batches
+            raise KeyboardInterrupt
+        return real_step(run, batch)
+
+    monkeypatch.setattr(train_module, "_step", crashing_step)
+    with pytest.raises(KeyboardInterrupt):
+        train(config(tmp_path / "resumed", resume=False))
+    monkeypatch.setattr(train_module, "_step", real_step)
+    train(config(tmp_path / "resumed", resume=True))
+    straight = BertForSequenceClassification.from_pretrained(tmp_path / "straight")
+    resumed = BertForSequenceClassification.from_pretrained(tmp_path / "resumed")
+    for (name, a), (_, b) in zip(
+        straight.state_dict().items(), resumed.state_dict().items(), strict=True
+    ):
+        assert torch.equal(a, b), name
 
 
 def test_evaluate_command_reports_per_source(tiny_base: Path, tmp_path: Path) -> None:
@@ -228,6 +284,7 @@ def test_epoch_batches_are_seeded_and_complete() -> None:
 
 def _mini_corpora(root: Path) -> Path:
     """A hand-written miniature of every corpus, in the shared data layout."""
+
     def jsonl(rel: str, rows: list[dict[str, Any]]) -> None:
         path = root / rel
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -247,9 +304,12 @@ def _mini_corpora(root: Path) -> Path:
         {"pmid": "8", "split": "dev", "sent_idx": 0, "text": "Aspirin was given.",
          "entities": [{"type": "ChemicalEntity"}]},
     ])  # fmt: skip
-    jsonl("civicmine/civicmine_train_sentences.jsonl", [
-        {"id": "1.1", "pmid": 5, "text": "Her2 overexpression predicts poor outcome."},
-    ])
+    jsonl(
+        "civicmine/civicmine_train_sentences.jsonl",
+        [
+            {"id": "1.1", "pmid": 5, "text": "Her2 overexpression predicts poor outcome."},
+        ],
+    )
     jsonl("civic/civic_evidence_sentences.jsonl", [
         {"evidence_id": "1", "sent_idx": 0, "text": "Patients responded.", "citation_id": "3",
          "mentions_gene_symbol": True, "mentions_variant_name": False},
