@@ -95,7 +95,10 @@ def export_default(model_dir: Path, out_dir: Path, base_dir: Path) -> dict[str, 
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m worker.training.export",
+        description="Export a fine-tuned checkpoint as the embedded default model.",
+    )
     parser.add_argument("--model", required=True, help="fine-tuned checkpoint directory")
     parser.add_argument("--out", default=str(ARTIFACT_DIR), help="artifact directory")
     args = parser.parse_args(argv)

@@ -1,59 +1,32 @@
-"""Deterministic document-level splits and the note sentence splitter."""
+"""Deterministic document-level splits and note sentences (the worker's own segmenter)."""
 
 from __future__ import annotations
 
 import hashlib
 import inspect
-import re
-from collections.abc import Callable
 from pathlib import Path
 
+from worker.segmentation import split_sentences
+
 __all__ = ["doc_split", "note_sentences", "splitter_digest", "splitter_name"]
-
-Splitter = Callable[[str], list[tuple[int, int]]]
-
-_FALLBACK_BOUNDARY = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9(])|\n\s*\n|\n(?=\s*(?:\d+\.|[-*])\s)")
-
-
-def _fallback_split(text: str) -> list[tuple[int, int]]:
-    """Blank lines, list items and ``[.!?]`` before an upper-case word end a sentence."""
-    spans: list[tuple[int, int]] = []
-    start = 0
-    for match in [*_FALLBACK_BOUNDARY.finditer(text), None]:
-        end = match.start() if match else len(text)
-        piece = text[start:end]
-        stripped = piece.strip()
-        if stripped:
-            lead = start + piece.index(stripped[0])
-            spans.append((lead, lead + len(stripped)))
-        start = match.end() if match else len(text)
-    return spans
-
-
-def _project_splitter() -> tuple[str, Splitter]:
-    try:
-        from worker.segmentation import split_sentences
-    except ImportError:
-        return "fallback-regex", _fallback_split
-    return "worker.segmentation", split_sentences
 
 
 def splitter_name() -> str:
     """Which sentence splitter :func:`note_sentences` uses (recorded in the dataset manifest)."""
-    return _project_splitter()[0]
+    return str(split_sentences.__module__)
 
 
 def splitter_digest() -> str:
     """sha256 of the splitter's source file (the dataset is reproducible for this digest)."""
-    name, split = _project_splitter()
-    source = inspect.getsourcefile(split) if name != "fallback-regex" else __file__
-    return hashlib.sha256(Path(source or __file__).read_bytes()).hexdigest()
+    source = inspect.getsourcefile(split_sentences)
+    if source is None:
+        return "unknown"
+    return hashlib.sha256(Path(source).read_bytes()).hexdigest()
 
 
 def note_sentences(text: str) -> list[tuple[int, int, str]]:
     """``(start, end, sentence)`` for each sentence of a note, in order."""
-    split = _project_splitter()[1]
-    return [(start, end, text[start:end]) for start, end in split(text)]
+    return [(start, end, text[start:end]) for start, end in split_sentences(text)]
 
 
 def doc_split(doc_id: str, *, seed: int, dev: float, test: float) -> str:

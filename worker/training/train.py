@@ -44,7 +44,7 @@ class TrainConfig:
     out_dir: Path
     eval_path: Path | None = None
     epochs: int = 2
-    lr: float = 5e-5
+    lr: float = 8e-5
     batch_size: int = 32
     max_length: int = 96
     seed: int = 13
