@@ -107,6 +107,8 @@ def test_two_training_steps_give_a_loadable_checkpoint(tiny_base: Path, tmp_path
     tokenizer = AutoTokenizer.from_pretrained(out)
     assert model.config.id2label == {0: "no_biomarker", 1: "biomarker"}
     assert tokenizer("serum psa")["input_ids"][0] == tokenizer.cls_token_id
+    saved = json.loads((out / "tokenizer.json").read_text())
+    assert saved["padding"] is None and saved["truncation"] is None
     state = json.loads((out / "training_args.json").read_text())
     assert state["max_steps"] == 2
     assert (out / "checkpoint" / "training_state.pt").is_file()

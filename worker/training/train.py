@@ -84,10 +84,16 @@ def _load_base(config: TrainConfig) -> tuple[Any, Any]:
         )
     except (OSError, ValueError) as exc:
         raise UsageError(f"cannot load base model {config.base}: {exc}") from exc
-    # Some packaged tokenizer.json files pad every input to a fixed length: reset that.
-    tokenizer.backend_tokenizer.no_padding()
-    tokenizer.backend_tokenizer.no_truncation()
+    _reset_call_state(tokenizer)
     return model, tokenizer
+
+
+def _reset_call_state(tokenizer: Any) -> None:
+    """Drop padding/truncation stored in a fast tokenizer (some packaged ones pad to 128)."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None:
+        backend.no_padding()
+        backend.no_truncation()
 
 
 def _optimizer(model: Any, config: TrainConfig) -> torch.optim.AdamW:
@@ -269,6 +275,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
         _save_checkpoint(run.model, run.optimizer, run.scheduler, position, config.out_dir)
     bar.close()
     run.model.save_pretrained(config.out_dir)
+    _reset_call_state(run.tokenizer)
     run.tokenizer.save_pretrained(config.out_dir)
     args = {
         key: str(value) if isinstance(value, Path) else value
