@@ -14,6 +14,7 @@ os.environ["TRANSFORMERS_OFFLINE"] = "1"
 
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
+from worker.errors import FatalError
 from worker.model import default
 from worker.model.classifier import SequenceClassifier
 
@@ -95,3 +96,11 @@ def test_seed_sentences(classifier: SequenceClassifier) -> None:
     for (text, expected), score in zip(SEED_SENTENCES, scores, strict=True):
         if expected is not None:
             assert (score >= 0.5) == bool(expected), (text[:40], score)
+
+
+def test_unwritable_cache_is_a_fatal_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    monkeypatch.setenv(default.CACHE_ENV, str(blocker / "models"))
+    with pytest.raises(FatalError, match="BIOMARKER_CACHE_DIR"):
+        default.default_model_dir()

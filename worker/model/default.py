@@ -102,8 +102,11 @@ def default_model_dir() -> Path:
         raise FatalError(f"default model files in {artifact} are unreadable: {exc}") from exc
     if (target / "model.safetensors").is_file():
         return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    except OSError as exc:
+        raise FatalError(f"cannot create {target.parent} (set ${CACHE_ENV}): {exc}") from exc
     try:
         _merge(artifact, manifest, tmp)
         try:
