@@ -75,7 +75,13 @@ def measure_model(
     model = SequenceClassifier.load(checkpoint, device=args.device, dtype=args.dtype)
     corpus = load_corpus(model, notes=min(len(events), 6 if args.quick else 400), tag=spec)
     rows = corpus.rows
-    points, best = sweep(model.predict_ids, rows, budgets, pad_multiple=model.pad_multiple)
+    points, best = sweep(
+        model.predict_ids,
+        rows,
+        budgets,
+        pad_multiple=model.pad_multiple,
+        concurrency=model.concurrency,
+    )
     settings = BatchingSettings(
         token_budget=best,
         max_batch_sentences=args.max_batch_sentences,
@@ -106,6 +112,7 @@ def measure_model(
             "chunk_notes": args.chunk_notes,
             "tokenizers_parallelism": os.environ.get("TOKENIZERS_PARALLELISM"),
             "torch_threads": torch.get_num_threads(),
+            "concurrent_batches": model.concurrency,
         },
     }
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import numpy as np
@@ -108,3 +109,38 @@ def test_batches_stop_growing_when_padding_would_exceed_the_cap() -> None:
     # Rounding to the pad multiple is not counted as avoidable padding.
     rounded = BatchingSettings(token_budget=4096, pad_multiple=8, min_batch_rows=1)
     assert plan_batches([9, 12, 16, 3], rounded) == [[3], [0, 1, 2]]
+
+
+def test_concurrent_batches_give_the_same_scores_as_one_thread(tiny_model_dir: Path) -> None:
+    from worker.batching import BatchingSettings
+    from worker.inference import InferenceLoop, NoteWork, SentenceJob, score_jobs
+
+    parallel = SequenceClassifier.load(tiny_model_dir, device="cpu", threads=2)
+    serial = SequenceClassifier.load(tiny_model_dir, device="cpu", threads=2, batch_parallel=False)
+    assert (parallel.concurrency, serial.concurrency) == (2, 1)
+    rows = [item.ids for item in serial.encode(SENTENCES * 5)]
+    settings = BatchingSettings(token_budget=64, min_batch_rows=1)
+    expected = serial.predict_ids(rows)
+
+    def scored(model: SequenceClassifier, loop: bool) -> tuple[list[float], int]:
+        work = NoteWork.for_sentences(len(rows))
+        jobs = [SentenceJob(work=work, index=i, ids=row) for i, row in enumerate(rows)]
+        done: list[NoteWork] = []
+        if not loop:
+            score_jobs(model, jobs, settings, on_complete=done.append)
+            return work.scores, len(done)
+        runner = InferenceLoop(scorer=model, settings=settings, on_complete=done.append)
+        runner.start()
+        try:
+            runner.submit(jobs)
+            deadline = time.monotonic() + 10
+            while not done and time.monotonic() < deadline:
+                time.sleep(0.01)
+        finally:
+            runner.stop()
+        return work.scores, len(done)
+
+    for use_loop in (False, True):
+        scores, completions = scored(parallel, use_loop)
+        assert completions == 1
+        assert scores == pytest.approx(expected, abs=1e-5)

@@ -7,6 +7,10 @@ releases the GIL while it computes, so Kafka I/O, JSON and tokenisation overlap 
 
 A batch that raises is split in halves and retried; a single sentence that still fails marks its
 note's :attr:`NoteWork.error` (the note then goes to the dead-letter topic), and the rest flows on.
+
+A scorer with ``concurrency`` > 1 (a CPU classifier: one single-threaded batch per core instead of
+one batch spread over every core) gets its batches on that many worker threads; results are still
+applied in plan order by the loop's own thread, so note bookkeeping stays single-threaded.
 """
 
 from __future__ import annotations
@@ -14,7 +18,8 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -28,7 +33,11 @@ _POOL_FACTOR = 4  # pool up to this many budgets when they are already queued, f
 
 
 class Scorer(Protocol):
-    """What the loop needs from a model: probabilities for a batch of token-id rows."""
+    """What the loop needs from a model: probabilities for a batch of token-id rows.
+
+    An optional ``concurrency`` attribute (default 1) says how many ``predict_ids`` calls may run
+    at once, on different threads, for the best throughput.
+    """
 
     pad_multiple: int
 
@@ -83,6 +92,37 @@ def _score_with_split(scorer: Scorer, rows: Sequence[Sequence[int]]) -> list[flo
         return _score_with_split(scorer, rows[:middle]) + _score_with_split(scorer, rows[middle:])
 
 
+def concurrency_of(scorer: Scorer) -> int:
+    return max(1, int(getattr(scorer, "concurrency", 1)))
+
+
+def _timed_score(
+    scorer: Scorer, rows: Sequence[Sequence[int]]
+) -> tuple[list[float | _Failure], float]:
+    started = time.perf_counter()
+    results = _score_with_split(scorer, rows)
+    return results, time.perf_counter() - started
+
+
+def _scored(
+    scorer: Scorer, plan: list[list[Sequence[int]]], executor: Executor | None
+) -> Iterator[tuple[list[float | _Failure], float]]:
+    """Results of each batch of ``plan``, in plan order (computed ahead on ``executor``)."""
+    if executor is None:
+        for rows in plan:
+            yield _timed_score(scorer, rows)
+        return
+    futures: list[Future[tuple[list[float | _Failure], float]]] = [
+        executor.submit(_timed_score, scorer, rows) for rows in plan
+    ]
+    try:
+        for future in futures:
+            yield future.result()
+    finally:
+        for future in futures:
+            future.cancel()
+
+
 def score_jobs(
     scorer: Scorer,
     jobs: Sequence[SentenceJob],
@@ -90,14 +130,48 @@ def score_jobs(
     *,
     on_complete: Callable[[NoteWork], None],
     observer: BatchObserver | None = None,
+    executor: Executor | None = None,
 ) -> None:
-    """Score ``jobs`` in length-sorted micro-batches; report each note as soon as it is done."""
+    """Score ``jobs`` in length-sorted micro-batches; report each note as soon as it is done.
+
+    Batches run on ``executor`` when given, else on a temporary pool when the scorer's
+    ``concurrency`` is above 1, else on the calling thread.
+    """
     live = [job for job in jobs if not job.work.cancelled]
-    for batch in plan_batches([len(job.ids) for job in live], settings):
-        rows = [live[i].ids for i in batch]
-        started = time.perf_counter()
-        results = _score_with_split(scorer, rows)
-        elapsed = time.perf_counter() - started
+    batches = plan_batches([len(job.ids) for job in live], settings)
+
+    def apply(pool: Executor | None) -> None:
+        _apply(
+            scorer,
+            live,
+            batches,
+            settings=settings,
+            on_complete=on_complete,
+            observer=observer,
+            executor=pool,
+        )
+
+    if executor is None and concurrency_of(scorer) > 1 and len(batches) > 1:
+        with ThreadPoolExecutor(concurrency_of(scorer), thread_name_prefix="score") as pool:
+            apply(pool)
+    else:
+        apply(executor)
+
+
+def _apply(
+    scorer: Scorer,
+    live: list[SentenceJob],
+    batches: list[list[int]],
+    *,
+    settings: BatchingSettings,
+    on_complete: Callable[[NoteWork], None],
+    observer: BatchObserver | None,
+    executor: Executor | None,
+) -> None:
+    plan = [[live[i].ids for i in batch] for batch in batches]
+    for batch, rows, (results, elapsed) in zip(
+        batches, plan, _scored(scorer, plan, executor), strict=True
+    ):
         if observer is not None:
             longest = max(len(row) for row in rows)
             observer.batch_done(
@@ -140,6 +214,12 @@ class InferenceLoop:
         self.last_progress = time.monotonic()
         self._queued_sentences = 0
         self._lock = threading.Lock()
+        workers = concurrency_of(scorer)
+        self._executor = (
+            ThreadPoolExecutor(workers, thread_name_prefix="inference-batch")
+            if workers > 1
+            else None
+        )
 
     @property
     def queued_sentences(self) -> int:
@@ -157,6 +237,8 @@ class InferenceLoop:
     def stop(self, timeout: float = 5.0) -> None:
         self._stop.set()
         self._thread.join(timeout)
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
 
     def alive(self) -> bool:
         return self._thread.is_alive()
@@ -175,6 +257,7 @@ class InferenceLoop:
                         self._settings,
                         on_complete=self._on_complete,
                         observer=self._observer,
+                        executor=self._executor,
                     )
         except BaseException as exc:  # reported to the owner, which exits non-zero
             self.failure = exc

@@ -37,7 +37,9 @@ def compare(
 ) -> list[dict[str, Any]]:
     """One row per backend; ``torch`` (eager fp32) is the reference."""
     eager = SequenceClassifier.load(checkpoint, device="cpu", threads=threads, backend="torch")
-    reference = run_batches(eager.predict_ids, rows, budget)
+    workers = eager.concurrency
+    engine_threads = 1 if workers > 1 else threads
+    reference = run_batches(eager.predict_ids, rows, budget, concurrency=workers)
     ref_scores: list[float] = reference.pop("_scores")
     borderline = sum(abs(s - threshold) < _BORDERLINE for s in ref_scores) / len(ref_scores)
     results = [
@@ -53,8 +55,8 @@ def compare(
     for name in backends:
         if name == "torch":
             continue
-        model = eager.with_engine(_engine(name, checkpoint, eager.info.sha256, threads))
-        point = run_batches(model.predict_ids, rows, budget)
+        model = eager.with_engine(_engine(name, checkpoint, eager.info.sha256, engine_threads))
+        point = run_batches(model.predict_ids, rows, budget, concurrency=workers)
         scores: list[float] = point.pop("_scores")
         agree = sum(
             (a >= threshold) == (b >= threshold) for a, b in zip(ref_scores, scores, strict=True)

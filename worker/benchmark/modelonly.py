@@ -7,9 +7,9 @@ corpus sorted by length at once (less padding than any streaming pool gets).
 from __future__ import annotations
 
 import statistics
-import threading
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from worker.batching import BatchingSettings, padded, plan_batches
@@ -18,69 +18,68 @@ Predict = Callable[[Sequence[Sequence[int]]], list[float]]
 
 
 def run_batches(
-    predict: Predict, rows: Sequence[Sequence[int]], budget: int, *, pad_multiple: int = 1
+    predict: Predict,
+    rows: Sequence[Sequence[int]],
+    budget: int,
+    *,
+    pad_multiple: int = 1,
+    concurrency: int = 1,
 ) -> dict[str, Any]:
     """One timed pass over ``rows`` at ``budget``; returns rates, batch stats and the scores.
 
-    Runs on a thread of its own, as the worker's inference loop does (on a busy CPU, torch on
-    the interpreter's main thread measured up to 3x slower than on a second thread).
+    Batches run on ``concurrency`` worker threads, as the worker's inference loop runs them
+    (never on the interpreter's main thread: on a busy CPU, torch there measured up to 3x slower).
     """
-    out: list[dict[str, Any]] = []
-    errors: list[BaseException] = []
-
-    def target() -> None:
-        try:
-            out.append(_run_batches(predict, rows, budget, pad_multiple))
-        except BaseException as exc:  # re-raised in the caller
-            errors.append(exc)
-
-    thread = threading.Thread(target=target, name="model-only")
-    thread.start()
-    thread.join()
-    if errors:
-        raise errors[0]
-    return out[0]
-
-
-def _run_batches(
-    predict: Predict, rows: Sequence[Sequence[int]], budget: int, pad_multiple: int
-) -> dict[str, Any]:
     settings = BatchingSettings(token_budget=budget, max_batch_sentences=1 << 16)
     plan = plan_batches([len(row) for row in rows], settings)
-    predict([rows[i] for i in plan[len(plan) // 2]])  # warm-up at a typical shape
-    scores = [0.0] * len(rows)
-    seconds: list[float] = []
-    real = padded_total = 0
-    started = time.perf_counter()
-    for batch in plan:
-        chunk = [rows[i] for i in batch]
+    chunks = [[rows[i] for i in batch] for batch in plan]
+
+    def timed(chunk: list[Sequence[int]]) -> tuple[list[float], float]:
         t0 = time.perf_counter()
         result = predict(chunk)
-        seconds.append(time.perf_counter() - t0)
+        return result, time.perf_counter() - t0
+
+    with ThreadPoolExecutor(concurrency, thread_name_prefix="model-only") as pool:
+        list(pool.map(timed, [chunks[len(chunks) // 2]] * concurrency))  # warm-up
+        started = time.perf_counter()
+        outcomes = list(pool.map(timed, chunks))
+        elapsed = time.perf_counter() - started
+    scores = [0.0] * len(rows)
+    for batch, (result, _s) in zip(plan, outcomes, strict=True):
         for index, score in zip(batch, result, strict=True):
             scores[index] = score
-        real += sum(len(row) for row in chunk)
-        padded_total += len(chunk) * padded(max(len(row) for row in chunk), pad_multiple)
-    elapsed = time.perf_counter() - started
+    real = sum(len(row) for row in rows)
+    padded_total = sum(
+        len(chunk) * padded(max(len(row) for row in chunk), pad_multiple) for chunk in chunks
+    )
     return {
         "token_budget": budget,
+        "concurrency": concurrency,
         "sentences": len(rows),
         "seconds": round(elapsed, 3),
         "sentences_per_s": round(len(rows) / elapsed, 1),
         "wordpieces_per_s": round(real / elapsed, 1),
         "batches": len(plan),
         "median_batch_sentences": statistics.median(len(b) for b in plan),
-        "median_batch_s": round(statistics.median(seconds), 4),
+        "median_batch_s": round(statistics.median(s for _r, s in outcomes), 4),
         "padding_ratio": round(1 - real / padded_total, 4) if padded_total else 0.0,
         "_scores": scores,
     }
 
 
 def sweep(
-    predict: Predict, rows: Sequence[Sequence[int]], budgets: Sequence[int], *, pad_multiple: int
+    predict: Predict,
+    rows: Sequence[Sequence[int]],
+    budgets: Sequence[int],
+    *,
+    pad_multiple: int,
+    concurrency: int = 1,
 ) -> tuple[list[dict[str, Any]], int]:
     """Rates at each budget (on ``rows``) and the budget with the highest sentences/s."""
-    points = [run_batches(predict, rows, b, pad_multiple=pad_multiple) for b in budgets]
+    points = [
+        run_batches(predict, rows, b, pad_multiple=pad_multiple, concurrency=concurrency)
+        for b in budgets
+    ]
     for point in points:
         point.pop("_scores")
     best = max(points, key=lambda point: float(point["sentences_per_s"]))

@@ -67,10 +67,19 @@ def run(plan: BenchPlan, step: Step = lambda _name: None) -> dict[str, Any]:
         results,
         "model_only_sweep",
         step,
-        lambda: sweep(model.predict_ids, sweep_rows, plan.budgets, pad_multiple=1),
+        lambda: sweep(
+            model.predict_ids,
+            sweep_rows,
+            plan.budgets,
+            pad_multiple=1,
+            concurrency=model.concurrency,
+        ),
     )
     limit = _timed(
-        results, "model_only", step, lambda: run_batches(model.predict_ids, corpus.rows, best)
+        results,
+        "model_only",
+        step,
+        lambda: run_batches(model.predict_ids, corpus.rows, best, concurrency=model.concurrency),
     )
     limit.pop("_scores")
     results["model_only"] = {"sweep": points, "best_budget": best, "all_notes": limit}
@@ -82,7 +91,7 @@ def run(plan: BenchPlan, step: Step = lambda _name: None) -> dict[str, Any]:
         "max_sentence_tokens": MAX_SENTENCE_TOKENS,
         **({"torch_threads": plan.threads} if plan.threads else {}),
     }
-    results["settings"] = {**overrides, "partitions": plan.partitions, "threads": _threads()}
+    results["settings"] = {**overrides, "partitions": plan.partitions, "threads": _threads(model)}
     with _broker(plan.bootstrap) as bootstrap:
         _kafka_passes(
             _Context(plan, results, bootstrap, model, checkpoint, corpus, overrides, step)
@@ -199,10 +208,11 @@ def _info(model: SequenceClassifier) -> dict[str, Any]:
     }
 
 
-def _threads() -> dict[str, Any]:
+def _threads(model: SequenceClassifier) -> dict[str, Any]:
     import torch
 
     return {
         "torch_intra_op": torch.get_num_threads(),
         "tokenizers_parallelism": os.environ.get("TOKENIZERS_PARALLELISM"),
+        "concurrent_batches": model.concurrency,
     }

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -23,6 +24,10 @@ from worker.model.backends import Engine, IntArray, TorchEngine, check_backend, 
 
 _WEIGHT_FILES = ("config.json", "model.safetensors", "pytorch_model.bin")
 _HASH_CHUNK = 1 << 20
+#: On a multi-core CPU, run one single-threaded batch per core rather than spreading each batch
+#: over every core: no per-operator barriers, so a core taken by Kafka I/O, tokenising or another
+#: process delays one batch instead of stalling all of them (docs/PERFORMANCE.md).
+BATCH_PARALLEL_DEFAULT = True
 _POSITIVE_NAMES = {"1", "label_1", "biomarker", "positive", "pos", "yes", "true"}
 
 
@@ -108,6 +113,8 @@ class SequenceClassifier:
         self._sep_id = tokenizer.sep_token_id
         self._fast = _raw_tokenizer(tokenizer, info.max_length + 1)
         self.pad_multiple = 8 if self._device.type == "cuda" else 1
+        #: ``predict_ids`` calls that may run at once (see :class:`worker.inference.Scorer`).
+        self.concurrency = 1
 
     @classmethod
     def load(
@@ -121,16 +128,24 @@ class SequenceClassifier:
         max_length: int = 512,
         threads: int | None = None,
         backend: str = "torch",
+        batch_parallel: bool | None = None,
     ) -> SequenceClassifier:
         """Load a local checkpoint directory (or a hub id where the hub is reachable).
 
         ``backend`` picks the engine (:mod:`worker.model.backends`); unsupported ones raise
-        :class:`FatalError`.
+        :class:`FatalError`. On CPU, ``threads`` cores (default: all usable) either each run a
+        single-threaded batch of their own (``batch_parallel``, the default, see
+        :data:`BATCH_PARALLEL_DEFAULT`) or share every batch (intra-op threads).
         """
         hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
-        if threads:
-            torch.set_num_threads(threads)
         torch_device = resolve_device(device)
+        cores = threads or len(os.sched_getaffinity(0))
+        split = torch_device.type == "cpu" and cores > 1
+        split = split and (BATCH_PARALLEL_DEFAULT if batch_parallel is None else batch_parallel)
+        if split:
+            torch.set_num_threads(1)
+        elif threads:
+            torch.set_num_threads(threads)
         check_backend(backend, torch_device)
         torch_dtype = resolve_dtype(dtype, torch_device) if backend == "torch" else torch.float32
         local = Path(path)
@@ -161,25 +176,29 @@ class SequenceClassifier:
         if backend == "onnx":
             if not local.is_dir():
                 raise FatalError("backend 'onnx' needs a local checkpoint directory")
-            engine = onnx_engine(local, info.sha256, threads=threads)
-        return cls(
+            engine = onnx_engine(local, info.sha256, threads=1 if split else threads)
+        classifier = cls(
             model=model,
             tokenizer=tokenizer,
             info=info,
             positive_index=_positive_index(dict(config.id2label)),
             engine=engine,
         )
+        classifier.concurrency = cores if split else 1
+        return classifier
 
     def with_engine(self, engine: Engine) -> SequenceClassifier:
         """The same tokenizer and labels over another engine (to compare engines)."""
         info = replace(self.info, backend=engine.name)
-        return SequenceClassifier(
+        twin = SequenceClassifier(
             model=self._model,
             tokenizer=self._tokenizer,
             info=info,
             positive_index=self._positive_index,
             engine=engine,
         )
+        twin.concurrency = self.concurrency
+        return twin
 
     def encode(self, texts: Sequence[str]) -> list[Encoded]:
         """Tokenise sentences without padding, cutting each to the model's max length."""
