@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import time
 from typing import Any
 
@@ -37,7 +38,7 @@ def handle(args: argparse.Namespace) -> int:
     from worker.model.loader import load_classifier, provenance_for
     from worker.pipeline import Pipeline
 
-    configure_logging(args.log_level or "warning")
+    configure_logging(args.log_level or "error")
     source, notes = demo_notes(args.notes)
     print(f"notes: {len(notes)} from {source}")
     print("starting a local Apache Kafka broker (KRaft, 127.0.0.1) ...", flush=True)
@@ -58,7 +59,7 @@ def handle(args: argparse.Namespace) -> int:
             output_topic=_TOPICS["output"],
             dlq_topic=_TOPICS["dlq"],
             group_id="demo-worker",
-            log_level=args.log_level or "warning",
+            log_level=args.log_level or "error",
         )
         producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20})
         for note in notes:
@@ -66,6 +67,7 @@ def handle(args: argparse.Namespace) -> int:
                 _TOPICS["input"], key=note["note_id"].encode(), value=orjson.dumps(note)
             )
         producer.flush(30)
+        del producer  # destroy the client now, not after the broker is gone
         print(f"produced {len(notes)} notes to {_TOPICS['input']} at {bootstrap}")
         print("loading the model ...", flush=True)
         try:
@@ -81,6 +83,8 @@ def handle(args: argparse.Namespace) -> int:
         )
         started = time.perf_counter()
         code = pipeline.run()
+        del pipeline  # release its Kafka clients (a reference cycle) before the broker stops
+        gc.collect()
         elapsed = time.perf_counter() - started
         if code != 0:
             return code
