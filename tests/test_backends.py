@@ -33,7 +33,7 @@ def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 @pytest.fixture(scope="module")
 def eager(tiny_model_dir: Path) -> SequenceClassifier:
-    return SequenceClassifier.load(tiny_model_dir, device="cpu", threads=1)
+    return SequenceClassifier.load(tiny_model_dir, device="cpu", dtype="float32", threads=1)
 
 
 def test_onnx_matches_eager_torch_and_is_cached_by_hash(
@@ -115,8 +115,10 @@ def test_concurrent_batches_give_the_same_scores_as_one_thread(tiny_model_dir: P
     from worker.batching import BatchingSettings
     from worker.inference import InferenceLoop, NoteWork, SentenceJob, score_jobs
 
-    parallel = SequenceClassifier.load(tiny_model_dir, device="cpu", threads=2)
-    serial = SequenceClassifier.load(tiny_model_dir, device="cpu", threads=2, batch_parallel=False)
+    parallel = SequenceClassifier.load(tiny_model_dir, device="cpu", dtype="float32", threads=2)
+    serial = SequenceClassifier.load(
+        tiny_model_dir, device="cpu", dtype="float32", threads=2, batch_parallel=False
+    )
     assert (parallel.concurrency, serial.concurrency) == (2, 1)
     rows = [item.ids for item in serial.encode(SENTENCES * 5)]
     settings = BatchingSettings(token_budget=64, min_batch_rows=1)
@@ -144,3 +146,13 @@ def test_concurrent_batches_give_the_same_scores_as_one_thread(tiny_model_dir: P
         scores, completions = scored(parallel, use_loop)
         assert completions == 1
         assert scores == pytest.approx(expected, abs=1e-5)
+
+
+def test_auto_dtype_on_cpu_is_bf16_only_with_matrix_units(tiny_model_dir: Path) -> None:
+    from worker.model.classifier import cpu_has_fast_bf16, resolve_dtype
+
+    expected = torch.bfloat16 if cpu_has_fast_bf16() else torch.float32
+    assert resolve_dtype("auto", torch.device("cpu")) == expected
+    assert resolve_dtype("float32", torch.device("cpu")) == torch.float32
+    model = SequenceClassifier.load(tiny_model_dir, device="cpu", threads=1)
+    assert model.info.dtype == str(expected).removeprefix("torch.")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -16,14 +16,24 @@ MIN_AGREEMENT = 0.995
 _BORDERLINE = 0.05
 
 
-def _engine(name: str, checkpoint: Path, sha256: str, threads: int | None) -> Engine:
-    if name == "onnx":
-        return onnx_engine(checkpoint, sha256, threads=threads)
-    if name == "onnx-int8":
-        return onnx_int8_engine(checkpoint, sha256, threads=threads)
-    if name == "torch-int8":
-        return torch_int8_engine(checkpoint)
-    raise ValueError(f"unknown engine {name}")
+def _variant(
+    name: str, eager: SequenceClassifier, checkpoint: Path, threads: int | None
+) -> SequenceClassifier:
+    """``eager`` (fp32) switched to another engine or dtype, same tokenizer and labels."""
+    if name == "torch-bf16":
+        return SequenceClassifier.load(
+            checkpoint, device="cpu", dtype="bfloat16", threads=threads, backend="torch"
+        )
+    sha256 = eager.info.sha256
+    engine_threads = 1 if eager.concurrency > 1 else threads
+    engines: dict[str, Callable[[], Engine]] = {
+        "onnx": lambda: onnx_engine(checkpoint, sha256, threads=engine_threads),
+        "onnx-int8": lambda: onnx_int8_engine(checkpoint, sha256, threads=engine_threads),
+        "torch-int8": lambda: torch_int8_engine(checkpoint),
+    }
+    if name not in engines:
+        raise ValueError(f"unknown backend {name}")
+    return eager.with_engine(engines[name]())
 
 
 def compare(
@@ -35,16 +45,18 @@ def compare(
     threads: int | None,
     threshold: float = 0.5,
 ) -> list[dict[str, Any]]:
-    """One row per backend; ``torch`` (eager fp32) is the reference."""
-    eager = SequenceClassifier.load(checkpoint, device="cpu", threads=threads, backend="torch")
+    """One row per backend or dtype; eager PyTorch fp32 (``torch``) is the reference."""
+    eager = SequenceClassifier.load(
+        checkpoint, device="cpu", dtype="float32", threads=threads, backend="torch"
+    )
     workers = eager.concurrency
-    engine_threads = 1 if workers > 1 else threads
     reference = run_batches(eager.predict_ids, rows, budget, concurrency=workers)
     ref_scores: list[float] = reference.pop("_scores")
     borderline = sum(abs(s - threshold) < _BORDERLINE for s in ref_scores) / len(ref_scores)
     results = [
         {
             "backend": "torch",
+            "dtype": "float32",
             **reference,
             "speedup": 1.0,
             "max_abs_diff": 0.0,
@@ -55,7 +67,7 @@ def compare(
     for name in backends:
         if name == "torch":
             continue
-        model = eager.with_engine(_engine(name, checkpoint, eager.info.sha256, engine_threads))
+        model = _variant(name, eager, checkpoint, threads)
         point = run_batches(model.predict_ids, rows, budget, concurrency=workers)
         scores: list[float] = point.pop("_scores")
         agree = sum(
@@ -64,6 +76,7 @@ def compare(
         results.append(
             {
                 "backend": name,
+                "dtype": model.info.dtype,
                 **point,
                 "speedup": round(point["sentences_per_s"] / reference["sentences_per_s"], 3),
                 "max_abs_diff": max(abs(a - b) for a, b in zip(ref_scores, scores, strict=True)),

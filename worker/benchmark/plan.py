@@ -23,7 +23,7 @@ class BenchPlan:
     faust_notes: int = 240
     faust_take: int = 16
     backend_notes: int = 60
-    backends: tuple[str, ...] = ("torch", "torch-int8", "onnx", "onnx-int8")
+    backends: tuple[str, ...] = ("torch", "torch-bf16", "torch-int8", "onnx", "onnx-int8")
     scaling: tuple[int, ...] = (1, 2, 3)
     scaling_notes: int = 240
     partitions: int = 6

@@ -73,10 +73,21 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
+def cpu_has_fast_bf16() -> bool:
+    """True on CPUs with AMX tiles (bf16 matrix units, Sapphire Rapids and later)."""
+    try:
+        return bool(torch.cpu._is_amx_tile_supported() and torch.cpu._is_avx512_bf16_supported())
+    except (AttributeError, RuntimeError):  # private helpers: absent in other torch builds
+        return False
+
+
 def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    """``auto``: bf16 on CUDA (fp16 where bf16 is missing) and on CPUs with AMX, where it ran
+    2.5-3x faster than fp32 with 99.9% label agreement (docs/PERFORMANCE.md); fp32 on other
+    CPUs (bf16 without matrix units is several times slower)."""
     if dtype == "auto":
         if device.type != "cuda":
-            return torch.float32  # bf16 on CPUs without bf16 units is several times slower
+            return torch.bfloat16 if cpu_has_fast_bf16() else torch.float32
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     table = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
     return table[dtype]
