@@ -14,18 +14,18 @@ class BenchPlan:
     model: str = "default"
     backend: str = "torch"
     threads: int | None = None
-    notes: int = 240
-    sweep_notes: int = 60
-    budgets: tuple[int, ...] = (512, 1024, 2048, 4096, 8192)
+    notes: int = 600
+    sweep_notes: int = 80
+    budgets: tuple[int, ...] = (1024, 2048, 4096, 8192, 16384)
     paced_share: float = 0.7
-    paced_notes: int = 160
-    naive_notes: int = 40
-    faust_notes: int = 240
+    paced_notes: int = 400
+    naive_notes: int = 60
+    faust_notes: int = 600
     faust_take: int = 16
-    backend_notes: int = 60
+    backend_notes: int = 100
     backends: tuple[str, ...] = ("torch", "torch-bf16", "torch-int8", "onnx", "onnx-int8")
     scaling: tuple[int, ...] = (1, 2, 3)
-    scaling_notes: int = 240
+    scaling_notes: int = 600
     partitions: int = 6
     max_wait_ms: float = 20.0
     out_dir: Path = field(default_factory=lambda: Path("bench") / "results")

@@ -33,20 +33,26 @@ def ratios(results: dict[str, Any]) -> dict[str, Any]:
         **{f"ours_over_{name}": _ratio(ours, _rate(run)) for name, run in peers.items()},
     }
     paced = e2e.get("paced")
-    if paced:
-        batch_ms = float(paced["batches"].get("median_batch_s", 0.0)) * 1000
-        budget_ms = float(results["settings"]["max_wait_ms"]) + P99_BATCHES * batch_ms
+    saturated = e2e.get("saturation")
+    wait_ms = float(results["settings"]["max_wait_ms"])
+    if paced and saturated:
+        # "median batch time": a full batch at the configured budget (the saturation run's
+        # median), and, stricter, the paced run's own (smaller, padding-capped) batches.
+        full_ms = float(saturated["batches"].get("median_batch_s", 0.0)) * 1000
+        own_ms = float(paced["batches"].get("median_batch_s", 0.0)) * 1000
         out["paced_p99_ms"] = paced["latency"]["p99_ms"]
-        out["paced_p99_target_ms"] = round(budget_ms, 1)
+        out["paced_p99_target_ms"] = round(wait_ms + P99_BATCHES * full_ms, 1)
+        out["paced_p99_target_own_batches_ms"] = round(wait_ms + P99_BATCHES * own_ms, 1)
+    p99 = out.get("paced_p99_ms", math.inf)
     out["targets_met"] = {
         "end_to_end >= 0.9 x model-only": out["end_to_end_over_model_only"] >= E2E_SHARE_TARGET,
         "ours >= 5 x naive (per sentence)": out.get("ours_over_naive_per_sentence", 0)
         >= NAIVE_FACTOR_TARGET,
         "ours >= 5 x naive (per note)": out.get("ours_over_naive_per_note", 0)
         >= NAIVE_FACTOR_TARGET,
-        "p99 at 70% <= max_wait + 3 x median batch": bool(
-            paced and out["paced_p99_ms"] <= out["paced_p99_target_ms"]
-        ),
+        "paced p99 <= max_wait + 3 x median full batch": p99 <= out.get("paced_p99_target_ms", -1),
+        "paced p99 <= max_wait + 3 x median paced batch": p99
+        <= out.get("paced_p99_target_own_batches_ms", -1),
     }
     return out
 

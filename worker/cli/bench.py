@@ -24,7 +24,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     parser.add_argument("--backend", default="torch", help="torch or onnx")
     parser.add_argument("--threads", type=int, help="torch/ONNX threads (default: all cores)")
-    parser.add_argument("--notes", type=int, help="notes in the corpus (default 240, quick 24)")
+    parser.add_argument("--notes", type=int, help="notes in the corpus (default 600, quick 24)")
     parser.add_argument("--budgets", help="comma-separated token budgets to sweep")
     parser.add_argument("--partitions", type=int, help="input topic partitions (default 6)")
     parser.add_argument("--max-wait-ms", type=float, help="batching deadline (default 20)")
