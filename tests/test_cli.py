@@ -22,9 +22,14 @@ def _cli(
     *args: str, stdin: bytes = b"", env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[bytes]:
     return subprocess.run(
-        [sys.executable, "-m", "worker", *args], input=stdin, capture_output=True, cwd=REPO,
-        env={**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})}, timeout=120, check=False,
-    )  # fmt: skip
+        [sys.executable, "-m", "worker", *args],
+        input=stdin,
+        capture_output=True,
+        cwd=REPO,
+        env={**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})},
+        timeout=120,
+        check=False,
+    )
 
 
 @pytest.mark.parametrize(
@@ -77,8 +82,14 @@ def test_classify_notes_from_stdin(tiny_model_dir: Path) -> None:
         b"not json",
         orjson.dumps({"note_id": "b", "text": "HPI: knee pain.\nLabs: Hgb 12.3."}),
     ]
-    result = _cli("classify", "-", "--model", str(tiny_model_dir), "--include-text",
-                  stdin=b"\n".join(lines) + b"\n")  # fmt: skip
+    result = _cli(
+        "classify",
+        "-",
+        "--model",
+        str(tiny_model_dir),
+        "--include-text",
+        stdin=b"\n".join(lines) + b"\n",
+    )
     assert result.returncode == 0, result.stderr
     outputs = [orjson.loads(line) for line in result.stdout.splitlines()]
     assert [o["note_id"] for o in outputs] == ["a", "b"]

@@ -7,14 +7,22 @@ import pytest
 
 from worker.errors import InvalidEvent
 from worker.events import (
-    Provenance, SourceRef, build_output, dead_letter_headers, output_id, parse_note,
-)  # fmt: skip
+    Provenance,
+    SourceRef,
+    build_output,
+    dead_letter_headers,
+    output_id,
+    parse_note,
+)
 from worker.schemas import DEAD_LETTER_SCHEMA, INPUT_SCHEMA, OUTPUT_SCHEMA, validator
 
 PROVENANCE = Provenance(
-    model_name="m", model_version="1", model_sha256="ab" * 32, threshold=0.5,
+    model_name="m",
+    model_version="1",
+    model_sha256="ab" * 32,
+    threshold=0.5,
     segmenter_version="s",
-)  # fmt: skip
+)
 
 
 @pytest.mark.parametrize(
@@ -63,7 +71,7 @@ def test_output_keeps_input_fields_and_validates() -> None:
             source=source,
             provenance=PROVENANCE,
             include_text=True,
-        )  # fmt: skip
+        )
     )
     validator(OUTPUT_SCHEMA).validate(body)
     assert {k: body[k] for k in event} == event
@@ -71,9 +79,12 @@ def test_output_keeps_input_fields_and_validates() -> None:
     assert [s["label"] for s in result["sentences"]] == [1, 0]
     assert [s["text"] for s in result["sentences"]] == ["Hgb 12.3.", "Pain."]
     assert result["summary"] == {
-        "sentence_count": 2, "biomarker_sentence_count": 1, "has_biomarker": True,
-        "max_score": 0.9, "truncated_sentence_count": 1,
-    }  # fmt: skip
+        "sentence_count": 2,
+        "biomarker_sentence_count": 1,
+        "has_biomarker": True,
+        "max_score": 0.9,
+        "truncated_sentence_count": 1,
+    }
     assert result["output_id"] == output_id(source, PROVENANCE.model_sha256)
 
 

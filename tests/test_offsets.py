@@ -15,9 +15,15 @@ def _note(state: PartitionState, offset: int, *, done: bool = True) -> PendingNo
     if done:
         work.remaining = 0
     return PendingNote(
-        state=state, offset=offset, timestamp=None, key=None, value=b"{}", headers=None,
-        received_at=0.0, work=work,
-    )  # fmt: skip
+        state=state,
+        offset=offset,
+        timestamp=None,
+        key=None,
+        value=b"{}",
+        headers=None,
+        received_at=0.0,
+        work=work,
+    )
 
 
 def test_outputs_leave_in_offset_order_even_when_scored_out_of_order() -> None:
