@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Set up everything the worker, its tests and the demo need, from the repo's own files:
-# a virtualenv in .venv with the package and its extras (dev, onnx, faust, bench), and the Kafka broker jars (Maven).
+# a virtualenv in .venv with the package and its extras (dev, onnx, faust, bench), and the
+# Kafka broker jars (Maven).
 # Idempotent; pip's and Maven's caches make re-runs fast.
 set -euo pipefail
 cd "$(dirname "$0")/.."

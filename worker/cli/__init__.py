@@ -23,6 +23,10 @@ COMMAND_MODULES: tuple[str, ...] = (
     "worker.cli.demo",
     "worker.cli.replay",
     "worker.cli.show_config",
+    "worker.cli.build_dataset",
+    "worker.cli.train",
+    "worker.cli.evaluate",
+    "worker.cli.bench",
 )
 
 EXIT_USAGE = 2
