@@ -81,6 +81,7 @@ def measure_model(
         budgets,
         pad_multiple=model.pad_multiple,
         concurrency=model.concurrency,
+        max_batch_sentences=args.max_batch_sentences,
     )
     settings = BatchingSettings(
         token_budget=best,

@@ -25,7 +25,7 @@ class BatchingSettings:
     max_wait_s: float = 0.02
     pad_multiple: int = 1
     max_padding: float = 0.1
-    min_batch_rows: int = 8
+    min_batch_rows: int = 16
 
     def __post_init__(self) -> None:
         if self.token_budget < 1 or self.max_batch_sentences < 1 or self.pad_multiple < 1:

@@ -16,6 +16,9 @@ from worker.batching import BatchingSettings, padded, plan_batches
 
 Predict = Callable[[Sequence[Sequence[int]]], list[float]]
 
+#: The worker's default ``max_batch_sentences`` (worker.config.WorkerSettings).
+MAX_BATCH_SENTENCES = 256
+
 
 def run_batches(
     predict: Predict,
@@ -24,13 +27,17 @@ def run_batches(
     *,
     pad_multiple: int = 1,
     concurrency: int = 1,
+    max_batch_sentences: int = MAX_BATCH_SENTENCES,
 ) -> dict[str, Any]:
     """One timed pass over ``rows`` at ``budget``; returns rates, batch stats and the scores.
+
+    Batches are planned exactly as the worker plans them (same row cap and padding cap), only
+    over the whole corpus at once.
 
     Batches run on ``concurrency`` worker threads, as the worker's inference loop runs them
     (never on the interpreter's main thread: on a busy CPU, torch there measured up to 3x slower).
     """
-    settings = BatchingSettings(token_budget=budget, max_batch_sentences=1 << 16)
+    settings = BatchingSettings(token_budget=budget, max_batch_sentences=max_batch_sentences)
     plan = plan_batches([len(row) for row in rows], settings)
     chunks = [[rows[i] for i in batch] for batch in plan]
 
@@ -74,10 +81,18 @@ def sweep(
     *,
     pad_multiple: int,
     concurrency: int = 1,
+    max_batch_sentences: int = MAX_BATCH_SENTENCES,
 ) -> tuple[list[dict[str, Any]], int]:
     """Rates at each budget (on ``rows``) and the budget with the highest sentences/s."""
     points = [
-        run_batches(predict, rows, b, pad_multiple=pad_multiple, concurrency=concurrency)
+        run_batches(
+            predict,
+            rows,
+            b,
+            pad_multiple=pad_multiple,
+            concurrency=concurrency,
+            max_batch_sentences=max_batch_sentences,
+        )
         for b in budgets
     ]
     for point in points:
