@@ -24,7 +24,8 @@ from worker.benchmark.engines import MIN_AGREEMENT
 from worker.benchmark.int8 import onnx_int8_engine, torch_int8_engine
 from worker.benchmark.modelonly import run_batches
 from worker.benchmark.models import resolve_model
-from worker.model.backends import Engine, onnx_engine
+from worker.benchmark.onnx_engine import onnx_engine
+from worker.model.backends import Engine
 from worker.model.classifier import SequenceClassifier
 
 

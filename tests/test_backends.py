@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from worker.config import load_settings
+from worker.config import WorkerSettings, load_settings
 from worker.errors import FatalError
 from worker.model.backends import REJECTED, SUPPORTED, check_backend
 from worker.model.classifier import SequenceClassifier
@@ -36,29 +36,39 @@ def eager(tiny_model_dir: Path) -> SequenceClassifier:
     return SequenceClassifier.load(tiny_model_dir, device="cpu", dtype="float32", threads=1)
 
 
-def test_onnx_matches_eager_torch_and_is_cached_by_hash(
+def test_bf16_agrees_with_fp32_on_the_tiny_model(tiny_model_dir: Path) -> None:
+    half = SequenceClassifier.load(tiny_model_dir, device="cpu", dtype="bfloat16", threads=1)
+    full = SequenceClassifier.load(tiny_model_dir, device="cpu", dtype="float32", threads=1)
+    assert half.info.dtype == "bfloat16"
+    assert half.predict(SENTENCES) == pytest.approx(full.predict(SENTENCES), abs=0.02)
+
+
+def test_bench_onnx_engine_matches_eager_torch_and_is_cached_by_hash(
     tiny_model_dir: Path, eager: SequenceClassifier, cache: Path
 ) -> None:
-    onnx = SequenceClassifier.load(tiny_model_dir, device="cpu", threads=1, backend="onnx")
-    assert onnx.info.backend == "onnx" and onnx.info.sha256 == eager.info.sha256
-    expected = eager.predict(SENTENCES)
-    got = onnx.predict(SENTENCES)
-    assert got == pytest.approx(expected, abs=1e-5)
+    from worker.benchmark.onnx_engine import onnx_engine
+
+    onnx = eager.with_engine(onnx_engine(tiny_model_dir, eager.info.sha256, threads=1))
+    assert onnx.info.backend == "onnx"
+    assert onnx.predict(SENTENCES) == pytest.approx(eager.predict(SENTENCES), abs=1e-5)
     # Batches of mixed lengths and a single row agree too (padding must not leak).
     rows = [item.ids for item in eager.encode(SENTENCES)]
     assert onnx.predict_ids(rows[1:2]) == pytest.approx(eager.predict_ids(rows[1:2]), abs=1e-5)
     exported = list(cache.glob("onnx/*/model.onnx"))
     assert len(exported) == 1 and eager.info.sha256[:24] in str(exported[0])
     stamp = exported[0].stat().st_mtime_ns
-    SequenceClassifier.load(tiny_model_dir, device="cpu", threads=1, backend="onnx")
+    onnx_engine(tiny_model_dir, eager.info.sha256, threads=1)
     assert exported[0].stat().st_mtime_ns == stamp  # reused, not exported again
 
 
-def test_loader_wires_the_backend_setting(tiny_model_dir: Path, cache: Path) -> None:
-    settings = load_settings(
-        overrides={"model_path": str(tiny_model_dir), "backend": "onnx", "device": "cpu"}
-    )
-    assert load_classifier(settings).info.backend == "onnx"
+def test_loader_wires_the_backend_setting(tiny_model_dir: Path) -> None:
+    def settings(backend: str) -> WorkerSettings:
+        overrides = {"model_path": str(tiny_model_dir), "backend": backend, "device": "cpu"}
+        return load_settings(overrides=overrides)
+
+    assert load_classifier(settings("torch")).info.backend == "torch"
+    with pytest.raises(FatalError, match="backend 'onnx' is not supported"):
+        load_classifier(settings("onnx"))
 
 
 @pytest.mark.parametrize("backend", sorted(REJECTED))
@@ -67,13 +77,12 @@ def test_rejected_backends_fail_clearly(tiny_model_dir: Path, backend: str) -> N
         SequenceClassifier.load(tiny_model_dir, device="cpu", backend=backend)
 
 
-def test_unknown_backend_and_onnx_on_cuda_fail(tiny_model_dir: Path) -> None:
+def test_unknown_backend_fails_and_torch_is_the_one_kept(tiny_model_dir: Path) -> None:
     with pytest.raises(FatalError, match="unknown backend"):
         SequenceClassifier.load(tiny_model_dir, device="cpu", backend="tensorrt")
-    with pytest.raises(FatalError, match="CPU only"):
-        check_backend("onnx", torch.device("cuda"))
     check_backend("torch", torch.device("cuda"))
-    assert set(SUPPORTED) == {"torch", "onnx"}
+    assert SUPPORTED == ("torch",)
+    assert set(REJECTED) == {"torch-int8", "onnx", "onnx-int8"}
 
 
 @pytest.mark.parametrize("max_length", [512, 16])

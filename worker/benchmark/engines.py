@@ -8,7 +8,8 @@ from typing import Any
 
 from worker.benchmark.int8 import onnx_int8_engine, torch_int8_engine
 from worker.benchmark.modelonly import run_batches
-from worker.model.backends import Engine, onnx_engine
+from worker.benchmark.onnx_engine import onnx_engine
+from worker.model.backends import Engine
 from worker.model.classifier import SequenceClassifier
 
 #: Agreement a backend needs (with eager PyTorch, at the decision threshold) to be kept.

@@ -42,6 +42,7 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--token-budget", type=int, default=2048)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--backend", default="torch")
+    parser.add_argument("--dtype", default="auto")
     parser.add_argument("--report", help="write {started_ms} here: when partitions arrived")
     return parser.parse_args(argv)
 
@@ -53,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     from worker.model.classifier import SequenceClassifier
 
     model = SequenceClassifier.load(
-        args.model, device="cpu", threads=args.threads, backend=args.backend
+        args.model, device="cpu", dtype=args.dtype, threads=args.threads, backend=args.backend
     )
     preparer = Preparer(
         encoder=model, max_note_chars=1_000_000, max_sentence_tokens=MAX_SENTENCE_TOKENS

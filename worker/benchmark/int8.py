@@ -9,7 +9,8 @@ from typing import Any
 
 import torch
 
-from worker.model.backends import OnnxEngine, TorchEngine, onnx_model_file
+from worker.benchmark.onnx_engine import OnnxEngine, onnx_model_file
+from worker.model.backends import TorchEngine
 
 
 def torch_int8_engine(checkpoint: Path) -> TorchEngine:

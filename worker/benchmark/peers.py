@@ -26,6 +26,7 @@ def run_faust(
     token_budget: int,
     threads: int | None,
     backend: str,
+    dtype: str = "auto",
     timeout: float = 900.0,
 ) -> dict[str, Any]:
     """The faust agent over a backlog of ``corpus``, in its own process."""
@@ -39,6 +40,7 @@ def run_faust(
         *("--group", topics.group, "--model", str(model), "--notes", str(corpus.notes)),
         *("--partitions", str(partitions), "--take", str(take)),
         *("--token-budget", str(token_budget), "--backend", backend),
+        *("--dtype", dtype),
         *(("--threads", str(threads)) if threads else ()),
     ]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}

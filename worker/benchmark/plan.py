@@ -13,6 +13,7 @@ class BenchPlan:
     name: str
     model: str = "default"
     backend: str = "torch"
+    dtype: str = "auto"
     threads: int | None = None
     notes: int = 600
     sweep_notes: int = 80

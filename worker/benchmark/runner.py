@@ -56,7 +56,7 @@ def run(plan: BenchPlan, step: Step = lambda _name: None) -> dict[str, Any]:
     results: dict[str, Any] = {"name": plan.name, "load_at_start": os.getloadavg()}
     model_name, checkpoint = resolve_model(plan.model)
     model = SequenceClassifier.load(
-        checkpoint, device="cpu", threads=plan.threads, backend=plan.backend
+        checkpoint, device="cpu", dtype=plan.dtype, threads=plan.threads, backend=plan.backend
     )
     corpus = load_corpus(model, notes=plan.notes, tag=f"{plan.name}-{uuid.uuid4().hex[:6]}")
     results["machine"] = machine_info()
@@ -86,6 +86,7 @@ def run(plan: BenchPlan, step: Step = lambda _name: None) -> dict[str, Any]:
     overrides = {
         "device": "cpu",
         "backend": plan.backend,
+        "dtype": plan.dtype,
         "token_budget": best,
         "max_wait_ms": plan.max_wait_ms,
         "max_sentence_tokens": MAX_SENTENCE_TOKENS,
@@ -170,6 +171,7 @@ def _peers(ctx: _Context) -> dict[str, Any]:
                 token_budget=int(ctx.overrides["token_budget"]),
                 threads=plan.threads,
                 backend=plan.backend,
+                dtype=plan.dtype,
             ),
         )
     return runs
@@ -189,6 +191,7 @@ def _scaling(ctx: _Context, processes: int) -> dict[str, Any]:
             partitions=plan.partitions,
             settings={
                 "backend": plan.backend,
+                "dtype": plan.dtype,
                 "token_budget": ctx.overrides["token_budget"],
                 "max_wait_ms": plan.max_wait_ms,
             },

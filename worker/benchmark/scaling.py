@@ -25,13 +25,36 @@ _READY_TIMEOUT_S = 180.0
 
 
 def _group_ready(bootstrap: str, group: str, members: int, partitions: int) -> bool:
+    """Stable, with every partition owned and (when there are enough partitions) every member
+    owning some: cooperative rebalancing assigns in two rounds, and a backlog written between
+    them is read by a member that must then hand it over."""
+    from confluent_kafka import ConsumerGroupState
+
     admin = AdminClient({"bootstrap.servers": bootstrap})
     try:
         description = admin.describe_consumer_groups([group])[group].result(timeout=10)
     except Exception:  # group not created yet
         return False
-    assigned = sum(len(m.assignment.topic_partitions) for m in description.members)
-    return len(description.members) == members and assigned == partitions
+    owned = [len(m.assignment.topic_partitions) for m in description.members]
+    return (
+        description.state == ConsumerGroupState.STABLE
+        and len(owned) == members
+        and sum(owned) == partitions
+        and (members > partitions or min(owned) > 0)
+    )
+
+
+def _wait_for_group(
+    bootstrap: str, group: str, members: int, partitions: int, workers: list[Any]
+) -> None:
+    """Until the group has been ready on two checks a second apart (or a worker died)."""
+    deadline = time.monotonic() + _READY_TIMEOUT_S
+    streak = 0
+    while streak < 2:
+        if time.monotonic() > deadline or any(w.poll() is not None for w in workers):
+            raise RuntimeError("workers did not form a stable group")
+        streak = streak + 1 if _group_ready(bootstrap, group, members, partitions) else 0
+        time.sleep(1.0)
 
 
 def _env(topics: Topics, model: Path, threads: int, settings: dict[str, Any]) -> dict[str, str]:
@@ -74,13 +97,12 @@ def run_workers(
             for _ in range(processes)
         ]
         try:
-            deadline = time.monotonic() + _READY_TIMEOUT_S
-            while not _group_ready(bootstrap, topics.group, processes, partitions):
-                if time.monotonic() > deadline or any(w.poll() is not None for w in workers):
-                    logs.seek(0)
-                    tail = logs.read()[-2000:].decode(errors="replace")
-                    raise RuntimeError(f"workers did not form a stable group: {tail}")
-                time.sleep(0.5)
+            try:
+                _wait_for_group(bootstrap, topics.group, processes, partitions, workers)
+            except RuntimeError as exc:
+                logs.seek(0)
+                tail = logs.read()[-2000:].decode(errors="replace")
+                raise RuntimeError(f"{exc}: {tail}") from exc
             started_ms = int(time.time() * 1000)
             produce_backlog(topics, corpus)
             deadline = time.monotonic() + timeout
@@ -97,11 +119,13 @@ def run_workers(
                     worker.wait(60)
                 except subprocess.TimeoutExpired:
                     worker.kill()
+    duplicates = output_count(bootstrap, topics.output, partitions) - corpus.notes
     result = summarise(
         collect(topics, corpus),
         started_ms,
         mode=f"{processes} process(es)",
         torch_threads=threads,
+        duplicate_outputs=duplicates,
     )
     result.pop("latencies_ms")
     return result

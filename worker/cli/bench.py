@@ -22,7 +22,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument(
         "--model", default="default", help="default, bert-base or a checkpoint directory"
     )
-    parser.add_argument("--backend", default="torch", help="torch or onnx")
+    parser.add_argument("--backend", default="torch", help="the backend setting (torch)")
+    parser.add_argument("--dtype", default="auto", help="auto (bf16 on AMX CPUs), float32...")
     parser.add_argument("--threads", type=int, help="torch/ONNX threads (default: all cores)")
     parser.add_argument("--notes", type=int, help="notes in the corpus (default 600, quick 24)")
     parser.add_argument("--budgets", help="comma-separated token budgets to sweep")
@@ -40,11 +41,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 def plan_from_args(args: argparse.Namespace) -> Any:
     from worker.benchmark.plan import BenchPlan
 
-    name = args.name or f"cpu-{args.backend}{'-quick' if args.quick else ''}"
+    name = args.name or f"cpu-{args.dtype}{'-quick' if args.quick else ''}"
     overrides: dict[str, Any] = {
         "name": name,
         "model": args.model,
         "backend": args.backend,
+        "dtype": args.dtype,
         "threads": args.threads,
         "out_dir": Path(args.out),
         "bootstrap": args.bootstrap,

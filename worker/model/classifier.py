@@ -16,11 +16,11 @@ from typing import Any
 
 import numpy as np
 import torch
-from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
 from transformers.utils import logging as hf_logging
 
 from worker.errors import FatalError
-from worker.model.backends import Engine, IntArray, TorchEngine, check_backend, onnx_engine
+from worker.model.backends import Engine, IntArray, TorchEngine, check_backend
 
 _WEIGHT_FILES = ("config.json", "model.safetensors", "pytorch_model.bin")
 _HASH_CHUNK = 1 << 20
@@ -158,21 +158,17 @@ class SequenceClassifier:
         elif threads:
             torch.set_num_threads(threads)
         check_backend(backend, torch_device)
-        torch_dtype = resolve_dtype(dtype, torch_device) if backend == "torch" else torch.float32
+        torch_dtype = resolve_dtype(dtype, torch_device)
         local = Path(path)
         try:
             tokenizer = AutoTokenizer.from_pretrained(str(path), use_fast=True)
-            if backend == "torch":
-                model = AutoModelForSequenceClassification.from_pretrained(
-                    str(path), dtype=torch_dtype, attn_implementation="sdpa"
-                )
-                model.to(torch_device).eval()
-                config = model.config
-            else:
-                model = None
-                config = AutoConfig.from_pretrained(str(path))
+            model = AutoModelForSequenceClassification.from_pretrained(
+                str(path), dtype=torch_dtype, attn_implementation="sdpa"
+            )
         except (OSError, ValueError) as exc:
             raise FatalError(f"cannot load model from {path}: {exc}") from exc
+        model.to(torch_device).eval()
+        config = model.config
         limit = int(getattr(config, "max_position_embeddings", max_length))
         info = ModelInfo(
             name=name or (local.name if local.exists() else str(path)),
@@ -183,17 +179,11 @@ class SequenceClassifier:
             max_length=min(max_length, limit),
             backend=backend,
         )
-        engine: Engine | None = None
-        if backend == "onnx":
-            if not local.is_dir():
-                raise FatalError("backend 'onnx' needs a local checkpoint directory")
-            engine = onnx_engine(local, info.sha256, threads=1 if split else threads)
         classifier = cls(
             model=model,
             tokenizer=tokenizer,
             info=info,
             positive_index=_positive_index(dict(config.id2label)),
-            engine=engine,
         )
         classifier.concurrency = cores if split else 1
         return classifier
