@@ -428,8 +428,12 @@ class Pipeline:
         for tp in partitions:
             self.partitions[(tp.topic, tp.partition)] = PartitionState(tp.topic, tp.partition)
         consumer.incremental_assign(partitions)
+        # librdkafka keeps a partition's pause flag across unassign/assign (e.g. after a loss
+        # while paused), so set the state explicitly both ways.
         if self._paused or self._stopping.is_set():
             consumer.pause(partitions)
+        else:
+            consumer.resume(partitions)
         self.metrics.rebalances.labels(kind="assign").inc()
         self.metrics.assigned_partitions.set(len(self.partitions))
         log.info("partitions_assigned", partitions=_names(partitions))
