@@ -5,7 +5,7 @@
 ``--data`` is JSONL with ``text`` and ``label`` (0/1), e.g. the held-out split written by
 ``biomarker-worker build-dataset``. Prints, per backend: label agreement with eager fp32, flips,
 the largest probability change, and precision/recall/F1 against the gold labels. A backend is
-kept only with agreement >= 99.5% (docs/PERFORMANCE.md).
+kept only with agreement >= 99.5% and a speed gain (docs/PERFORMANCE.md).
 """
 
 from __future__ import annotations
@@ -45,27 +45,32 @@ def main() -> int:
     parser.add_argument("--limit", type=int, default=6000)
     args = parser.parse_args()
     name, checkpoint = resolve_model(args.model)
-    eager = SequenceClassifier.load(checkpoint, device="cpu")
+    eager = SequenceClassifier.load(checkpoint, device="cpu", dtype="float32")
     with Path(args.data).open("rb") as handle:
         records = [orjson.loads(line) for line in handle if line.strip()][: args.limit]
     rows = [item.ids for item in eager.encode([r["text"] for r in records])]
     gold = [int(r["label"]) for r in records]
-    reference: list[float] = run_batches(eager.predict_ids, rows, 2048)["_scores"]
+    reference: list[float] = run_batches(
+        eager.predict_ids, rows, 2048, concurrency=eager.concurrency
+    )["_scores"]
     print(f"{name}: {len(rows)} sentences, {sum(gold)} positive")
     print("eager fp32: P/R/F1 {:.4f} / {:.4f} / {:.4f}".format(*_prf(reference, gold)))
+    threads = 1 if eager.concurrency > 1 else None
     engines: dict[str, Engine] = {
-        "onnx": onnx_engine(checkpoint, eager.info.sha256, threads=None),
+        "onnx": onnx_engine(checkpoint, eager.info.sha256, threads=threads),
         "torch-int8": torch_int8_engine(checkpoint),
-        "onnx-int8": onnx_int8_engine(checkpoint, eager.info.sha256, threads=None),
+        "onnx-int8": onnx_int8_engine(checkpoint, eager.info.sha256, threads=threads),
     }
-    for label, engine in engines.items():
-        scores: list[float] = run_batches(eager.with_engine(engine).predict_ids, rows, 2048)[
-            "_scores"
-        ]
+    variants = {"torch-bf16": SequenceClassifier.load(checkpoint, device="cpu", dtype="bfloat16")}
+    variants |= {label: eager.with_engine(engine) for label, engine in engines.items()}
+    for label, model in variants.items():
+        scores: list[float] = run_batches(
+            model.predict_ids, rows, 2048, concurrency=eager.concurrency
+        )["_scores"]
         flips = sum((a >= 0.5) != (b >= 0.5) for a, b in zip(reference, scores, strict=True))
         agreement = 1 - flips / len(scores)
         drift = max(abs(a - b) for a, b in zip(reference, scores, strict=True))
-        verdict = "keep" if agreement >= MIN_AGREEMENT else "reject"
+        verdict = "accurate enough" if agreement >= MIN_AGREEMENT else "too inaccurate"
         print(
             f"{label:11} agreement {agreement:.4%} ({flips} flips), max |dp| {drift:.3f}, "
             "P/R/F1 {:.4f} / {:.4f} / {:.4f}".format(*_prf(scores, gold))
