@@ -21,7 +21,6 @@ def _note(state: PartitionState, offset: int, *, done: bool = True) -> PendingNo
         key=None,
         value=b"{}",
         headers=None,
-        received_at=0.0,
         work=work,
     )
 

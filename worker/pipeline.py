@@ -93,6 +93,7 @@ class Pipeline:
         self.provenance = provenance
         self.output_topic = output_topic or settings.output_topic
         self._stop_when = stop_when
+        self._group_id = group_id or settings.group_id
         self._replay = replay
         self._bucket = TokenBucket(rate_limit) if rate_limit else None
         self._preparer = Preparer(
@@ -207,10 +208,6 @@ class Pipeline:
         if missing:
             raise FatalError(f"topic(s) missing: {', '.join(missing)} (create them first)")
 
-    @property
-    def _group_id(self) -> str:
-        return str(consumer_config(self.settings).get("group.id"))
-
     def _finished(self) -> bool:
         if self._replay is not None and self._replay.finished(self.partitions):
             return True
@@ -302,7 +299,6 @@ class Pipeline:
 
     def _ingest(self, messages: list[Message]) -> None:
         notes: list[PendingNote] = []
-        now = time.monotonic()
         for message in messages:
             error = message.error()
             if error is not None:
@@ -324,7 +320,6 @@ class Pipeline:
                 key=message.key(),
                 value=message.value(),
                 headers=cast(Headers | None, message.headers()),
-                received_at=now,
             )
             state.add(note)
             notes.append(note)

@@ -27,7 +27,6 @@ class PendingNote(NoteSlot):
     timestamp: int | None
     key: bytes | None
     headers: Headers | None
-    received_at: float
     delivered: bool = False
 
 
