@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 import pytest
 
-from worker.batching import BatchingSettings, padding_ratio, plan_batches
+from worker.batching import BatchingSettings, padding_ratio, plan_batches, plan_packed
 from worker.inference import InferenceLoop, NoteWork, SentenceJob, score_jobs
 
 
@@ -86,5 +86,116 @@ def test_loop_waits_for_deadline_to_fill_a_batch() -> None:
         assert finished.wait(5)
         assert recorder.batches == [2]
         assert first.remaining == second.remaining == 0
+    finally:
+        loop.stop()
+
+
+def test_packed_plan_keeps_arrival_order_and_limits() -> None:
+    lengths = [30, 5, 12, 8, 40, 7, 25, 9, 3, 31] * 20
+    settings = BatchingSettings(token_budget=200, max_batch_sentences=12)
+    batches = plan_packed(lengths, settings)
+    assert [i for batch in batches for i in batch] == list(range(len(lengths)))
+    for batch in batches:
+        assert len(batch) <= 12
+        assert sum(lengths[i] for i in batch) <= 200
+    # A small pool stays one batch however many lanes are idle; a large one is spread over them.
+    assert plan_packed([20] * 10, BatchingSettings(), parts=2) == [list(range(10))]
+    spread = plan_packed([20] * 40, BatchingSettings(), parts=2)
+    assert [len(batch) for batch in spread] == [20, 20]
+    assert plan_packed([], BatchingSettings()) == []
+
+
+class _Lanes:
+    """A packing scorer with two lanes; a batch holding token 99 blocks until ``gate`` opens."""
+
+    pad_multiple = 1
+    concurrency = 2
+    packs = True
+
+    def __init__(self) -> None:
+        self.gate = threading.Event()
+        self.batches: list[list[int]] = []
+
+    def predict_ids(self, batch: Sequence[Sequence[int]]) -> list[float]:
+        self.batches.append([row[0] for row in batch])
+        if any(99 in row for row in batch):
+            assert self.gate.wait(10)
+        return [0.5] * len(batch)
+
+
+def test_loop_keeps_scoring_new_notes_while_an_earlier_batch_runs() -> None:
+    scorer = _Lanes()
+    finished: list[NoteWork] = []
+    loop = InferenceLoop(
+        scorer=scorer,
+        settings=BatchingSettings(max_wait_s=0.0),
+        on_complete=finished.append,
+    )
+    loop.start()
+    try:
+        slow, slow_jobs = _jobs([[99, 1]])
+        loop.submit(slow_jobs)
+        deadline = time.monotonic() + 5
+        while not scorer.batches and time.monotonic() < deadline:
+            time.sleep(0.005)
+        later = []
+        for first_token in (1, 2, 3):
+            work, jobs = _jobs([[first_token, 5, 6]])
+            later.append(work)
+            loop.submit(jobs)
+            time.sleep(0.02)
+        while len(finished) < 3 and time.monotonic() < deadline:
+            time.sleep(0.005)
+        # No barrier: the notes that came later are done while the first batch still runs.
+        assert finished == later
+        assert slow.remaining == 1
+        scorer.gate.set()
+        while len(finished) < 4 and time.monotonic() < deadline:
+            time.sleep(0.005)
+        assert finished[-1] is slow
+    finally:
+        scorer.gate.set()
+        loop.stop()
+
+
+def test_loop_spreads_a_lone_large_note_over_the_idle_lanes() -> None:
+    scorer = _Lanes()
+    finished: list[NoteWork] = []
+    loop = InferenceLoop(scorer=scorer, settings=BatchingSettings(), on_complete=finished.append)
+    loop.start()
+    try:
+        work, jobs = _jobs([[index, *range(1, 40)] for index in range(30)])
+        loop.submit(jobs)
+        deadline = time.monotonic() + 5
+        while not finished and time.monotonic() < deadline:
+            time.sleep(0.005)
+        assert finished == [work]
+        assert sorted(len(batch) for batch in scorer.batches) == [15, 15]
+        assert sorted(scorer.batches) == [list(range(15)), list(range(15, 30))]
+    finally:
+        loop.stop()
+
+
+class _Crash(BaseException):
+    pass
+
+
+class _Crashing(_Recorder):
+    def predict_ids(self, batch: Sequence[Sequence[int]]) -> list[float]:
+        raise _Crash("lost the device")
+
+
+def test_a_crash_outside_the_split_and_retry_stops_the_loop_with_the_cause() -> None:
+    loop = InferenceLoop(
+        scorer=_Crashing(), settings=BatchingSettings(max_wait_s=0.0), on_complete=lambda _w: None
+    )
+    loop.start()
+    try:
+        loop.submit(_jobs([[1, 2]])[1])
+        deadline = time.monotonic() + 5
+        while loop.alive() and time.monotonic() < deadline:
+            time.sleep(0.005)
+        assert not loop.alive()
+        assert isinstance(loop.failure, _Crash)
     finally:
         loop.stop()

@@ -1,4 +1,9 @@
-"""Cut a pool of tokenised sentences into length-sorted micro-batches under a token budget.
+"""Cut a pool of tokenised sentences into micro-batches under a token budget.
+
+For a scorer that packs several sentences per row (:mod:`worker.model.packing`), padding does not
+depend on which sentences share a batch: :func:`plan_packed` cuts the pool in arrival order, so a
+note's sentences stay together and notes finish in the order they came. For padded batches,
+:func:`plan_batches` sorts by length first.
 
 The budget counts *padded* tokens (rows x longest row), which is what the device computes. Sorting
 by length first keeps padding low; TEI does the same with its max-batch-tokens setting.
@@ -12,8 +17,13 @@ cost more in per-call overhead than the padding they save).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+
+#: A pool is split over idle lanes only when each part keeps at least this many tokens: on the
+#: reference CPU one model call costs ~160 tokens' worth of compute before its first token.
+MIN_SPLIT_TOKENS = 256
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -80,3 +90,42 @@ def padding_ratio(lengths: Sequence[int], multiple: int = 1) -> float:
         return 0.0
     total = len(lengths) * padded(max(lengths), multiple)
     return 1.0 - sum(lengths) / total
+
+
+def plan_packed(
+    lengths: Sequence[int], settings: BatchingSettings, parts: int = 1
+) -> list[list[int]]:
+    """Consecutive runs of ``lengths`` (arrival order) with about equal token counts.
+
+    The pool is cut into as few batches as the budget and the row cap allow, but into at least
+    ``parts`` (the idle lanes) when each keeps :data:`MIN_SPLIT_TOKENS`, so a lone note under
+    light load is spread over the idle cores instead of running on one.
+    """
+    count = len(lengths)
+    if count == 0:
+        return []
+    total = sum(lengths)
+    budget = settings.token_budget
+    cap = settings.max_batch_sentences
+    wanted = max(
+        math.ceil(total / budget), math.ceil(count / cap), min(parts, total // MIN_SPLIT_TOKENS)
+    )
+    target = total / max(1, wanted)
+    batches: list[list[int]] = []
+    current: list[int] = []
+    tokens = 0
+    done = 0  # tokens of the finished batches
+    for index, length in enumerate(lengths):
+        if current and (
+            tokens + length > budget
+            or len(current) >= cap
+            or done + tokens + length / 2 > target * (len(batches) + 1)
+        ):
+            batches.append(current)
+            done += tokens
+            current = []
+            tokens = 0
+        current.append(index)
+        tokens += length
+    batches.append(current)
+    return batches

@@ -87,6 +87,11 @@ class WorkerSettings(BaseSettings):
     token_budget: int = Field(default=8_192, ge=64)
     max_batch_sentences: int = Field(default=256, ge=1)
     max_wait_ms: float = Field(default=20.0, ge=0.0)
+    pack_sentences: bool = Field(
+        default=True,
+        description="Several sentences per row of a batch (BERT models): no padding waste, "
+        "batches in arrival order; false: one padded row per sentence, batches sorted by length.",
+    )
     include_sentence_text: bool = False
 
     # --- Input limits and flow control

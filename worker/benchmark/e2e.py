@@ -112,9 +112,20 @@ def saturation(run: PipelineRun, model: SequenceClassifier, corpus: Corpus) -> d
 
 
 def paced(
-    run: PipelineRun, model: SequenceClassifier, corpus: Corpus, rate: float
+    run: PipelineRun,
+    model: SequenceClassifier,
+    corpus: Corpus,
+    rate: float,
+    *,
+    warmup_notes: int = 0,
 ) -> dict[str, Any]:
-    """A producer writes notes at ``rate`` notes/s while the worker runs (open loop)."""
+    """A producer writes notes at ``rate`` notes/s while the worker runs (open loop).
+
+    The first ``warmup_notes`` of ``corpus`` lead in at the same rate and are left out of the
+    latency percentiles: they carry the clients' start-up (connections, partition metadata, the
+    idempotent producer's id, fetch sessions on new partitions), not the service's steady state.
+    Their worst latency is reported as ``warmup_max_ms``.
+    """
     topics = Topics.fresh(run.bootstrap, "paced", run.partitions)
     pipeline, metrics, _watch = _pipeline(run, topics, model, corpus.notes)
     codes: list[int] = []
@@ -126,7 +137,11 @@ def paced(
     if codes != [0]:
         raise RuntimeError("pipeline failed during the paced run")
     deliveries = collect(topics, corpus)
-    first_sent = min(d.sent_ms for d in deliveries)
-    result = summarise(deliveries, first_sent, mode="paced", offered_notes_per_s=round(rate, 2))
+    warmup = set(corpus.keys[:warmup_notes])
+    measured = [d for d in deliveries if d.key not in warmup]
+    first_sent = min(d.sent_ms for d in measured)
+    result = summarise(measured, first_sent, mode="paced", offered_notes_per_s=round(rate, 2))
+    result["warmup_notes"] = len(warmup)
+    result["warmup_max_ms"] = max((d.latency_ms for d in deliveries if d.key in warmup), default=0)
     result["batches"] = metrics.describe()
     return result

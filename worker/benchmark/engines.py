@@ -1,4 +1,8 @@
-"""CPU engines against eager PyTorch on the same sentences: speed, probability drift, labels."""
+"""CPU engines against eager PyTorch on the same sentences: speed, probability drift, labels.
+
+Every engine gets the same padded, length-sorted batches (sentence packing off): this compares
+engines, not batch layouts.
+"""
 
 from __future__ import annotations
 
@@ -23,7 +27,12 @@ def _variant(
     """``eager`` (fp32) switched to another engine or dtype, same tokenizer and labels."""
     if name == "torch-bf16":
         return SequenceClassifier.load(
-            checkpoint, device="cpu", dtype="bfloat16", threads=threads, backend="torch"
+            checkpoint,
+            device="cpu",
+            dtype="bfloat16",
+            threads=threads,
+            backend="torch",
+            packing=False,
         )
     sha256 = eager.info.sha256
     engine_threads = 1 if eager.concurrency > 1 else threads
@@ -48,7 +57,7 @@ def compare(
 ) -> list[dict[str, Any]]:
     """One row per backend or dtype; eager PyTorch fp32 (``torch``) is the reference."""
     eager = SequenceClassifier.load(
-        checkpoint, device="cpu", dtype="float32", threads=threads, backend="torch"
+        checkpoint, device="cpu", dtype="float32", threads=threads, backend="torch", packing=False
     )
     workers = eager.concurrency
     reference = run_batches(eager.predict_ids, rows, budget, concurrency=workers)

@@ -1,7 +1,8 @@
 """Model-only throughput: the classifier alone on pre-tokenised, length-sorted batches.
 
 This is the ceiling for a machine and model: no Kafka, no JSON, no segmentation, and the whole
-corpus sorted by length at once (less padding than any streaming pool gets).
+corpus sorted by length at once (less padding than any streaming pool gets; a packing classifier
+then packs each batch of like lengths into nearly full rows).
 """
 
 from __future__ import annotations
@@ -31,8 +32,8 @@ def run_batches(
 ) -> dict[str, Any]:
     """One timed pass over ``rows`` at ``budget``; returns rates, batch stats and the scores.
 
-    Batches are planned exactly as the worker plans them (same row cap and padding cap), only
-    over the whole corpus at once.
+    Batches are length-sorted with the worker's row cap and padding cap, over the whole corpus
+    at once.
 
     Batches run on ``concurrency`` worker threads, as the worker's inference loop runs them
     (never on the interpreter's main thread: on a busy CPU, torch there measured up to 3x slower).

@@ -20,6 +20,7 @@ class BenchPlan:
     budgets: tuple[int, ...] = (1024, 2048, 4096, 8192, 16384)
     paced_share: float = 0.7
     paced_notes: int = 400
+    paced_warmup_s: float = 2.0  # lead-in at the paced rate, left out of the percentiles
     naive_notes: int = 60
     faust_notes: int = 600
     faust_take: int = 16

@@ -131,8 +131,18 @@ def _kafka_passes(ctx: _Context) -> None:
     pipeline = e2e.PipelineRun(ctx.bootstrap, plan.partitions, ctx.overrides)
     saturated = ctx.timed("saturation", partial(e2e.saturation, pipeline, model, corpus))
     rate = saturated["notes_per_s"] * plan.paced_share
-    paced_corpus = corpus.head(plan.paced_notes)
-    paced = ctx.timed("paced", partial(e2e.paced, pipeline, model, paced_corpus, rate))
+    warmup = min(round(rate * plan.paced_warmup_s), max(0, corpus.notes - plan.paced_notes))
+    paced = ctx.timed(
+        "paced",
+        partial(
+            e2e.paced,
+            pipeline,
+            model,
+            corpus.head(plan.paced_notes + warmup),
+            rate,
+            warmup_notes=warmup,
+        ),
+    )
     ctx.results["end_to_end"] = {"saturation": saturated, "paced": paced}
     ctx.results["peers"] = _peers(ctx)
     ctx.results["scaling"] = [_scaling(ctx, count) for count in plan.scaling]

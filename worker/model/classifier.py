@@ -21,6 +21,7 @@ from transformers.utils import logging as hf_logging
 
 from worker.errors import FatalError
 from worker.model.backends import Engine, IntArray, TorchEngine, check_backend
+from worker.model.packing import DEFAULT_WIDTH, pack, packed_positions
 
 _WEIGHT_FILES = ("config.json", "model.safetensors", "pytorch_model.bin")
 _HASH_CHUNK = 1 << 20
@@ -113,6 +114,7 @@ class SequenceClassifier:
         info: ModelInfo,
         positive_index: int,
         engine: Engine | None = None,
+        packing: bool = True,
     ) -> None:
         self._model = model
         self._tokenizer = tokenizer
@@ -124,6 +126,9 @@ class SequenceClassifier:
         self._sep_id = tokenizer.sep_token_id
         self._fast = _raw_tokenizer(tokenizer, info.max_length + 1)
         self.pad_multiple = 8 if self._device.type == "cuda" else 1
+        #: Several sentences per row (:mod:`worker.model.packing`), where the model allows it.
+        self.packs = packing and bool(getattr(self._engine, "packs", False))
+        self.pack_width = DEFAULT_WIDTH
         #: ``predict_ids`` calls that may run at once (see :class:`worker.inference.Scorer`).
         self.concurrency = 1
 
@@ -140,13 +145,15 @@ class SequenceClassifier:
         threads: int | None = None,
         backend: str = "torch",
         batch_parallel: bool | None = None,
+        packing: bool = True,
     ) -> SequenceClassifier:
         """Load a local checkpoint directory (or a hub id where the hub is reachable).
 
         ``backend`` picks the engine (:mod:`worker.model.backends`); unsupported ones raise
         :class:`FatalError`. On CPU, ``threads`` cores (default: all usable) either each run a
         single-threaded batch of their own (``batch_parallel``, the default, see
-        :data:`BATCH_PARALLEL_DEFAULT`) or share every batch (intra-op threads).
+        :data:`BATCH_PARALLEL_DEFAULT`) or share every batch (intra-op threads). ``packing``
+        puts several sentences in each row of a batch where the model is a BERT classifier.
         """
         hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
         torch_device = resolve_device(device)
@@ -184,6 +191,7 @@ class SequenceClassifier:
             tokenizer=tokenizer,
             info=info,
             positive_index=_positive_index(dict(config.id2label)),
+            packing=packing,
         )
         classifier.concurrency = cores if split else 1
         return classifier
@@ -197,6 +205,7 @@ class SequenceClassifier:
             info=info,
             positive_index=self._positive_index,
             engine=engine,
+            packing=self.packs,
         )
         twin.concurrency = self.concurrency
         return twin
@@ -239,12 +248,26 @@ class SequenceClassifier:
         input_ids[mask] = flat
         return input_ids, mask.astype(np.int64)
 
+    def computed_positions(self, lengths: Sequence[int]) -> int:
+        """Positions the model computes for one batch of sentences of ``lengths``."""
+        if not lengths:
+            return 0
+        if self.packs:
+            return packed_positions(lengths, width=self.pack_width, multiple=self.pad_multiple)
+        return len(lengths) * self.padded_length(max(lengths))
+
     def predict_ids(self, batch: Sequence[Sequence[int]]) -> list[float]:
         """Probability of the positive label for each token-id sequence of the batch."""
         if not batch:
             return []
-        input_ids, attention = self.pad(batch)
-        probs = self._engine.probabilities(input_ids, attention)
+        if self.packs:
+            packed = pack(
+                batch, width=self.pack_width, pad_id=self._pad_id, multiple=self.pad_multiple
+            )
+            probs = self._engine.packed_probabilities(packed)  # type: ignore[attr-defined]
+        else:
+            input_ids, attention = self.pad(batch)
+            probs = self._engine.probabilities(input_ids, attention)
         result: list[float] = probs[:, self._positive_index].tolist()
         return result
 

@@ -18,6 +18,7 @@ def load_classifier(settings: WorkerSettings) -> SequenceClassifier:
             max_length=settings.max_sentence_tokens,
             threads=settings.torch_threads,
             backend=settings.backend,
+            packing=settings.pack_sentences,
         )
     from worker.model.default import DEFAULT_MODEL_NAME, DEFAULT_MODEL_VERSION, default_model_dir
 
@@ -30,6 +31,7 @@ def load_classifier(settings: WorkerSettings) -> SequenceClassifier:
         max_length=settings.max_sentence_tokens,
         threads=settings.torch_threads,
         backend=settings.backend,
+        packing=settings.pack_sentences,
     )
 
 
