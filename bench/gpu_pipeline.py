@@ -52,6 +52,9 @@ def _arguments() -> argparse.Namespace:
     parser.add_argument("--max-batch-sentences", type=int, default=4096)
     parser.add_argument("--max-wait-ms", type=float, default=5.0)
     parser.add_argument("--chunk-notes", type=int, default=64, help="notes per prepare() call")
+    parser.add_argument(
+        "--no-packing", action="store_true", help="one padded row per sentence (compare)"
+    )
     parser.add_argument("--quick", action="store_true", help="small smoke run")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
     return parser.parse_args()
@@ -72,7 +75,9 @@ def measure_model(
     spec: str, args: argparse.Namespace, events: list[bytes], budgets: tuple[int, ...]
 ) -> dict[str, Any]:
     name, checkpoint = resolve_model(spec)
-    model = SequenceClassifier.load(checkpoint, device=args.device, dtype=args.dtype)
+    model = SequenceClassifier.load(
+        checkpoint, device=args.device, dtype=args.dtype, packing=not args.no_packing
+    )
     corpus = load_corpus(model, notes=min(len(events), 6 if args.quick else 400), tag=spec)
     rows = corpus.rows
     points, best = sweep(
@@ -89,9 +94,7 @@ def measure_model(
         max_wait_s=args.max_wait_ms / 1000,
         pad_multiple=model.pad_multiple,
     )
-    host = run_inprocess(
-        model, NullScorer(model.pad_multiple), events, settings, chunk_notes=args.chunk_notes
-    )
+    host = run_inprocess(model, NullScorer(model), events, settings, chunk_notes=args.chunk_notes)
     run_inprocess(model, model, events[: min(len(events), 16)], settings)  # warm-up
     monitor = DeviceMonitor(model.info.device)
     with monitor:
@@ -114,6 +117,7 @@ def measure_model(
             "tokenizers_parallelism": os.environ.get("TOKENIZERS_PARALLELISM"),
             "torch_threads": torch.get_num_threads(),
             "concurrent_batches": model.concurrency,
+            "packs": model.packs,
         },
     }
 

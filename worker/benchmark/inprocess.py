@@ -20,16 +20,32 @@ from worker.batching import BatchingSettings
 from worker.benchmark.corpus import MAX_SENTENCE_TOKENS
 from worker.events import Provenance, SourceRef
 from worker.inference import InferenceLoop, NoteWork, Scorer
+from worker.model.classifier import SequenceClassifier
+from worker.model.packing import pack
 from worker.processing import SEGMENTER_VERSION, Encoder, NoteSlot, Preparer, render
 
 
 class NullScorer:
-    """Answers instantly: measures everything around the model (the host-side ceiling)."""
+    """Answers without a model: measures everything around it (the host-side ceiling).
 
-    def __init__(self, pad_multiple: int) -> None:
-        self.pad_multiple = pad_multiple
+    It is batched like ``like`` (lanes, packing) and does the host side of its ``predict_ids``:
+    packing the rows, or padding them.
+    """
+
+    def __init__(self, like: SequenceClassifier) -> None:
+        self.pad_multiple = like.pad_multiple
+        self.concurrency = like.concurrency
+        self.packs = like.packs
+        self._like = like
+
+    def computed_positions(self, lengths: Sequence[int]) -> int:
+        return self._like.computed_positions(lengths)
 
     def predict_ids(self, batch: Sequence[Sequence[int]]) -> list[float]:
+        if self.packs:
+            pack(batch, width=self._like.pack_width, multiple=self.pad_multiple)
+        else:
+            self._like.pad(batch)
         return [0.0] * len(batch)
 
 

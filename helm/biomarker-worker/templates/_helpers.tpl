@@ -243,6 +243,7 @@ BIOMARKER_MAX_SENTENCE_TOKENS: {{ $i.maxSentenceTokens | int | quote }}
 BIOMARKER_TOKEN_BUDGET: {{ $i.tokenBudget | int | quote }}
 BIOMARKER_MAX_BATCH_SENTENCES: {{ $i.maxBatchSentences | int | quote }}
 BIOMARKER_MAX_WAIT_MS: {{ $i.maxWaitMs | toString | quote }}
+BIOMARKER_PACK_SENTENCES: {{ $i.packSentences | toString | quote }}
 BIOMARKER_INCLUDE_SENTENCE_TEXT: {{ $i.includeSentenceText | toString | quote }}
 BIOMARKER_MAX_NOTE_CHARS: {{ $i.maxNoteChars | int | quote }}
 BIOMARKER_MAX_INFLIGHT_NOTES: {{ $i.maxInflightNotes | int | quote }}
