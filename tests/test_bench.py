@@ -58,7 +58,14 @@ def test_quick_bench_measures_every_pass_and_writes_results(
     assert results["model_only"]["best_budget"] in (1024, 4096)
     assert results["model_only"]["all_notes"]["sentences"] == results["corpus"]["sentences"]
     runs = {**results["end_to_end"], **results["peers"]}
-    assert set(runs) == {"saturation", "paced", "naive_per_sentence", "naive_per_note", "faust"}
+    assert set(runs) == {
+        "saturation",
+        "paced",
+        "naive_per_sentence",
+        "naive_per_note",
+        "naive_per_note_packed",
+        "faust",
+    }
     for name, run in runs.items():
         assert run["sentences_per_s"] > 0, name
         assert len(run["latencies_ms"]) == run["notes"], name

@@ -380,8 +380,10 @@ class InferenceLoop:
         return time.monotonic() >= self._waiting[0].at + self._settings.max_wait_s
 
     def _take_window(self, idle: int) -> list[SentenceJob]:
-        """The oldest waiting sentences, whole notes: a budget per idle lane for a packing
-        scorer, else up to ``_POOL_FACTOR`` budgets (a larger pool sorts into less padding)."""
+        """The oldest waiting sentences in arrival order: a budget per idle lane for a packing
+        scorer, else up to ``_POOL_FACTOR`` budgets (a larger pool sorts into less padding).
+        A note may continue in the next window; it completes when its last sentence is scored.
+        """
         cap = self._settings.token_budget * (idle if self._packs else _POOL_FACTOR)
         window: list[SentenceJob] = []
         tokens = 0
@@ -389,9 +391,7 @@ class InferenceLoop:
             chunk = self._waiting[0]
             jobs = chunk.jobs
             end = chunk.start
-            last = window[-1].work if window else None
-            while end < len(jobs) and (tokens < cap or jobs[end].work is last):
-                last = jobs[end].work
+            while end < len(jobs) and (tokens + len(jobs[end].ids) <= cap or not tokens):
                 tokens += len(jobs[end].ids)
                 end += 1
             window.extend(jobs[chunk.start : end])

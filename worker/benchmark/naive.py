@@ -3,7 +3,9 @@
 What a first Kafka + transformers consumer usually looks like, with the same segmentation, model
 and output format as the worker. ``per_sentence`` classifies each sentence alone (as the
 Hugging Face ``pipeline`` does by default, ``batch_size=1``); otherwise a note's sentences form
-one batch. Both commit synchronously after every delivered output (at-least-once).
+one batch. Both commit synchronously after every delivered output (at-least-once). The runner
+gives them the model as transformers alone runs it (one padded row per sentence) and, for
+comparison, the worker's packed rows.
 """
 
 from __future__ import annotations

@@ -153,15 +153,29 @@ def _peers(ctx: _Context) -> dict[str, Any]:
     settings = load_settings(overrides={"bootstrap_servers": ctx.bootstrap})
     provenance = provenance_for(ctx.model, settings)
     naive_corpus = ctx.corpus.head(plan.naive_notes)
+    # The naive consumer runs the model as transformers alone does (one padded row per
+    # sentence); the last variant gives it the worker's packed rows, to separate the two gains.
+    padded = SequenceClassifier.load(
+        ctx.checkpoint,
+        device="cpu",
+        dtype=plan.dtype,
+        threads=plan.threads,
+        backend=plan.backend,
+        packing=False,
+    )
+    variants = {
+        "naive_per_sentence": (padded, True),
+        "naive_per_note": (padded, False),
+        "naive_per_note_packed": (ctx.model, False),
+    }
     runs: dict[str, Any] = {}
-    for per_sentence in (True, False):
-        key = "naive_per_sentence" if per_sentence else "naive_per_note"
+    for key, (model, per_sentence) in variants.items():
         runs[key] = ctx.timed(
             key,
             partial(
                 naive.run_naive,
                 ctx.bootstrap,
-                ctx.model,
+                model,
                 naive_corpus,
                 provenance,
                 per_sentence=per_sentence,
