@@ -5,8 +5,9 @@
 
 For each model it measures, on real MTSamples notes:
 
-1. ``model_only``: pre-tokenised, globally length-sorted batches at each token budget (the
-   device ceiling);
+1. ``model_only``: pre-tokenised batches over the whole corpus at each token budget (the
+   device ceiling): length-sorted, or in corpus order when the model packs several sentences
+   per row (``--no-packing``: one padded row per sentence, to compare);
 2. ``host_only``: the in-process pipeline with a scorer that answers instantly (the ceiling of
    everything around the model: JSON parse, segmentation, tokenisation, batching, rendering);
 3. ``pipeline``: source -> Preparer -> InferenceLoop -> sink with the real model at the best
@@ -87,6 +88,7 @@ def measure_model(
         pad_multiple=model.pad_multiple,
         concurrency=model.concurrency,
         max_batch_sentences=args.max_batch_sentences,
+        order="corpus" if model.packs else "sorted",
     )
     settings = BatchingSettings(
         token_budget=best,

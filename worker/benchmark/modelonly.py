@@ -1,8 +1,10 @@
-"""Model-only throughput: the classifier alone on pre-tokenised, length-sorted batches.
+"""Model-only throughput: the classifier alone on pre-tokenised batches of the whole corpus.
 
-This is the ceiling for a machine and model: no Kafka, no JSON, no segmentation, and the whole
-corpus sorted by length at once (less padding than any streaming pool gets; a packing classifier
-then packs each batch of like lengths into nearly full rows).
+This is the ceiling for a machine and model: no Kafka, no JSON, no segmentation, and batches
+planned over the whole corpus at once. Padded batches are length-sorted (less padding than any
+streaming pool gets). For a classifier that packs several sentences per row, ``order`` picks
+length-sorted batches (packed rows of like lengths) or corpus order (rows of mixed lengths, as
+the worker forms them); the runner measures both and takes the faster as the limit.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from worker.batching import BatchingSettings, padded, plan_batches
+from worker.batching import BatchingSettings, padded, plan_batches, plan_packed
 
 Predict = Callable[[Sequence[Sequence[int]]], list[float]]
 
@@ -29,17 +31,20 @@ def run_batches(
     pad_multiple: int = 1,
     concurrency: int = 1,
     max_batch_sentences: int = MAX_BATCH_SENTENCES,
+    order: str = "sorted",
 ) -> dict[str, Any]:
     """One timed pass over ``rows`` at ``budget``; returns rates, batch stats and the scores.
 
-    Batches are length-sorted with the worker's row cap and padding cap, over the whole corpus
-    at once.
+    ``order="sorted"``: length-sorted batches with the worker's row cap and padding cap;
+    ``"corpus"``: consecutive runs of ``rows`` within the budget and row cap (for a packing
+    classifier).
 
     Batches run on ``concurrency`` worker threads, as the worker's inference loop runs them
     (never on the interpreter's main thread: on a busy CPU, torch there measured up to 3x slower).
     """
     settings = BatchingSettings(token_budget=budget, max_batch_sentences=max_batch_sentences)
-    plan = plan_batches([len(row) for row in rows], settings)
+    lengths = [len(row) for row in rows]
+    plan = plan_batches(lengths, settings) if order == "sorted" else plan_packed(lengths, settings)
     chunks = [[rows[i] for i in batch] for batch in plan]
 
     def timed(chunk: list[Sequence[int]]) -> tuple[list[float], float]:
@@ -62,6 +67,7 @@ def run_batches(
     )
     return {
         "token_budget": budget,
+        "order": order,
         "concurrency": concurrency,
         "sentences": len(rows),
         "seconds": round(elapsed, 3),
@@ -83,6 +89,7 @@ def sweep(
     pad_multiple: int,
     concurrency: int = 1,
     max_batch_sentences: int = MAX_BATCH_SENTENCES,
+    order: str = "sorted",
 ) -> tuple[list[dict[str, Any]], int]:
     """Rates at each budget (on ``rows``) and the budget with the highest sentences/s."""
     points = [
@@ -93,6 +100,7 @@ def sweep(
             pad_multiple=pad_multiple,
             concurrency=concurrency,
             max_batch_sentences=max_batch_sentences,
+            order=order,
         )
         for b in budgets
     ]
