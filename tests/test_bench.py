@@ -74,6 +74,9 @@ def test_quick_bench_measures_every_pass_and_writes_results(
     assert runs["saturation"]["sentences"] == results["corpus"]["sentences"]
     assert runs["faust"]["notes"] == notes
     assert results["end_to_end"]["saturation"]["batches"]["batches"] >= 1
+    cpu = results["end_to_end"]["saturation"]["cpu"]
+    assert cpu["process_cpu_s"] > 0 and cpu["broker_cpu_s"] == 0  # an outside broker
+    assert results["end_to_end"]["paced"]["warmup_notes"] == 8  # 24 notes, 16 measured
     ratios = results["ratios"]
     for key in ("end_to_end_over_model_only", "ours_over_naive_per_sentence", "ours_over_faust"):
         assert ratios[key] > 0 and not math.isnan(ratios[key]), key

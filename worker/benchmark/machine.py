@@ -53,3 +53,12 @@ def machine_info() -> dict[str, Any]:
         "librdkafka": libversion()[0],
         "kafka_broker": KAFKA_VERSION,
     }
+
+
+def cpu_seconds(pid: int | str = "self") -> float:
+    """User + system CPU time of a process (all its threads) so far; 0.0 if unreadable."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")

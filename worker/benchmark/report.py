@@ -85,6 +85,12 @@ def summary_lines(results: dict[str, Any]) -> list[str]:
             f"{latency.get('p50_ms', ''):>9} {latency.get('p95_ms', ''):>9} "
             f"{latency.get('p99_ms', ''):>9}"
         )
+    cpu = results.get("end_to_end", {}).get("saturation", {}).get("cpu")
+    if cpu:
+        lines.append(
+            f"saturation pass CPU: this process {cpu['process_share']:.0%} of the machine, "
+            f"local broker {cpu['broker_share']:.0%} ({cpu['wall_s']} s)"
+        )
     for row in results.get("backends", []):
         lines.append(
             f"backend {row['backend']:11} {row['sentences_per_s']:>8} sent/s  x{row['speedup']:<6} "

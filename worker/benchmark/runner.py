@@ -16,7 +16,7 @@ import structlog
 
 from worker.benchmark import e2e, engines, naive, peers, scaling
 from worker.benchmark.corpus import MAX_SENTENCE_TOKENS, Corpus, load_corpus
-from worker.benchmark.machine import machine_info
+from worker.benchmark.machine import cpu_seconds, machine_info
 from worker.benchmark.modelonly import run_batches, sweep
 from worker.benchmark.models import resolve_model
 from worker.benchmark.plan import BenchPlan
@@ -30,13 +30,15 @@ Step = Callable[[str], None]
 
 
 @contextlib.contextmanager
-def _broker(bootstrap: str | None) -> Iterator[str]:
+def _broker(bootstrap: str | None) -> Iterator[tuple[str, list[int]]]:
+    """Bootstrap servers, and the PIDs of the broker processes when they run here."""
     if bootstrap:
-        yield bootstrap
+        yield bootstrap, []
         return
     cluster = LocalKafka.start()
     try:
-        yield cluster.bootstrap_servers
+        pids = [node.process.pid for node in cluster.nodes if node.process is not None]
+        yield cluster.bootstrap_servers, pids
     finally:
         cluster.stop()
 
@@ -109,9 +111,11 @@ def run(plan: BenchPlan, step: Step = lambda _name: None) -> dict[str, Any]:
         **({"torch_threads": plan.threads} if plan.threads else {}),
     }
     results["settings"] = {**overrides, "partitions": plan.partitions, "threads": _threads(model)}
-    with _broker(plan.bootstrap) as bootstrap:
+    with _broker(plan.bootstrap) as (bootstrap, broker_pids):
         _kafka_passes(
-            _Context(plan, results, bootstrap, model, checkpoint, corpus, overrides, step)
+            _Context(
+                plan, results, bootstrap, broker_pids, model, checkpoint, corpus, overrides, step
+            )
         )
     if plan.backends:
         rows = corpus.head(plan.backend_notes).rows
@@ -132,6 +136,7 @@ class _Context:
     plan: BenchPlan
     results: dict[str, Any]
     bootstrap: str
+    broker_pids: list[int]
     model: SequenceClassifier
     checkpoint: Path
     corpus: Corpus
@@ -145,7 +150,9 @@ class _Context:
 def _kafka_passes(ctx: _Context) -> None:
     plan, corpus, model = ctx.plan, ctx.corpus, ctx.model
     pipeline = e2e.PipelineRun(ctx.bootstrap, plan.partitions, ctx.overrides)
-    saturated = ctx.timed("saturation", partial(e2e.saturation, pipeline, model, corpus))
+    with _cpu_use(ctx.broker_pids) as cpu:
+        saturated = ctx.timed("saturation", partial(e2e.saturation, pipeline, model, corpus))
+    saturated["cpu"] = cpu
     rate = saturated["notes_per_s"] * plan.paced_share
     warmup = min(round(rate * plan.paced_warmup_s), max(0, corpus.notes - plan.paced_notes))
     paced = ctx.timed(
@@ -162,6 +169,27 @@ def _kafka_passes(ctx: _Context) -> None:
     ctx.results["end_to_end"] = {"saturation": saturated, "paced": paced}
     ctx.results["peers"] = _peers(ctx)
     ctx.results["scaling"] = [_scaling(ctx, count) for count in plan.scaling]
+
+
+@contextlib.contextmanager
+def _cpu_use(broker_pids: list[int]) -> Iterator[dict[str, float]]:
+    """CPU seconds of this process (worker and benchmark) and of a local broker over the block,
+    and each one's share of the machine (wall time x cores)."""
+    usage: dict[str, float] = {}
+    cores = len(os.sched_getaffinity(0))
+    started = time.perf_counter()
+    process, broker = cpu_seconds(), sum(cpu_seconds(pid) for pid in broker_pids)
+    yield usage
+    wall = time.perf_counter() - started
+    process = cpu_seconds() - process
+    broker = sum(cpu_seconds(pid) for pid in broker_pids) - broker
+    usage.update(
+        wall_s=round(wall, 2),
+        process_cpu_s=round(process, 2),
+        broker_cpu_s=round(broker, 2),
+        process_share=round(process / (wall * cores), 3),
+        broker_share=round(broker / (wall * cores), 3),
+    )
 
 
 def _peers(ctx: _Context) -> dict[str, Any]:
