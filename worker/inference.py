@@ -248,13 +248,14 @@ _Event = _Submitted | _Scored | _Crashed | None  # None only wakes the loop (sto
 class InferenceLoop:
     """Continuous batching on a background thread.
 
-    Up to ``concurrency + 1`` batches are in flight (the extra one waits in the executor's queue,
-    so a finishing batch is followed at once). When the planned batches run out, the oldest
-    waiting sentences (whole notes, in arrival order, up to ``_POOL_FACTOR`` budgets) become the
-    next window, cut into length-sorted batches that run largest first. A window is planned once
-    a budget of tokens waits or the oldest sentence has waited ``max_wait_s``. Windows in arrival
-    order complete notes progressively under load; the next window starts while the last batches
-    of the previous one still run, so no core idles at window boundaries.
+    Each of the scorer's ``concurrency`` lanes runs one batch at a time on an executor thread;
+    up to lanes + 1 batches are in flight (the extra one waits in the executor's queue, so a
+    finishing batch is followed at once). When the planned batches run out, the oldest waiting
+    sentences (arrival order) become the next window, once a budget of tokens waits or the oldest
+    sentence has waited ``max_wait_s``; :func:`plan_for` cuts it into batches (arrival-order runs
+    spread over the idle lanes for a packing scorer, else length-sorted batches). Windows in
+    arrival order complete notes progressively under load, and the next window starts while the
+    last batches of the previous one still run, so no lane idles at window boundaries.
     """
 
     def __init__(
