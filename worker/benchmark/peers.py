@@ -48,8 +48,14 @@ def run_faust(
         report = Path(scratch) / "started.json"
         command += ["--report", str(report)]
         try:
-            code = subprocess.run(
-                command, env=env, stdout=logs, stderr=logs, timeout=timeout, check=False
+            code = subprocess.run(  # in scratch: faust keeps an app data directory in its cwd
+                command,
+                env=env,
+                stdout=logs,
+                stderr=logs,
+                timeout=timeout,
+                check=False,
+                cwd=scratch,
             ).returncode
         except subprocess.TimeoutExpired as exc:
             raise RuntimeError(f"faust peer did not finish in {timeout}s") from exc
