@@ -47,6 +47,14 @@ class Engine(Protocol):
     def probabilities(self, input_ids: IntArray, attention_mask: IntArray) -> FloatArray: ...
 
 
+class PackingEngine(Engine, Protocol):
+    """An engine that also scores packed batches (several sentences per row)."""
+
+    packs: bool
+
+    def packed_probabilities(self, packed: PackedBatch) -> FloatArray: ...
+
+
 def check_backend(backend: str, device: torch.device) -> None:
     """Raise :class:`FatalError` for an unknown, rejected or device-incompatible backend."""
     if backend in REJECTED:

@@ -12,7 +12,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -20,7 +20,7 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 from transformers.utils import logging as hf_logging
 
 from worker.errors import FatalError
-from worker.model.backends import Engine, IntArray, TorchEngine, check_backend
+from worker.model.backends import Engine, IntArray, PackingEngine, TorchEngine, check_backend
 from worker.model.packing import DEFAULT_WIDTH, pack, packed_positions
 
 _WEIGHT_FILES = ("config.json", "model.safetensors", "pytorch_model.bin")
@@ -264,7 +264,7 @@ class SequenceClassifier:
             packed = pack(
                 batch, width=self.pack_width, pad_id=self._pad_id, multiple=self.pad_multiple
             )
-            probs = self._engine.packed_probabilities(packed)  # type: ignore[attr-defined]
+            probs = cast(PackingEngine, self._engine).packed_probabilities(packed)
         else:
             input_ids, attention = self.pad(batch)
             probs = self._engine.probabilities(input_ids, attention)
