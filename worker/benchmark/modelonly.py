@@ -13,11 +13,12 @@ import statistics
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, Literal
 
 from worker.batching import BatchingSettings, padded, plan_batches, plan_packed
 
 Predict = Callable[[Sequence[Sequence[int]]], list[float]]
+BatchOrder = Literal["sorted", "corpus"]
 
 #: The worker's default ``max_batch_sentences`` (worker.config.WorkerSettings).
 MAX_BATCH_SENTENCES = 256
@@ -31,7 +32,7 @@ def run_batches(
     pad_multiple: int = 1,
     concurrency: int = 1,
     max_batch_sentences: int = MAX_BATCH_SENTENCES,
-    order: str = "sorted",
+    order: BatchOrder = "sorted",
 ) -> dict[str, Any]:
     """One timed pass over ``rows`` at ``budget``; returns rates, batch stats and the scores.
 
@@ -89,7 +90,7 @@ def sweep(
     pad_multiple: int,
     concurrency: int = 1,
     max_batch_sentences: int = MAX_BATCH_SENTENCES,
-    order: str = "sorted",
+    order: BatchOrder = "sorted",
 ) -> tuple[list[dict[str, Any]], int]:
     """Rates at each budget (on ``rows``) and the budget with the highest sentences/s."""
     points = [

@@ -17,7 +17,7 @@ import structlog
 from worker.benchmark import e2e, engines, naive, peers, scaling
 from worker.benchmark.corpus import MAX_SENTENCE_TOKENS, Corpus, load_corpus
 from worker.benchmark.machine import cpu_seconds, machine_info
-from worker.benchmark.modelonly import run_batches, sweep
+from worker.benchmark.modelonly import BatchOrder, run_batches, sweep
 from worker.benchmark.models import resolve_model
 from worker.benchmark.plan import BenchPlan
 from worker.config import load_settings
@@ -67,7 +67,7 @@ def run(plan: BenchPlan, step: Step = lambda _name: None) -> dict[str, Any]:
     sweep_rows = corpus.head(plan.sweep_notes).rows
     # A packing model is swept on batches in corpus order (rows of mixed lengths, as the worker
     # forms them); the limit is the faster of that and length-sorted batches.
-    orders = ("corpus", "sorted") if model.packs else ("sorted",)
+    orders: tuple[BatchOrder, ...] = ("corpus", "sorted") if model.packs else ("sorted",)
     points, best = _timed(
         results,
         "model_only_sweep",
