@@ -10,9 +10,10 @@ import pytest
 import torch
 
 from worker.config import WorkerSettings, load_settings
-from worker.errors import FatalError
-from worker.model.backends import REJECTED, SUPPORTED, check_backend
+from worker.errors import FatalError, UsageError
+from worker.model.backends import check_backend
 from worker.model.classifier import SequenceClassifier
+from worker.model.engine_choices import REJECTED, SUPPORTED
 from worker.model.loader import load_classifier
 
 SENTENCES = [
@@ -67,8 +68,14 @@ def test_loader_wires_the_backend_setting(tiny_model_dir: Path) -> None:
         return load_settings(overrides=overrides)
 
     assert load_classifier(settings("torch")).info.backend == "torch"
-    with pytest.raises(FatalError, match="backend 'onnx' is not supported"):
-        load_classifier(settings("onnx"))
+
+
+@pytest.mark.parametrize("backend", [*sorted(REJECTED), "tensorrt"])
+def test_settings_refuse_backends_the_worker_cannot_run(backend: str) -> None:
+    """Refused when the settings load (config, env, chart), with the reason, before torch loads."""
+    reason = "is not supported" if backend in REJECTED else "unknown backend"
+    with pytest.raises(UsageError, match=f"backend: .*'{backend}' {reason}|{reason}"):
+        load_settings(overrides={"backend": backend})
 
 
 @pytest.mark.parametrize("backend", sorted(REJECTED))
@@ -89,7 +96,7 @@ def test_unknown_backend_fails_and_torch_is_the_one_kept(tiny_model_dir: Path) -
 def test_fast_encode_equals_hugging_face_call(tiny_model_dir: Path, max_length: int) -> None:
     model = SequenceClassifier.load(tiny_model_dir, device="cpu", max_length=max_length)
     fast = model.encode(SENTENCES)
-    model._fast = None  # the Hugging Face tokenizer call, as before the fast path
+    model._wordpieces = None  # the Hugging Face tokenizer call, as before the fast path
     assert fast == model.encode(SENTENCES)
     assert all(len(item.ids) <= model.info.max_length for item in fast)
     assert any(item.truncated for item in fast) == (max_length == 16)

@@ -16,6 +16,7 @@ from pydantic import Field, SecretStr, ValidationError, field_validator, model_v
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from worker.errors import UsageError
+from worker.model.engine_choices import backend_problem
 
 ENV_PREFIX = "BIOMARKER_"
 
@@ -76,8 +77,9 @@ class WorkerSettings(BaseSettings):
     model_path: str | None = Field(
         default=None, description="Checkpoint directory or hub id; unset = embedded default model."
     )
-    backend: Literal["torch", "torch-int8", "onnx", "onnx-int8"] = Field(
-        default="torch", description="Inference engine; int8 and ONNX Runtime are CPU options."
+    backend: str = Field(
+        default="torch",
+        description="Inference engine: torch (int8 and ONNX Runtime were measured and rejected).",
     )
     device: str = "auto"
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
@@ -121,6 +123,14 @@ class WorkerSettings(BaseSettings):
     def _device_name(cls, value: str) -> str:
         if value not in ("auto", "cpu", "cuda") and not value.startswith("cuda:"):
             raise ValueError("must be auto, cpu, cuda or cuda:<index>")
+        return value
+
+    @field_validator("backend")
+    @classmethod
+    def _supported_backend(cls, value: str) -> str:
+        problem = backend_problem(value)
+        if problem is not None:
+            raise ValueError(problem)
         return value
 
     @model_validator(mode="after")

@@ -21,22 +21,11 @@ import numpy.typing as npt
 import torch
 
 from worker.errors import FatalError
+from worker.model.engine_choices import backend_problem
 from worker.model.packing import PackedBatch
 
 IntArray = npt.NDArray[np.int64]
 FloatArray = npt.NDArray[np.float32]
-
-#: Engines that can be selected with the ``backend`` setting.
-SUPPORTED = ("torch",)
-#: Engines that were measured and rejected, with the reason the error gives.
-REJECTED = {
-    "torch-int8": "dynamic int8 quantisation changed 3.1% of labels on held-out labelled "
-    "sentences (99.5% agreement with fp32 is required), and torch.ao.quantization is deprecated",
-    "onnx": "ONNX Runtime fp32 ran at 0.88x eager fp32 and 0.3x the bf16 default on the "
-    "reference CPU: no gain for two more dependencies",
-    "onnx-int8": "ONNX Runtime int8 changed 1.25% of labels on held-out labelled sentences "
-    "(99.5% agreement with fp32 is required)",
-}
 
 
 class Engine(Protocol):
@@ -57,13 +46,9 @@ class PackingEngine(Engine, Protocol):
 
 def check_backend(backend: str, device: torch.device) -> None:
     """Raise :class:`FatalError` for an unknown, rejected or device-incompatible backend."""
-    if backend in REJECTED:
-        raise FatalError(
-            f"backend {backend!r} is not supported: {REJECTED[backend]}; use one of "
-            f"{', '.join(SUPPORTED)}"
-        )
-    if backend not in SUPPORTED:
-        raise FatalError(f"unknown backend {backend!r}; use one of {', '.join(SUPPORTED)}")
+    problem = backend_problem(backend)
+    if problem is not None:
+        raise FatalError(problem)
 
 
 def supports_packing(model: Any) -> bool:

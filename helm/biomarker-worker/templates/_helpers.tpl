@@ -184,9 +184,6 @@ app.kubernetes.io/part-of: biomarker-worker
 {{- if and .Values.autoscaling.hpa.enabled (gt (int .Values.autoscaling.hpa.minReplicas) (int .Values.autoscaling.hpa.maxReplicas)) }}
 {{- fail "autoscaling.hpa.minReplicas must not exceed maxReplicas" }}
 {{- end }}
-{{- if and .Values.gpu.enabled (ne .Values.model.backend "torch") }}
-{{- fail (printf "model.backend=%s runs on CPU only: use torch with gpu.enabled" .Values.model.backend) }}
-{{- end }}
 {{- if eq .Values.cache.dir .Values.cache.imageDir }}
 {{- fail "cache.dir must differ from cache.imageDir: the emptyDir would hide the image's pre-materialised model" }}
 {{- end }}
