@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import time
 from pathlib import Path
 from typing import Any
 
@@ -9,7 +11,7 @@ import orjson
 import pytest
 
 from tests.kafka_helpers import KafkaTestKit, Record, note
-from worker.config import load_settings
+from worker.config import WorkerSettings, load_settings
 from worker.inference import Scorer
 from worker.model.classifier import SequenceClassifier
 from worker.model.loader import provenance_for
@@ -24,9 +26,8 @@ def model(tiny_model_dir: Path) -> SequenceClassifier:
     return SequenceClassifier.load(tiny_model_dir, device="cpu", threads=1)
 
 
-def run_worker(kit: KafkaTestKit, model: Any, *, expected: int, **overrides: Any) -> Pipeline:
-    """Run the pipeline in-process until ``expected`` records were delivered."""
-    settings = load_settings(
+def worker_settings(kit: KafkaTestKit, **overrides: Any) -> WorkerSettings:
+    return load_settings(
         overrides={
             "bootstrap_servers": kit.bootstrap,
             "input_topic": kit.input,
@@ -37,6 +38,11 @@ def run_worker(kit: KafkaTestKit, model: Any, *, expected: int, **overrides: Any
             **overrides,
         }
     )
+
+
+def run_worker(kit: KafkaTestKit, model: Any, *, expected: int, **overrides: Any) -> Pipeline:
+    """Run the pipeline in-process until ``expected`` records were delivered."""
+    settings = worker_settings(kit, **overrides)
     pipeline = Pipeline(
         settings=settings,
         model=model,
@@ -188,6 +194,51 @@ def test_backpressure_pauses_and_still_delivers_everything(
     assert pauses is not None and pauses >= 1
     outputs = kit.read(kit.output, count)
     assert len({_source(r) for r in outputs}) == count
+
+
+def test_partitions_lost_while_paused_come_back_and_nothing_is_lost(
+    kit: KafkaTestKit, model: SequenceClassifier
+) -> None:
+    """The main loop stalls past ``max.poll.interval.ms`` while backpressure has fetching
+    paused: the group takes the partitions away (lost, not revoked), the worker rejoins, fetches
+    again and delivers every note."""
+    kit.create(partitions=2)
+    count = 300
+    kit.produce([note(i) for i in range(count)])
+    settings = worker_settings(
+        kit,
+        max_inflight_notes=20,
+        consume_batch_size=50,
+        session_timeout_ms=6_000,
+        max_poll_interval_ms=10_000,
+    )
+    stalls: list[int] = []
+    give_up = [math.inf]
+
+    def stall_once_then_finish(pipeline: Pipeline) -> bool:
+        paused = pipeline.metrics.registry.get_sample_value("biomarker_paused") == 1
+        if not stalls and paused and pipeline.inflight:
+            stalls.append(pipeline.inflight)
+            time.sleep(13)  # the loop stops polling: librdkafka leaves the group after 10 s
+            give_up[0] = time.monotonic() + 60  # a partition left paused never finishes
+        done = sum(state.committable or 0 for state in pipeline.partitions.values())
+        finished = bool(stalls) and len(pipeline.partitions) == 2 and done >= count
+        return finished or time.monotonic() > give_up[0]
+
+    pipeline = Pipeline(
+        settings=settings,
+        model=model,
+        provenance=provenance_for(model, settings),
+        stop_when=stall_once_then_finish,
+    )
+    assert pipeline.run() == 0
+
+    registry = pipeline.metrics.registry
+    assert stalls and stalls[0] > 0
+    assert registry.get_sample_value("biomarker_rebalances_total", {"kind": "lost"}) == 1
+    outputs = kit.read(kit.output, count)
+    assert len({_source(r) for r in outputs}) == count  # every note, duplicates allowed
+    assert sum(kit.committed().values()) == count
 
 
 def test_kip848_consumer_group_protocol(kit: KafkaTestKit, model: SequenceClassifier) -> None:
