@@ -22,6 +22,7 @@ from transformers.utils import logging as hf_logging
 from worker.errors import FatalError
 from worker.model.backends import Engine, IntArray, PackingEngine, TorchEngine, check_backend
 from worker.model.packing import DEFAULT_WIDTH, pack, packed_positions
+from worker.model.wordpieces import WordpieceEncoder
 
 _WEIGHT_FILES = ("config.json", "model.safetensors", "pytorch_model.bin")
 _HASH_CHUNK = 1 << 20
@@ -124,7 +125,7 @@ class SequenceClassifier:
         self._engine: Engine = engine or TorchEngine(model, self._device)
         self._pad_id = int(tokenizer.pad_token_id or 0)
         self._sep_id = tokenizer.sep_token_id
-        self._fast = _raw_tokenizer(tokenizer, info.max_length + 1)
+        self._wordpieces = WordpieceEncoder.for_tokenizer(tokenizer, info.max_length + 1)
         self.pad_multiple = 8 if self._device.type == "cuda" else 1
         #: Several sentences per row (:mod:`worker.model.packing`), where the model allows it.
         self.packs = packing and bool(getattr(self._engine, "packs", False))
@@ -215,8 +216,8 @@ class SequenceClassifier:
         if not texts:
             return []
         limit = self.info.max_length
-        if self._fast is not None:  # the Rust tokenizer directly: no per-sentence dict building
-            batch = [item.ids for item in self._fast.encode_batch_fast(list(texts))]
+        if self._wordpieces is not None:
+            batch = self._wordpieces.ids(texts)
         else:
             batch = self._tokenizer(
                 list(texts), truncation=True, max_length=limit + 1, padding=False
@@ -279,18 +280,3 @@ class SequenceClassifier:
         if self._device.type != "cuda":
             return None
         return int(torch.cuda.memory_allocated(self._device))
-
-
-def _raw_tokenizer(tokenizer: Any, truncate_at: int) -> Any:
-    """A private copy of the fast tokenizer's Rust core: no padding, truncation at
-    ``truncate_at`` (special tokens included, as the Hugging Face call does). ``None`` for slow
-    tokenizers."""
-    backend = getattr(tokenizer, "backend_tokenizer", None)
-    if backend is None:
-        return None
-    from tokenizers import Tokenizer
-
-    raw = Tokenizer.from_str(backend.to_str())
-    raw.no_padding()
-    raw.enable_truncation(max_length=truncate_at)
-    return raw
