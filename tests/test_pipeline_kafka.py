@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import math
 import time
 from pathlib import Path
@@ -50,6 +51,7 @@ def run_worker(kit: KafkaTestKit, model: Any, *, expected: int, **overrides: Any
         stop_when=lambda p: p.delivered >= expected,
     )
     assert pipeline.run() == 0
+    assert gc.get_freeze_count() == 0  # the loop's frozen start-up heap is released
     return pipeline
 
 

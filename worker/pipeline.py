@@ -42,6 +42,7 @@ from worker.batching import BatchingSettings
 from worker.config import WorkerSettings
 from worker.errors import FatalError, InvalidEvent
 from worker.events import Headers, Provenance, SourceRef, dead_letter_headers
+from worker.heap import startup_objects_frozen
 from worker.inference import InferenceLoop, Scorer
 from worker.kafka.clients import consumer_config, producer_config
 from worker.kafka.commits import OffsetCommitter, StoredOffsets, TransactionalOffsets
@@ -182,11 +183,12 @@ class Pipeline:
             group_id=self._group_id,
         )
         try:
-            while not self._stopping.is_set():
-                self._step()
-                if self._finished():
-                    self.request_stop()
-            self._drain()
+            with startup_objects_frozen():
+                while not self._stopping.is_set():
+                    self._step()
+                    if self._finished():
+                        self.request_stop()
+                self._drain()
         except FatalError as exc:
             log.error("fatal_error", error=str(exc))
             self._abort()

@@ -19,6 +19,7 @@ from typing import Any
 from worker.batching import BatchingSettings
 from worker.benchmark.corpus import MAX_SENTENCE_TOKENS
 from worker.events import Provenance, SourceRef
+from worker.heap import startup_objects_frozen
 from worker.inference import InferenceLoop, NoteWork, Scorer
 from worker.model.classifier import SequenceClassifier
 from worker.model.packing import pack
@@ -105,21 +106,22 @@ def run_inprocess(
     sink = _Sink(finished, len(events))
     sink.thread.start()
     loop.start()
-    started = time.perf_counter()
-    try:
-        for first in range(0, len(events), chunk_notes):
-            slots = [NoteSlot(value=value) for value in events[first : first + chunk_notes]]
-            jobs = preparer.prepare(slots)
-            for slot in slots:  # invalid or sentence-less notes are done already
-                if slot.work is None or slot.work.remaining == 0:
-                    finished.put(slot.work or NoteWork.for_sentences(0, owner=slot))
-            loop.submit(jobs)
-            while loop.queued_sentences > max_queued_sentences and loop.alive():
-                time.sleep(0.0005)
-        sink.thread.join()
-    finally:
-        loop.stop()
-        finished.put(None)
+    with startup_objects_frozen():  # as the worker's loop runs
+        started = time.perf_counter()
+        try:
+            for first in range(0, len(events), chunk_notes):
+                slots = [NoteSlot(value=value) for value in events[first : first + chunk_notes]]
+                jobs = preparer.prepare(slots)
+                for slot in slots:  # invalid or sentence-less notes are done already
+                    if slot.work is None or slot.work.remaining == 0:
+                        finished.put(slot.work or NoteWork.for_sentences(0, owner=slot))
+                loop.submit(jobs)
+                while loop.queued_sentences > max_queued_sentences and loop.alive():
+                    time.sleep(0.0005)
+            sink.thread.join()
+        finally:
+            loop.stop()
+            finished.put(None)
     if loop.failure is not None:
         raise RuntimeError(f"inference failed: {loop.failure!r}")
     elapsed = time.perf_counter() - started
