@@ -59,7 +59,8 @@ def test_quick_bench_measures_every_pass_and_writes_results(
     assert [p["token_budget"] for p in sweep] == [1024, 4096]
     assert results["model_only"]["best_budget"] in (1024, 4096)
     assert results["model_only"]["all_notes"]["sentences"] == results["corpus"]["sentences"]
-    runs = {**results["end_to_end"], **results["peers"]}
+    e2e = results["end_to_end"]
+    runs = {"saturation": e2e["saturation"], "paced": e2e["paced"], **results["peers"]}
     assert set(runs) == {
         "saturation",
         "paced",
@@ -81,8 +82,19 @@ def test_quick_bench_measures_every_pass_and_writes_results(
     paced = results["end_to_end"]["paced"]
     assert paced["notes"] == min(16, notes)  # the lead-in (up to 8 notes) is not measured
     assert 0 <= paced["warmup_notes"] <= max(0, notes - 16)
+    (round_,) = results["rounds"]  # --quick: one model-only + backlog round
+    assert round_["saturation_sentences_per_s"] == runs["saturation"]["sentences_per_s"]
+    assert round_["ratio"] == pytest.approx(
+        round_["saturation_sentences_per_s"] / round_["model_only_sentences_per_s"], abs=1e-3
+    )
     ratios = results["ratios"]
-    for key in ("end_to_end_over_model_only", "ours_over_naive_per_sentence", "ours_over_faust"):
+    assert ratios["end_to_end_over_model_only"] == round_["ratio"]
+    for key in (
+        "end_to_end_over_model_only",
+        "end_to_end_over_best_model_only",
+        "ours_over_naive_per_sentence",
+        "ours_over_faust",
+    ):
         assert ratios[key] > 0 and not math.isnan(ratios[key]), key
     assert ratios["paced_p99_target_ms"] > 20
     backends = {row["backend"]: row for row in results["backends"]}

@@ -22,6 +22,7 @@ class BenchPlan:
     paced_notes: int = 400
     paced_warmup_s: float = 2.0  # lead-in at the paced rate, left out of the percentiles
     warmup_notes: int = 200  # an unmeasured backlog pass first, to warm the broker
+    rounds: int = 5  # model-only then backlog, back to back; the median round is reported
     naive_notes: int = 60
     faust_notes: int = 600
     faust_take: int = 16
@@ -44,6 +45,7 @@ class BenchPlan:
             "budgets": (1024, 4096),
             "paced_notes": 16,
             "warmup_notes": 8,
+            "rounds": 1,
             "naive_notes": 4,
             "faust_notes": 24,
             "faust_take": 8,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import statistics
 from pathlib import Path
 from typing import Any
 
@@ -24,12 +25,21 @@ def _ratio(a: float, b: float) -> float:
 
 def ratios(results: dict[str, Any]) -> dict[str, Any]:
     """Headline ratios and whether each target is met."""
-    limit = float(results["model_only"]["all_notes"]["sentences_per_s"])
     e2e = results.get("end_to_end", {})
     ours = _rate(e2e.get("saturation"))
+    rounds = results.get("rounds", [])
+    limits = [float(results["model_only"]["all_notes"]["sentences_per_s"])]
+    limits += [float(r["model_only_sentences_per_s"]) for r in rounds]
     peers = results.get("peers", {})
     out: dict[str, Any] = {
-        "end_to_end_over_model_only": _ratio(ours, limit),
+        # Each round's backlog pass over the model-only pass just before it; the median round.
+        "end_to_end_over_model_only": (
+            statistics.median(float(r["ratio"]) for r in rounds)
+            if rounds
+            else _ratio(ours, limits[0])
+        ),
+        # The reported backlog rate over the fastest model-only pass of the whole run.
+        "end_to_end_over_best_model_only": _ratio(ours, max(limits)),
         **{f"ours_over_{name}": _ratio(ours, _rate(run)) for name, run in peers.items()},
     }
     paced = e2e.get("paced")
@@ -75,6 +85,12 @@ def summary_lines(results: dict[str, Any]) -> list[str]:
         f"{'model only @' + str(limit['token_budget']) + ' tokens':34} {'':>9} "
         f"{limit['sentences_per_s']:>9}"
     )
+    for number, round_ in enumerate(results.get("rounds", [])):
+        lines.append(
+            f"{f'round {number}: model only, backlog':34} {'':>9} "
+            f"{round_['model_only_sentences_per_s']:>9} {round_['saturation_sentences_per_s']:>9}"
+            f"  ratio {round_['ratio']}"
+        )
     runs = {**results.get("end_to_end", {}), **results.get("peers", {})}
     for scale in results.get("scaling", []):
         runs[f"workers: {scale['mode']} x {scale['torch_threads']} thr"] = scale
