@@ -1,7 +1,7 @@
 """Sentences to token ids through the fast tokenizer's Rust core, without the Python wrapper.
 
-Tokenising is most of the worker's host-side CPU (about 60% of it on clinical notes), so two
-shortcuts are taken, both giving the same ids as the Hugging Face call:
+Tokenising is the largest part of the worker's host-side CPU (about half of it on clinical
+notes), so two shortcuts are taken, both giving the same ids as the Hugging Face call:
 
 * the Rust ``Tokenizer`` is called directly (``encode_batch_fast``: no offsets, no per-sentence
   dict building, no padding);
