@@ -12,6 +12,7 @@ import orjson
 import pytest
 
 from tests.kafka_helpers import KafkaTestKit, Record, note
+from worker import pipeline as pipeline_module
 from worker.config import WorkerSettings, load_settings
 from worker.inference import Scorer
 from worker.model.classifier import SequenceClassifier
@@ -241,6 +242,36 @@ def test_partitions_lost_while_paused_come_back_and_nothing_is_lost(
     outputs = kit.read(kit.output, count)
     assert len({_source(r) for r in outputs}) == count  # every note, duplicates allowed
     assert sum(kit.committed().values()) == count
+
+
+def test_an_idle_worker_takes_a_lone_note_without_waiting_out_its_poll(
+    kit: KafkaTestKit, model: SequenceClassifier, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """librdkafka's batch consume waits out its whole timeout unless the batch fills; the
+    worker must hand a lone note on as soon as it is fetched, not when the idle poll ends."""
+    monkeypatch.setattr(pipeline_module, "_IDLE_POLL_S", 3.0)
+    kit.create(partitions=1)
+    settings = worker_settings(kit)
+    sent_at: list[float] = []
+    delivered_at: list[float] = []
+
+    def send_when_idle_then_finish(pipeline: Pipeline) -> bool:
+        if not sent_at and pipeline.readiness()[0] and not pipeline.inflight:
+            kit.produce([note(1)])  # written just before the loop's next (idle) poll
+            sent_at.append(time.monotonic())
+        if pipeline.delivered and not delivered_at:
+            delivered_at.append(time.monotonic())
+        return bool(delivered_at)
+
+    pipeline = Pipeline(
+        settings=settings,
+        model=model,
+        provenance=provenance_for(model, settings),
+        stop_when=send_when_idle_then_finish,
+    )
+    assert pipeline.run() == 0
+    assert delivered_at[0] - sent_at[0] < 1.5  # waiting out the poll takes 3 s
+    assert len(kit.read(kit.output, 1)) == 1
 
 
 def test_kip848_consumer_group_protocol(kit: KafkaTestKit, model: SequenceClassifier) -> None:

@@ -257,7 +257,7 @@ class Pipeline:
         wanted = self.settings.consume_batch_size
         if self._bucket is not None:
             wanted = self._bucket.take(wanted, wait=timeout)
-        messages = self._consumer.consume(wanted, timeout) if wanted else []
+        messages = self._consume(wanted, timeout) if wanted else []
         if self._bucket is not None:
             self._bucket.refund(wanted - len(messages))
         if messages:
@@ -271,6 +271,20 @@ class Pipeline:
         if self.last_progress >= self._next_gauges:
             self._next_gauges = self.last_progress + _GAUGE_INTERVAL_S
             self._update_gauges()
+
+    def _consume(self, wanted: int, timeout: float) -> list[Message]:
+        """Up to ``wanted`` records, returned as soon as any are there.
+
+        librdkafka's batch consume waits out its whole timeout unless the batch fills: an idle
+        worker would hold a lone note for up to ``_IDLE_POLL_S``. So: take what is fetched
+        already; if nothing is, wait for one record, then take what came with it."""
+        messages = self._consumer.consume(wanted, 0)
+        if messages:
+            return messages
+        messages = self._consumer.consume(1, timeout)
+        if messages and wanted > 1:
+            messages += self._consumer.consume(wanted - 1, 0)
+        return messages
 
     def _update_gauges(self) -> None:
         self.metrics.queue_sentences.set(self._inference.queued_sentences)
