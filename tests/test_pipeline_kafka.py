@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -42,18 +43,25 @@ def worker_settings(kit: KafkaTestKit, **overrides: Any) -> WorkerSettings:
     )
 
 
-def run_worker(kit: KafkaTestKit, model: Any, *, expected: int, **overrides: Any) -> Pipeline:
-    """Run the pipeline in-process until ``expected`` records were delivered."""
+def run_until(
+    kit: KafkaTestKit, model: Any, stop_when: Callable[[Pipeline], bool], **overrides: Any
+) -> Pipeline:
+    """Run the pipeline in-process until ``stop_when`` says so; it must exit cleanly."""
     settings = worker_settings(kit, **overrides)
     pipeline = Pipeline(
         settings=settings,
         model=model,
         provenance=provenance_for(model, settings),
-        stop_when=lambda p: p.delivered >= expected,
+        stop_when=stop_when,
     )
     assert pipeline.run() == 0
     assert gc.get_freeze_count() == 0  # the loop's frozen start-up heap is released
     return pipeline
+
+
+def run_worker(kit: KafkaTestKit, model: Any, *, expected: int, **overrides: Any) -> Pipeline:
+    """Run the pipeline in-process until ``expected`` records were delivered."""
+    return run_until(kit, model, lambda p: p.delivered >= expected, **overrides)
 
 
 def _source(record: Record) -> tuple[int, int]:
@@ -208,13 +216,6 @@ def test_partitions_lost_while_paused_come_back_and_nothing_is_lost(
     kit.create(partitions=2)
     count = 300
     kit.produce([note(i) for i in range(count)])
-    settings = worker_settings(
-        kit,
-        max_inflight_notes=20,
-        consume_batch_size=50,
-        session_timeout_ms=6_000,
-        max_poll_interval_ms=10_000,
-    )
     stalls: list[int] = []
     give_up = [math.inf]
 
@@ -228,14 +229,15 @@ def test_partitions_lost_while_paused_come_back_and_nothing_is_lost(
         finished = bool(stalls) and len(pipeline.partitions) == 2 and done >= count
         return finished or time.monotonic() > give_up[0]
 
-    pipeline = Pipeline(
-        settings=settings,
-        model=model,
-        provenance=provenance_for(model, settings),
-        stop_when=stall_once_then_finish,
+    pipeline = run_until(
+        kit,
+        model,
+        stall_once_then_finish,
+        max_inflight_notes=20,
+        consume_batch_size=50,
+        session_timeout_ms=6_000,
+        max_poll_interval_ms=10_000,
     )
-    assert pipeline.run() == 0
-
     registry = pipeline.metrics.registry
     assert stalls and stalls[0] > 0
     assert registry.get_sample_value("biomarker_rebalances_total", {"kind": "lost"}) == 1
@@ -251,7 +253,6 @@ def test_an_idle_worker_takes_a_lone_note_without_waiting_out_its_poll(
     worker must hand a lone note on as soon as it is fetched, not when the idle poll ends."""
     monkeypatch.setattr(pipeline_module, "_IDLE_POLL_S", 3.0)
     kit.create(partitions=1)
-    settings = worker_settings(kit)
     sent_at: list[float] = []
     delivered_at: list[float] = []
 
@@ -263,13 +264,7 @@ def test_an_idle_worker_takes_a_lone_note_without_waiting_out_its_poll(
             delivered_at.append(time.monotonic())
         return bool(delivered_at)
 
-    pipeline = Pipeline(
-        settings=settings,
-        model=model,
-        provenance=provenance_for(model, settings),
-        stop_when=send_when_idle_then_finish,
-    )
-    assert pipeline.run() == 0
+    run_until(kit, model, send_when_idle_then_finish)
     assert delivered_at[0] - sent_at[0] < 1.5  # waiting out the poll takes 3 s
     assert len(kit.read(kit.output, 1)) == 1
 
