@@ -14,8 +14,9 @@ For each model it measures, on real MTSamples notes:
    budget: sentences/s, batch composition (sentences and padded tokens per batch, padding
    ratio), model-busy share, device utilisation (sampled) and memory.
 
-Writes ``bench/results/gpu_pipeline_<device>.json``. See bench/README.md for the settings that
-reach the H100 target (>= 20,000 sentences/s for the BERT-base-size model).
+Writes ``bench/results/gpu_pipeline_<device>[-<tag>].json``; bench/README.md explains it and
+docs/PERFORMANCE.md (GPU) holds the H100 numbers (target: >= 20,000 sentences/s for the
+BERT-base-size model).
 """
 
 from __future__ import annotations
@@ -56,6 +57,13 @@ def _arguments() -> argparse.Namespace:
     parser.add_argument(
         "--no-packing", action="store_true", help="one padded row per sentence (compare)"
     )
+    parser.add_argument(
+        "--lanes",
+        type=int,
+        help="batches launched at once from their own threads (default: the model's own, 1 on "
+        "CUDA); 2 lets one batch's host work overlap the other's kernels",
+    )
+    parser.add_argument("--tag", default="", help="added to the results file name")
     parser.add_argument("--quick", action="store_true", help="small smoke run")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
     return parser.parse_args()
@@ -79,6 +87,8 @@ def measure_model(
     model = SequenceClassifier.load(
         checkpoint, device=args.device, dtype=args.dtype, packing=not args.no_packing
     )
+    if args.lanes:
+        model.concurrency = args.lanes
     corpus = load_corpus(model, notes=min(len(events), 6 if args.quick else 400), tag=spec)
     rows = corpus.rows
     points, best = sweep(
@@ -150,6 +160,7 @@ def main() -> int:
         "torch": torch.__version__,
         "notes_source": source,
         "notes": notes,
+        "argv": sys.argv[1:],
         "models": [measure_model(spec, args, events, budgets) for spec in args.models.split(",")],
     }
     results["load_at_end"] = os.getloadavg()
@@ -157,7 +168,8 @@ def main() -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     kind = "cuda" if args.device.startswith("cuda") else "cpu"
-    path = out / f"gpu_pipeline_{kind}.json"
+    suffix = f"-{args.tag}" if args.tag else ""
+    path = out / f"gpu_pipeline_{kind}{suffix}.json"
     path.write_bytes(orjson.dumps(results, option=orjson.OPT_INDENT_2))
     for entry in results["models"]:
         line = entry["pipeline"]

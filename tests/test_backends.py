@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 import torch
 
+from worker.batching import CPU_LIMITS
 from worker.config import WorkerSettings, load_settings
 from worker.errors import FatalError, UsageError
 from worker.model.backends import check_backend
-from worker.model.classifier import SequenceClassifier
+from worker.model.classifier import CUDA_LANES, SequenceClassifier, lanes_for
 from worker.model.engine_choices import REJECTED, SUPPORTED
 from worker.model.loader import load_classifier
 
@@ -127,6 +128,15 @@ def test_batches_stop_growing_when_padding_would_exceed_the_cap() -> None:
     assert plan_batches([9, 12, 16, 3], rounded) == [[3], [0, 1, 2]]
 
 
+def test_lanes_one_per_core_for_batch_parallel_cpu_and_several_on_a_gpu() -> None:
+    cpu, cuda = torch.device("cpu"), torch.device("cuda:0")
+    assert lanes_for(cpu, cores=4, batch_parallel=True) == 4
+    assert lanes_for(cpu, cores=4, batch_parallel=False) == 1
+    # A GPU gets overlapping lanes whatever the host's cores: one batch's host work hides
+    # behind the other's kernels.
+    assert lanes_for(cuda, cores=16, batch_parallel=False) == CUDA_LANES >= 2
+
+
 def test_concurrent_batches_give_the_same_scores_as_one_thread(tiny_model_dir: Path) -> None:
     from worker.batching import BatchingSettings
     from worker.inference import InferenceLoop, NoteWork, SentenceJob, score_jobs
@@ -136,6 +146,7 @@ def test_concurrent_batches_give_the_same_scores_as_one_thread(tiny_model_dir: P
         tiny_model_dir, device="cpu", dtype="float32", threads=2, batch_parallel=False
     )
     assert (parallel.concurrency, serial.concurrency) == (2, 1)
+    assert parallel.batch_limits == CPU_LIMITS
     rows = [item.ids for item in serial.encode(SENTENCES * 5)]
     settings = BatchingSettings(token_budget=64, min_batch_rows=1)
     expected = serial.predict_ids(rows)

@@ -8,7 +8,16 @@ from collections.abc import Sequence
 
 import pytest
 
-from worker.batching import BatchingSettings, padding_ratio, plan_batches, plan_packed
+from worker.batching import (
+    CPU_LIMITS,
+    GPU_LIMITS,
+    BatchingSettings,
+    batching_for,
+    padding_ratio,
+    plan_batches,
+    plan_packed,
+)
+from worker.config import WorkerSettings
 from worker.inference import InferenceLoop, NoteWork, SentenceJob, score_jobs
 
 
@@ -48,6 +57,34 @@ class _Recorder:
 def _jobs(rows: list[list[int]]) -> tuple[NoteWork, list[SentenceJob]]:
     work = NoteWork.for_sentences(len(rows))
     return work, [SentenceJob(work=work, index=i, ids=row) for i, row in enumerate(rows)]
+
+
+def test_unset_batch_limits_follow_the_device_and_set_ones_win() -> None:
+    class GpuScorer:
+        pad_multiple = 8
+        batch_limits = GPU_LIMITS
+
+    class PlainScorer:
+        pad_multiple = 1
+
+    defaults = WorkerSettings()
+    assert (defaults.token_budget, defaults.max_batch_sentences) == (None, None)
+    gpu = batching_for(GpuScorer(), token_budget=None, max_batch_sentences=None, max_wait_s=0.005)
+    assert (gpu.token_budget, gpu.max_batch_sentences) == (16_384, 4_096)
+    assert (gpu.pad_multiple, gpu.max_wait_s) == (8, 0.005)
+    cpu = batching_for(PlainScorer(), token_budget=None, max_batch_sentences=None)
+    assert (
+        (cpu.token_budget, cpu.max_batch_sentences)
+        == (8_192, 256)
+        == (
+            CPU_LIMITS.token_budget,
+            CPU_LIMITS.max_batch_sentences,
+        )
+    )
+    mixed = batching_for(GpuScorer(), token_budget=2_048, max_batch_sentences=None)
+    assert (mixed.token_budget, mixed.max_batch_sentences) == (2_048, 4_096)
+    capped = batching_for(GpuScorer(), token_budget=None, max_batch_sentences=64)
+    assert (capped.token_budget, capped.max_batch_sentences) == (16_384, 64)
 
 
 def test_failing_sentence_is_isolated_by_splitting() -> None:

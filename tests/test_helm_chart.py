@@ -331,6 +331,23 @@ def test_torch_threads_follow_cpu_request() -> None:
     assert config_data(small)["BIOMARKER_TORCH_THREADS"] == "1"
 
 
+def test_batch_limits_are_left_to_the_worker_unless_set(
+    rendered: dict[str, list[Manifest]],
+) -> None:
+    # Unset, the worker picks them by device (CPU or GPU); the GPU set relies on that.
+    for name in ("default", "gpu"):
+        data = config_data(rendered[name])
+        assert "BIOMARKER_TOKEN_BUDGET" not in data
+        assert "BIOMARKER_MAX_BATCH_SENTENCES" not in data
+    data = config_data(
+        render(sets={"inference.tokenBudget": 32768, "inference.maxBatchSentences": 1024})
+    )
+    assert (data["BIOMARKER_TOKEN_BUDGET"], data["BIOMARKER_MAX_BATCH_SENTENCES"]) == (
+        "32768",
+        "1024",
+    )
+
+
 def test_keda_set_renders_scaled_object_and_no_hpa(rendered: dict[str, list[Manifest]]) -> None:
     manifests = rendered["keda"]
     assert not by_kind(manifests, "HorizontalPodAutoscaler")

@@ -27,6 +27,22 @@ MIN_SPLIT_TOKENS = 256
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class BatchLimits:
+    """A batch's size limits where the settings leave them unset (they depend on the device)."""
+
+    token_budget: int
+    max_batch_sentences: int
+
+
+#: CPU: a few single-threaded batches at once, each small enough to keep latency low.
+CPU_LIMITS = BatchLimits(token_budget=8_192, max_batch_sentences=256)
+#: GPU: on one H100 (two lanes, BERT-base size) 16,384 padded tokens per batch (~1,000 MTSamples
+#: sentences) ran as fast as larger budgets or faster; the row cap must not bind first
+#: (docs/PERFORMANCE.md, GPU).
+GPU_LIMITS = BatchLimits(token_budget=16_384, max_batch_sentences=4_096)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class BatchingSettings:
     """How micro-batches are formed."""
 
@@ -44,6 +60,26 @@ class BatchingSettings:
             raise ValueError("max_wait_s must be >= 0")
         if not 0 <= self.max_padding <= 1 or self.min_batch_rows < 1:
             raise ValueError("max_padding must be in [0, 1] and min_batch_rows >= 1")
+
+
+def batching_for(
+    scorer: object,
+    *,
+    token_budget: int | None,
+    max_batch_sentences: int | None,
+    max_wait_s: float = 0.02,
+) -> BatchingSettings:
+    """The settings' limits, each unset one taken from the scorer's ``batch_limits`` (CPU's
+    when it has none), with the scorer's ``pad_multiple``."""
+    limits: BatchLimits = getattr(scorer, "batch_limits", CPU_LIMITS)
+    return BatchingSettings(
+        token_budget=token_budget if token_budget is not None else limits.token_budget,
+        max_batch_sentences=(
+            max_batch_sentences if max_batch_sentences is not None else limits.max_batch_sentences
+        ),
+        max_wait_s=max_wait_s,
+        pad_multiple=int(getattr(scorer, "pad_multiple", 1)),
+    )
 
 
 def padded(length: int, multiple: int) -> int:

@@ -86,8 +86,16 @@ class WorkerSettings(BaseSettings):
     threshold: float = Field(default=0.5, ge=0.0, le=1.0)
     max_sentence_tokens: int = Field(default=256, ge=8, le=8192)
     torch_threads: int | None = Field(default=None, ge=1)
-    token_budget: int = Field(default=8_192, ge=64)
-    max_batch_sentences: int = Field(default=256, ge=1)
+    token_budget: int | None = Field(
+        default=None,
+        ge=64,
+        description="Max padded tokens per model batch; unset: 8,192 on CPU, 16,384 on a GPU.",
+    )
+    max_batch_sentences: int | None = Field(
+        default=None,
+        ge=1,
+        description="Max sentences per model batch; unset: 256 on CPU, 4,096 on a GPU.",
+    )
     max_wait_ms: float = Field(default=20.0, ge=0.0)
     pack_sentences: bool = Field(
         default=True,

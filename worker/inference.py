@@ -11,7 +11,8 @@ A batch that raises is split in halves and retried; a single sentence that still
 note's :attr:`NoteWork.error` (the note then goes to the dead-letter topic), and the rest flows on.
 
 A scorer with ``concurrency`` > 1 (a CPU classifier: one single-threaded batch per core instead of
-one batch spread over every core) gets that many lanes, each a worker thread; results are applied
+one batch spread over every core; a GPU classifier: two batches, so one is packed and launched
+while the other's kernels run) gets that many lanes, each a worker thread; results are applied
 by the loop's own thread as batches finish, so note bookkeeping stays single-threaded.
 """
 
@@ -43,7 +44,9 @@ class Scorer(Protocol):
     at once, on different threads, for the best throughput; ``packs`` (default False) says that a
     batch's cost does not depend on which sentences share it (several sentences per row), so
     batches may follow arrival order; ``computed_positions(lengths)`` says how many positions a
-    batch of those lengths costs (default: rows x longest).
+    batch of those lengths costs (default: rows x longest); ``batch_limits``
+    (:class:`worker.batching.BatchLimits`, default CPU's) gives the batch size limits that the
+    settings leave unset.
     """
 
     pad_multiple: int

@@ -38,7 +38,7 @@ from confluent_kafka import (
     TopicPartition,
 )
 
-from worker.batching import BatchingSettings
+from worker.batching import batching_for
 from worker.config import WorkerSettings
 from worker.errors import FatalError, InvalidEvent
 from worker.events import Headers, Provenance, SourceRef, dead_letter_headers
@@ -105,11 +105,11 @@ class Pipeline:
         )
         self._inference = InferenceLoop(
             scorer=model,
-            settings=BatchingSettings(
+            settings=batching_for(
+                model,
                 token_budget=settings.token_budget,
                 max_batch_sentences=settings.max_batch_sentences,
                 max_wait_s=settings.max_wait_ms / 1000,
-                pad_multiple=model.pad_multiple,
             ),
             on_complete=lambda _work: None,
             observer=self.metrics,

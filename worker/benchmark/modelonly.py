@@ -15,13 +15,13 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Literal
 
-from worker.batching import BatchingSettings, padded, plan_batches, plan_packed
+from worker.batching import CPU_LIMITS, BatchingSettings, padded, plan_batches, plan_packed
 
 Predict = Callable[[Sequence[Sequence[int]]], list[float]]
 BatchOrder = Literal["sorted", "corpus"]
 
-#: The worker's default ``max_batch_sentences`` (worker.config.WorkerSettings).
-MAX_BATCH_SENTENCES = 256
+#: The worker's default ``max_batch_sentences`` on CPU.
+MAX_BATCH_SENTENCES = CPU_LIMITS.max_batch_sentences
 
 
 def run_batches(

@@ -20,7 +20,7 @@ from typing import IO, TYPE_CHECKING
 
 import orjson
 
-from worker.batching import BatchingSettings
+from worker.batching import BatchingSettings, batching_for
 from worker.cli.options import add_settings_options, settings_from_args
 from worker.config import WorkerSettings
 from worker.errors import FatalError, UsageError
@@ -79,10 +79,10 @@ def handle(args: argparse.Namespace) -> int:
         model = load_classifier(settings)
     except FatalError as exc:
         raise UsageError(str(exc)) from exc
-    batching = BatchingSettings(
+    batching = batching_for(
+        model,
         token_budget=settings.token_budget,
         max_batch_sentences=settings.max_batch_sentences,
-        pad_multiple=model.pad_multiple,
     )
     out = sys.stdout.buffer
     with _open(args.input) as stream:

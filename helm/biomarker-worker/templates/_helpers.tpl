@@ -237,8 +237,12 @@ BIOMARKER_DTYPE: {{ .Values.model.dtype | quote }}
 BIOMARKER_THRESHOLD: {{ .Values.model.threshold | toString | quote }}
 BIOMARKER_TORCH_THREADS: {{ include "biomarker-worker.torchThreads" . | quote }}
 BIOMARKER_MAX_SENTENCE_TOKENS: {{ $i.maxSentenceTokens | int | quote }}
+{{- if not (kindIs "invalid" $i.tokenBudget) }}
 BIOMARKER_TOKEN_BUDGET: {{ $i.tokenBudget | int | quote }}
+{{- end }}
+{{- if not (kindIs "invalid" $i.maxBatchSentences) }}
 BIOMARKER_MAX_BATCH_SENTENCES: {{ $i.maxBatchSentences | int | quote }}
+{{- end }}
 BIOMARKER_MAX_WAIT_MS: {{ $i.maxWaitMs | toString | quote }}
 BIOMARKER_PACK_SENTENCES: {{ $i.packSentences | toString | quote }}
 BIOMARKER_INCLUDE_SENTENCE_TEXT: {{ $i.includeSentenceText | toString | quote }}
