@@ -91,21 +91,46 @@ def sweep(
     concurrency: int = 1,
     max_batch_sentences: int = MAX_BATCH_SENTENCES,
     order: BatchOrder = "sorted",
+    repeats: int = 1,
+    tolerance: float = 0.0,
 ) -> tuple[list[dict[str, Any]], int]:
-    """Rates at each budget (on ``rows``) and the budget with the highest sentences/s."""
-    points = [
-        run_batches(
-            predict,
-            rows,
-            b,
-            pad_multiple=pad_multiple,
-            concurrency=concurrency,
-            max_batch_sentences=max_batch_sentences,
-            order=order,
+    """Rates at each budget (on ``rows``) and the budget to use.
+
+    Each budget runs ``repeats`` passes, the budgets in alternating order (so drift in the
+    machine's speed does not favour one end), and counts with its median pass; the passes'
+    rates are in ``passes_sentences_per_s``. The chosen budget is the smallest whose rate is
+    within ``tolerance`` (a share) of the fastest: a larger budget costs latency and memory, so
+    it has to be faster by more than the noise to be worth it.
+    """
+    runs: dict[int, list[dict[str, Any]]] = {budget: [] for budget in budgets}
+    for repeat in range(max(1, repeats)):
+        for budget in budgets if repeat % 2 == 0 else list(reversed(budgets)):
+            point = run_batches(
+                predict,
+                rows,
+                budget,
+                pad_multiple=pad_multiple,
+                concurrency=concurrency,
+                max_batch_sentences=max_batch_sentences,
+                order=order,
+            )
+            point.pop("_scores")
+            runs[budget].append(point)
+    points = []
+    for budget in budgets:
+        passes = sorted(runs[budget], key=lambda point: float(point["sentences_per_s"]))
+        median = passes[(len(passes) - 1) // 2]
+        points.append(
+            {**median, "passes_sentences_per_s": [p["sentences_per_s"] for p in runs[budget]]}
         )
-        for b in budgets
-    ]
-    for point in points:
-        point.pop("_scores")
-    best = max(points, key=lambda point: float(point["sentences_per_s"]))
-    return points, int(best["token_budget"])
+    return points, chosen_budget(points, tolerance)
+
+
+def chosen_budget(points: Sequence[dict[str, Any]], tolerance: float) -> int:
+    """The smallest ``token_budget`` among ``points`` within ``tolerance`` of the fastest."""
+    fastest = max(float(point["sentences_per_s"]) for point in points)
+    return min(
+        int(point["token_budget"])
+        for point in points
+        if float(point["sentences_per_s"]) >= (1 - tolerance) * fastest
+    )

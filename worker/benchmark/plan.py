@@ -18,6 +18,8 @@ class BenchPlan:
     notes: int = 600
     sweep_notes: int = 80
     budgets: tuple[int, ...] = (1024, 2048, 4096, 8192, 16384)
+    sweep_repeats: int = 3  # passes per budget, in alternating order; the median pass counts
+    sweep_tolerance: float = 0.03  # the smallest budget this close to the fastest is chosen
     paced_share: float = 0.7
     paced_notes: int = 400
     paced_warmup_s: float = 2.0  # lead-in at the paced rate, left out of the percentiles
@@ -43,6 +45,7 @@ class BenchPlan:
             "notes": 24,
             "sweep_notes": 12,
             "budgets": (1024, 4096),
+            "sweep_repeats": 1,
             "paced_notes": 16,
             "warmup_notes": 8,
             "rounds": 1,

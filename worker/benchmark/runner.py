@@ -79,6 +79,8 @@ def run(plan: BenchPlan, step: Step = lambda _name: None) -> dict[str, Any]:
             pad_multiple=1,
             concurrency=model.concurrency,
             order=orders[0],
+            repeats=plan.sweep_repeats,
+            tolerance=plan.sweep_tolerance,
         ),
     )
     passes = _timed(
@@ -97,6 +99,8 @@ def run(plan: BenchPlan, step: Step = lambda _name: None) -> dict[str, Any]:
     limit = max(passes, key=lambda point: float(point["sentences_per_s"]))
     results["model_only"] = {
         "sweep": points,
+        "sweep_repeats": plan.sweep_repeats,
+        "sweep_tolerance": plan.sweep_tolerance,
         "best_budget": best,
         "all_notes": limit,
         "all_notes_by_order": passes,
