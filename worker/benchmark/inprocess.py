@@ -95,15 +95,19 @@ def run_inprocess(
     *,
     chunk_notes: int = 64,
     max_queued_sentences: int = 20_000,
+    keep_scores: bool = False,
 ) -> dict[str, Any]:
-    """Push ``events`` through prepare -> batch/score -> render; return rates and batches."""
+    """Push ``events`` through prepare -> batch/score -> render; return rates and batches, and
+    with ``keep_scores`` each event's sentence probabilities (``note_scores``, None for an
+    event that failed)."""
     preparer = Preparer(
         encoder=encoder, max_note_chars=1_000_000, max_sentence_tokens=MAX_SENTENCE_TOKENS
     )
     finished: queue.SimpleQueue[NoteWork | None] = queue.SimpleQueue()
     log = BatchLog()
     loop = InferenceLoop(scorer=scorer, settings=settings, on_complete=finished.put, observer=log)
-    sink = _Sink(finished, len(events))
+    sink = _Sink(finished, len(events), keep_scores=keep_scores)
+    slots_in_order: list[NoteSlot] = []
     sink.thread.start()
     loop.start()
     with startup_objects_frozen():  # as the worker's loop runs
@@ -111,6 +115,8 @@ def run_inprocess(
         try:
             for first in range(0, len(events), chunk_notes):
                 slots = [NoteSlot(value=value) for value in events[first : first + chunk_notes]]
+                if keep_scores:
+                    slots_in_order.extend(slots)
                 jobs = preparer.prepare(slots)
                 for slot in slots:  # invalid or sentence-less notes are done already
                     if slot.work is None or slot.work.remaining == 0:
@@ -125,7 +131,9 @@ def run_inprocess(
     if loop.failure is not None:
         raise RuntimeError(f"inference failed: {loop.failure!r}")
     elapsed = time.perf_counter() - started
+    kept = {"note_scores": [sink.scores.get(id(slot)) for slot in slots_in_order]}
     return {
+        **(kept if keep_scores else {}),
         "notes": len(events),
         "sentences": sink.sentences,
         "seconds": round(elapsed, 3),
@@ -139,11 +147,16 @@ def run_inprocess(
 class _Sink:
     """Renders finished notes (the producer side) until ``expected`` notes arrived."""
 
-    def __init__(self, finished: queue.SimpleQueue[NoteWork | None], expected: int) -> None:
+    def __init__(
+        self, finished: queue.SimpleQueue[NoteWork | None], expected: int, *, keep_scores: bool
+    ) -> None:
         self._finished = finished
         self._expected = expected
+        self._keep_scores = keep_scores
         self.sentences = 0
         self.bytes = 0
+        #: Probabilities per rendered note, by ``id`` of its slot (``keep_scores``).
+        self.scores: dict[int, list[float]] = {}
         self._provenance = Provenance("bench", "0", "0" * 64, 0.5, SEGMENTER_VERSION)
         self.thread = threading.Thread(target=self._run, name="sink", daemon=True)
 
@@ -160,3 +173,5 @@ class _Sink:
                 value = render(slot, source=source, provenance=self._provenance, include_text=False)
                 self.bytes += len(value)
                 self.sentences += len(slot.spans)
+                if self._keep_scores:
+                    self.scores[id(slot)] = list(work.scores)
