@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
+from worker.cache import cache_dir
+
 KAFKA_VERSION = os.environ.get("BIOMARKER_KAFKA_VERSION", "4.1.1")
 LOG4J_VERSION = "2.24.3"
 _START_TIMEOUT_S = 90.0
@@ -55,11 +57,6 @@ rootLogger.appenderRef.file.ref = file
 
 class KafkaStartError(RuntimeError):
     """The local broker could not be fetched or started."""
-
-
-def cache_dir() -> Path:
-    root = os.environ.get("BIOMARKER_CACHE_DIR") or Path.home() / ".cache" / "biomarker-worker"
-    return Path(root)
 
 
 def kafka_libs(version: str = KAFKA_VERSION) -> Path:

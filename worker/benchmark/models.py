@@ -13,8 +13,8 @@ from typing import Any
 
 import structlog
 
+from worker.cache import cache_dir
 from worker.errors import FatalError
-from worker.localkafka import cache_dir
 
 log = structlog.get_logger(__name__)
 

@@ -8,7 +8,6 @@ by the checkpoint's content hash; nothing is downloaded.
 
 from __future__ import annotations
 
-import os
 import shutil
 import tempfile
 import warnings
@@ -18,6 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from worker.cache import cache_dir
 from worker.errors import FatalError
 from worker.model.backends import FloatArray, IntArray
 
@@ -64,10 +64,8 @@ class OnnxEngine:
 
 
 def onnx_cache_root() -> Path:
-    """``$BIOMARKER_CACHE_DIR/onnx`` or ``~/.cache/biomarker-worker/onnx``."""
-    root = os.environ.get("BIOMARKER_CACHE_DIR")
-    base = Path(root) if root else Path.home() / ".cache" / "biomarker-worker"
-    return base / "onnx"
+    """The ``onnx`` folder of the worker's cache."""
+    return cache_dir() / "onnx"
 
 
 def onnx_model_file(checkpoint: Path, sha256: str) -> Path:

@@ -3,21 +3,21 @@
 ``worker/model/default/`` holds the classifier's ``config.json``, its tokenizer files, and
 ``delta.safetensors``: every tensor that fine-tuning changed (float16), plus ``manifest.json``
 naming the base package and the sha256 of its weights. :func:`default_model_dir` merges base and
-delta once into a cache directory (``$BIOMARKER_CACHE_DIR`` or
-``~/.cache/biomarker-worker/models/<content-hash>/``, written to a temporary directory and
-renamed into place) and returns it; later calls reuse it. Nothing is downloaded.
+delta once into a cache directory (``models/<content-hash>/`` under ``$BIOMARKER_CACHE_DIR``,
+default ``~/.cache/biomarker-worker``; written to a temporary directory and renamed into
+place) and returns it; later calls reuse it. Nothing is downloaded.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
 
+from worker.cache import CACHE_ENV, cache_dir
 from worker.errors import FatalError
 
 __all__ = [
@@ -33,7 +33,6 @@ __all__ = [
 DEFAULT_MODEL_NAME = "biomarker-minilm-l6"
 DEFAULT_MODEL_VERSION = "1.0.0"
 ARTIFACT_DIR = Path(__file__).with_name("default")
-CACHE_ENV = "BIOMARKER_CACHE_DIR"
 _MANIFEST = "manifest.json"
 _DELTA = "delta.safetensors"
 _COPIED = ("config.json", "tokenizer.json", "tokenizer_config.json")
@@ -58,11 +57,8 @@ def content_hash(artifact: Path = ARTIFACT_DIR) -> str:
 
 
 def cache_root() -> Path:
-    """Where materialised models live: ``$BIOMARKER_CACHE_DIR`` or the user cache."""
-    configured = os.environ.get(CACHE_ENV)
-    if configured:
-        return Path(configured)
-    return Path.home() / ".cache" / "biomarker-worker" / "models"
+    """Where materialised models live: the ``models`` folder of the worker's cache."""
+    return cache_dir() / "models"
 
 
 def base_model_dir() -> Path:
