@@ -14,11 +14,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import structlog.testing
 
 from tests.kafka_helpers import REPO, KafkaTestKit, Record, note, start_worker
 from worker.config import load_settings
 from worker.health import HealthServer, Probes, progress_probe
-from worker.localkafka import LocalKafka, create_topics, free_port
+from worker.localkafka import LocalKafka, create_topics, find_keytool, free_port
 from worker.metrics import Metrics
 from worker.model.classifier import SequenceClassifier
 from worker.model.loader import provenance_for
@@ -186,7 +187,10 @@ def sasl_kafka() -> Iterator[LocalKafka]:
         cluster.stop()
 
 
-def _sasl_pipeline(cluster: LocalKafka, prefix: str, model_dir: Path, password: str) -> Pipeline:
+def _secured_pipeline(
+    cluster: LocalKafka, prefix: str, model_dir: Path, security: dict[str, str]
+) -> Pipeline:
+    """A worker with ``security`` settings that stops after 10 notes."""
     kit = KafkaTestKit(cluster.bootstrap_servers, prefix=prefix)
     settings = load_settings(
         overrides={
@@ -195,10 +199,7 @@ def _sasl_pipeline(cluster: LocalKafka, prefix: str, model_dir: Path, password: 
             "output_topic": kit.output,
             "dlq_topic": kit.dlq,
             "group_id": kit.group,
-            "security_protocol": "SASL_PLAINTEXT",
-            "sasl_mechanism": "SCRAM-SHA-512",
-            "sasl_username": "worker",
-            "sasl_password": password,
+            **security,
         }
     )
     model = SequenceClassifier.load(model_dir, device="cpu")
@@ -210,17 +211,89 @@ def _sasl_pipeline(cluster: LocalKafka, prefix: str, model_dir: Path, password: 
     )
 
 
-def test_worker_over_sasl_scram(sasl_kafka: LocalKafka, tiny_model_dir: Path) -> None:
-    prefix = f"s{uuid.uuid4().hex[:8]}"
-    admin_config = sasl_kafka.client_config()
-    create_topics(admin_config, {f"{prefix}-notes": 1, f"{prefix}-enriched": 1, f"{prefix}-dlq": 1})
+def _sasl_pipeline(cluster: LocalKafka, prefix: str, model_dir: Path, password: str) -> Pipeline:
+    security = {
+        "security_protocol": "SASL_PLAINTEXT",
+        "sasl_mechanism": "SCRAM-SHA-512",
+        "sasl_username": "worker",
+        "sasl_password": password,
+    }
+    return _secured_pipeline(cluster, prefix, model_dir, security)
+
+
+def _topics_with_ten_notes(cluster: LocalKafka, prefix: str) -> None:
     from confluent_kafka import Producer
 
-    producer = Producer(admin_config)
+    config = cluster.client_config()
+    create_topics(config, {f"{prefix}-notes": 1, f"{prefix}-enriched": 1, f"{prefix}-dlq": 1})
+    producer = Producer(config)
     for i in range(10):
         producer.produce(f"{prefix}-notes", note(i))
     assert producer.flush(30) == 0
+
+
+def test_worker_over_sasl_scram(sasl_kafka: LocalKafka, tiny_model_dir: Path) -> None:
+    prefix = f"s{uuid.uuid4().hex[:8]}"
+    _topics_with_ten_notes(sasl_kafka, prefix)
     assert _sasl_pipeline(sasl_kafka, prefix, tiny_model_dir, "s3cret-pw").run() == 0
+
+
+@pytest.fixture(scope="module")
+def tls_kafka() -> Iterator[LocalKafka]:
+    cluster = LocalKafka.start(tls=True)
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+def _tls_pipeline(cluster: LocalKafka, prefix: str, model_dir: Path, ca: Path) -> Pipeline:
+    security = {"security_protocol": "SSL", "ssl_ca_location": str(ca)}
+    return _secured_pipeline(cluster, prefix, model_dir, security)
+
+
+def test_worker_over_tls_verifies_the_broker(tls_kafka: LocalKafka, tiny_model_dir: Path) -> None:
+    from confluent_kafka import Consumer, KafkaException, TopicPartition
+    from confluent_kafka.admin import AdminClient
+
+    # The listener speaks TLS only: a plaintext client gets no metadata.
+    with pytest.raises(KafkaException):
+        AdminClient({"bootstrap.servers": tls_kafka.bootstrap_servers}).list_topics(timeout=3)
+    prefix = f"t{uuid.uuid4().hex[:8]}"
+    _topics_with_ten_notes(tls_kafka, prefix)
+    config = tls_kafka.client_config()
+    assert tls_kafka.tls is not None
+    pipeline = _tls_pipeline(tls_kafka, prefix, tiny_model_dir, tls_kafka.tls.ca_pem)
+    assert pipeline.run() == 0
+    reader = Consumer({**config, "group.id": f"{prefix}-worker", "enable.auto.commit": False})
+    try:
+        reader.assign([TopicPartition(f"{prefix}-enriched", 0, 0)])
+        outputs = [m for m in iter(lambda: reader.poll(5), None) if m.error() is None]
+        committed = reader.committed([TopicPartition(f"{prefix}-notes", 0)], timeout=10)
+    finally:
+        reader.close()
+    assert len(outputs) == 10
+    assert committed[0].offset == 10  # the worker's group committed every note
+
+
+def test_untrusted_broker_certificate_is_fatal(
+    tls_kafka: LocalKafka, tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    from worker.localtls import make_broker_tls
+
+    prefix = f"t{uuid.uuid4().hex[:8]}"
+    create_topics(tls_kafka.client_config(), {f"{prefix}-notes": 1})
+    keytool = find_keytool()
+    assert keytool is not None
+    stranger = make_broker_tls(tmp_path / "other-ca", keytool)  # a CA the broker never used
+    pipeline = _tls_pipeline(tls_kafka, prefix, tiny_model_dir, stranger.ca_pem)
+    started = time.monotonic()
+    with structlog.testing.capture_logs() as logs:
+        assert pipeline.run() == EXIT_FATAL
+    # At once, and with the handshake's reason rather than a metadata timeout.
+    assert time.monotonic() - started < 15
+    fatal = [entry["error"] for entry in logs if entry["event"] == "fatal_error"]
+    assert len(fatal) == 1 and "certificate verify failed" in fatal[0]
 
 
 def test_wrong_sasl_password_is_fatal(sasl_kafka: LocalKafka, tiny_model_dir: Path) -> None:

@@ -27,6 +27,7 @@ from pathlib import Path
 from types import TracebackType
 
 from worker.cache import cache_dir
+from worker.localtls import BrokerTls, make_broker_tls
 
 KAFKA_VERSION = os.environ.get("BIOMARKER_KAFKA_VERSION", "4.1.1")
 LOG4J_VERSION = "2.24.3"
@@ -130,6 +131,7 @@ class LocalKafka:
     owns_workdir: bool
     sasl_users: dict[str, str] = field(default_factory=dict)
     java: str = "java"
+    tls: BrokerTls | None = None
 
     @property
     def bootstrap_servers(self) -> str:
@@ -142,12 +144,15 @@ class LocalKafka:
         nodes: int = 1,
         workdir: Path | None = None,
         sasl_users: dict[str, str] | None = None,
+        tls: bool = False,
         heap_mb: int = 512,
     ) -> LocalKafka:
         """Fetch (if needed), format and start ``nodes`` KRaft nodes; wait until they answer.
 
         ``sasl_users`` turns the client listener into SASL_PLAINTEXT with SCRAM-SHA-256/512
-        credentials for those users (the controller listener stays PLAINTEXT).
+        credentials for those users; ``tls`` puts it behind TLS with a throwaway CA
+        (:mod:`worker.localtls`; SSL, or SASL_SSL with users). The controller listener stays
+        PLAINTEXT.
         """
         java = shutil.which("java", path=_java_path())
         if java is None:
@@ -174,6 +179,11 @@ class LocalKafka:
         )
         cluster_id = _cluster_id()
         try:
+            if tls:
+                keytool = find_keytool()
+                if keytool is None:
+                    raise KafkaStartError("the JDK's keytool is needed for a TLS listener")
+                cluster.tls = make_broker_tls(root / "tls", keytool)
             for node in members:
                 cluster._write_config(node)
                 cluster._format(node, cluster_id)
@@ -189,7 +199,7 @@ class LocalKafka:
         node.directory.mkdir(parents=True, exist_ok=True)
         voters = ",".join(f"{n.node_id}@127.0.0.1:{n.controller_port}" for n in self.nodes)
         replicas = min(3, len(self.nodes))
-        client_protocol = "SASL_PLAINTEXT" if self.sasl_users else "PLAINTEXT"
+        client_protocol = self.client_protocol
         lines = [
             "process.roles=broker,controller",
             f"node.id={node.node_id}",
@@ -222,6 +232,18 @@ class LocalKafka:
                 "listener.name.client.scram-sha-512.sasl.jaas.config="
                 + _scram_jaas(*next(iter(self.sasl_users.items()))),
             ]
+        if self.tls is not None:
+            prefix = "listener.name.client.ssl"
+            lines += [
+                f"{prefix}.{kind}.{key}={value}"
+                for kind in ("keystore", "truststore")
+                for key, value in (
+                    ("type", "PKCS12"),
+                    ("location", self.tls.store),
+                    ("password", self.tls.password),
+                )
+            ]
+            lines.append(f"{prefix}.key.password={self.tls.password}")
         node.config_path.write_text("\n".join(lines) + "\n", encoding="utf-8")
         (node.directory / "log4j2.properties").write_text(
             _LOG4J2.format(path=node.log_path, level="INFO"), encoding="utf-8"
@@ -306,14 +328,23 @@ class LocalKafka:
     def _running_count(self) -> int:
         return sum(1 for node in self.nodes if node.process is not None)
 
+    @property
+    def client_protocol(self) -> str:
+        """The client listener's security protocol."""
+        secured = "SSL" if self.tls is not None else "PLAINTEXT"
+        return f"SASL_{secured}" if self.sasl_users else secured
+
     def client_config(self) -> dict[str, str]:
         """librdkafka settings a client needs to reach this cluster."""
         config = {"bootstrap.servers": self.bootstrap_servers}
+        if self.client_protocol != "PLAINTEXT":
+            config["security.protocol"] = self.client_protocol
+        if self.tls is not None:
+            config["ssl.ca.location"] = str(self.tls.ca_pem)
         if self.sasl_users:
             user, password = next(iter(self.sasl_users.items()))
             config.update(
                 {
-                    "security.protocol": "SASL_PLAINTEXT",
                     "sasl.mechanism": "SCRAM-SHA-512",
                     "sasl.username": user,
                     "sasl.password": password,
@@ -382,6 +413,11 @@ def _scram_jaas(user: str, password: str) -> str:
         "org.apache.kafka.common.security.scram.ScramLoginModule required "
         f'username="{user}" password="{password}";'
     )
+
+
+def find_keytool() -> str | None:
+    """The JDK's keytool (``$JAVA_HOME/bin`` first, then ``PATH``)."""
+    return shutil.which("keytool", path=_java_path())
 
 
 def _java_path() -> str:

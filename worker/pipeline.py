@@ -63,11 +63,13 @@ _FATAL_CODES = {
     KafkaError.TOPIC_AUTHORIZATION_FAILED,
     KafkaError.GROUP_AUTHORIZATION_FAILED,
     KafkaError.CLUSTER_AUTHORIZATION_FAILED,
+    KafkaError._SSL,  # TLS handshake failed: e.g. the broker's certificate is not trusted
 }
 _IDLE_POLL_S = 0.1
 _BUSY_POLL_S = 0.005
 _PREPARE_CHUNK = 32  # notes parsed, segmented and tokenised per hand-over to the model
 _GAUGE_INTERVAL_S = 5.0
+_METADATA_TIMEOUT_S = 30.0  # how long the start-up topic check waits for the brokers
 
 
 class Model(Encoder, Scorer, Protocol):
@@ -201,12 +203,21 @@ class Pipeline:
     def _check_topics(self) -> None:
         """Fail fast when a topic is missing instead of timing out deliveries later."""
         wanted = [self.settings.input_topic, self.output_topic, self.settings.dlq_topic]
-        try:
-            metadata = self._producer.list_topics(timeout=30)
-        except KafkaException as exc:
-            raise FatalError(
-                f"cannot reach Kafka at {self.settings.bootstrap_servers}: {exc}"
-            ) from exc
+        deadline = time.monotonic() + _METADATA_TIMEOUT_S
+        while True:
+            try:
+                metadata = self._producer.list_topics(timeout=1.0)
+                break
+            except KafkaException as exc:
+                # Serve the error callback: a rejected password or an untrusted broker
+                # certificate is reported there, and is a clearer reason than the timeout.
+                self._producer.poll(0)
+                if self._fatal is not None:
+                    raise self._fatal from exc
+                if time.monotonic() >= deadline:
+                    raise FatalError(
+                        f"cannot reach Kafka at {self.settings.bootstrap_servers}: {exc}"
+                    ) from exc
         missing = [topic for topic in wanted if topic not in metadata.topics]
         if missing:
             raise FatalError(f"topic(s) missing: {', '.join(missing)} (create them first)")
