@@ -63,8 +63,11 @@ _FATAL_CODES = {
     KafkaError.TOPIC_AUTHORIZATION_FAILED,
     KafkaError.GROUP_AUTHORIZATION_FAILED,
     KafkaError.CLUSTER_AUTHORIZATION_FAILED,
-    KafkaError._SSL,  # TLS handshake failed: e.g. the broker's certificate is not trusted
 }
+#: Fatal only until the brokers first answered: a TLS handshake that fails then (an untrusted
+#: broker certificate, a client certificate the broker wants) is configuration; once connected,
+#: librdkafka also reports some connection drops during a handshake this way, and retries.
+_FATAL_BEFORE_CONNECTED = {KafkaError._SSL}
 _IDLE_POLL_S = 0.1
 _BUSY_POLL_S = 0.005
 _PREPARE_CHUNK = 32  # notes parsed, segmented and tokenised per hand-over to the model
@@ -138,6 +141,7 @@ class Pipeline:
         self._paused = False
         self._stopping = threading.Event()
         self._fatal: FatalError | None = None
+        self._connected = False  # the brokers answered the start-up metadata request
         self.last_progress = time.monotonic()
         self._next_gauges = 0.0
         self._device_memory = getattr(model, "device_memory_bytes", lambda: None)
@@ -207,6 +211,7 @@ class Pipeline:
         while True:
             try:
                 metadata = self._producer.list_topics(timeout=1.0)
+                self._connected = True
                 break
             except KafkaException as exc:
                 # Serve the error callback: a rejected password or an untrusted broker
@@ -533,7 +538,9 @@ class Pipeline:
             log.warning("close_failed", error=str(exc))
 
     def _on_error(self, error: KafkaError) -> None:
-        if error.fatal() or error.code() in _FATAL_CODES:
+        code = error.code()
+        configuration = not self._connected and code in _FATAL_BEFORE_CONNECTED
+        if error.fatal() or code in _FATAL_CODES or configuration:
             self._fatal = FatalError(f"kafka: {error.str()}")
         else:
             log.warning(
