@@ -88,7 +88,7 @@ def test_rejected_backends_fail_clearly(tiny_model_dir: Path, backend: str) -> N
 def test_unknown_backend_fails_and_torch_is_the_one_kept(tiny_model_dir: Path) -> None:
     with pytest.raises(FatalError, match="unknown backend"):
         SequenceClassifier.load(tiny_model_dir, device="cpu", backend="tensorrt")
-    check_backend("torch", torch.device("cuda"))
+    check_backend("torch")
     assert SUPPORTED == ("torch",)
     assert set(REJECTED) == {"torch-int8", "onnx", "onnx-int8"}
 

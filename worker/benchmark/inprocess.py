@@ -131,9 +131,7 @@ def run_inprocess(
     if loop.failure is not None:
         raise RuntimeError(f"inference failed: {loop.failure!r}")
     elapsed = time.perf_counter() - started
-    kept = {"note_scores": [sink.scores.get(id(slot)) for slot in slots_in_order]}
-    return {
-        **(kept if keep_scores else {}),
+    result: dict[str, Any] = {
         "notes": len(events),
         "sentences": sink.sentences,
         "seconds": round(elapsed, 3),
@@ -142,6 +140,9 @@ def run_inprocess(
         "output_bytes": sink.bytes,
         "batches": log.describe(elapsed),
     }
+    if keep_scores:
+        result["note_scores"] = [sink.scores.get(id(slot)) for slot in slots_in_order]
+    return result
 
 
 class _Sink:

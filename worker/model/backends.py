@@ -44,8 +44,8 @@ class PackingEngine(Engine, Protocol):
     def packed_probabilities(self, packed: PackedBatch) -> FloatArray: ...
 
 
-def check_backend(backend: str, device: torch.device) -> None:
-    """Raise :class:`FatalError` for an unknown, rejected or device-incompatible backend."""
+def check_backend(backend: str) -> None:
+    """Raise :class:`FatalError` for an unknown or rejected backend."""
     problem = backend_problem(backend)
     if problem is not None:
         raise FatalError(problem)

@@ -180,7 +180,7 @@ class SequenceClassifier:
             torch.set_num_threads(1)
         elif threads:
             torch.set_num_threads(threads)
-        check_backend(backend, torch_device)
+        check_backend(backend)
         torch_dtype = resolve_dtype(dtype, torch_device)
         local = Path(path)
         try:

@@ -30,12 +30,13 @@ class WordpieceEncoder:
     def __init__(self, backend: Any, truncate_at: int) -> None:
         from tokenizers import Tokenizer
 
-        self._full = Tokenizer.from_str(backend.to_str())
+        serialized = backend.to_str()
+        self._full = Tokenizer.from_str(serialized)
         self._full.no_padding()
         self._full.enable_truncation(max_length=truncate_at)
         self._plain: Any = None
         self._lowercase = False
-        spec = json.loads(backend.to_str())
+        spec = json.loads(serialized)
         normalizer = spec.get("normalizer") or {}
         pre_tokenizer = spec.get("pre_tokenizer") or {}
         if normalizer.get("type") == "BertNormalizer" and (
