@@ -3,7 +3,7 @@
     python bench/backend_accuracy.py --data test.jsonl [--model default] [--limit 6000]
 
 ``--data`` is JSONL with ``text`` and ``label`` (0/1), e.g. the held-out split written by
-``biomarker-worker build-dataset``. Prints, per backend: label agreement with eager fp32, flips,
+``biomarker-worker dataset``. Prints, per backend: label agreement with eager fp32, flips,
 the largest probability change, and precision/recall/F1 against the gold labels. A backend is
 kept only with agreement >= 99.5% and a speed gain (docs/PERFORMANCE.md).
 """
@@ -20,11 +20,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import orjson
 
-from worker.benchmark.engines import MIN_AGREEMENT
-from worker.benchmark.int8 import onnx_int8_engine, torch_int8_engine
-from worker.benchmark.modelonly import run_batches
-from worker.benchmark.models import resolve_model
-from worker.benchmark.onnx_engine import onnx_engine
+from bench.engines import MIN_AGREEMENT, with_engine
+from bench.int8 import onnx_int8_engine, torch_int8_engine
+from bench.modelonly import run_batches
+from bench.models import resolve_model
+from bench.onnx_engine import onnx_engine
 from worker.model.backends import Engine
 from worker.model.classifier import SequenceClassifier
 
@@ -62,7 +62,7 @@ def main() -> int:
         "onnx-int8": onnx_int8_engine(checkpoint, eager.info.sha256, threads=threads),
     }
     variants = {"torch-bf16": SequenceClassifier.load(checkpoint, device="cpu", dtype="bfloat16")}
-    variants |= {label: eager.with_engine(engine) for label, engine in engines.items()}
+    variants |= {label: with_engine(eager, engine) for label, engine in engines.items()}
     for label, model in variants.items():
         scores: list[float] = run_batches(
             model.predict_ids, rows, 2048, concurrency=eager.concurrency

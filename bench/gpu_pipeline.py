@@ -35,14 +35,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import orjson
 import torch
 
+from bench.corpus import MAX_SENTENCE_TOKENS, load_corpus
+from bench.device import DeviceMonitor
+from bench.inprocess import NullScorer, run_inprocess
+from bench.modelonly import BatchOrder, run_batches, sweep
+from bench.models import resolve_model
 from worker.batching import BatchingSettings
-from worker.benchmark.corpus import MAX_SENTENCE_TOKENS, load_corpus
-from worker.benchmark.device import DeviceMonitor
-from worker.benchmark.inprocess import NullScorer, run_inprocess
-from worker.benchmark.modelonly import BatchOrder, run_batches, sweep
-from worker.benchmark.models import resolve_model
+from worker.events import SourceRef
 from worker.model.classifier import SequenceClassifier
-from worker.processing import NoteSlot, Preparer
+from worker.notes import Record
+from worker.prepare import Preparer
 
 
 def _arguments() -> argparse.Namespace:
@@ -171,10 +173,13 @@ def compare_with_notes_alone(
     )
     largest, agree, total = 0.0, 0, 0
     for value, got in zip(events, scores, strict=False):
-        jobs = preparer.prepare([NoteSlot(value=value)])
+        notes = preparer.prepare(
+            [Record(source=SourceRef(None, None, None, None), key=None, value=value)]
+        )
+        jobs = [job for note in notes for job in note.jobs]
         if got is None or not jobs:
             continue
-        alone = model.predict_ids([job.ids for job in sorted(jobs, key=lambda job: job.index)])
+        alone = model.predict_ids([job.ids for job in jobs])
         for a, b in zip(alone, got, strict=True):
             largest = max(largest, abs(a - b))
             agree += (a >= 0.5) == (b >= 0.5)
@@ -188,7 +193,7 @@ def compare_with_notes_alone(
 
 
 def _parameters(model: SequenceClassifier) -> float | None:
-    inner = getattr(model, "_model", None)
+    inner = getattr(model, "model", None)
     if inner is None:
         return None
     count: int = sum(p.numel() for p in inner.parameters())

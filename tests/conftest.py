@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from devkit.localkafka import LocalKafka
 from tests.kafka_helpers import STARTED, KafkaTestKit
-from worker.localkafka import LocalKafka
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

@@ -13,7 +13,7 @@ import orjson
 from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from worker.localkafka import create_topics
+from devkit.localkafka import create_topics
 
 REPO = Path(__file__).resolve().parent.parent
 

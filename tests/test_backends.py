@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 import torch
 
+from worker.backend_choices import REJECTED, SUPPORTED
 from worker.batching import CPU_LIMITS
 from worker.config import WorkerSettings, load_settings
 from worker.errors import FatalError, UsageError
+from worker.loading import load_classifier
 from worker.model.backends import check_backend
 from worker.model.classifier import CUDA_LANES, SequenceClassifier, lanes_for
-from worker.model.engine_choices import REJECTED, SUPPORTED
-from worker.model.loader import load_classifier
 
 SENTENCES = [
     "Serum PSA was 4.2 ng/mL.",
@@ -48,9 +48,10 @@ def test_bf16_agrees_with_fp32_on_the_tiny_model(tiny_model_dir: Path) -> None:
 def test_bench_onnx_engine_matches_eager_torch_and_is_cached_by_hash(
     tiny_model_dir: Path, eager: SequenceClassifier, cache: Path
 ) -> None:
-    from worker.benchmark.onnx_engine import onnx_engine
+    from bench.engines import with_engine
+    from bench.onnx_engine import onnx_engine
 
-    onnx = eager.with_engine(onnx_engine(tiny_model_dir, eager.info.sha256, threads=1))
+    onnx = with_engine(eager, onnx_engine(tiny_model_dir, eager.info.sha256, threads=1))
     assert onnx.info.backend == "onnx"
     assert onnx.predict(SENTENCES) == pytest.approx(eager.predict(SENTENCES), abs=1e-5)
     # Batches of mixed lengths and a single row agree too (padding must not leak).
@@ -138,8 +139,11 @@ def test_lanes_one_per_core_for_batch_parallel_cpu_and_several_on_a_gpu() -> Non
 
 
 def test_concurrent_batches_give_the_same_scores_as_one_thread(tiny_model_dir: Path) -> None:
+    from tests.fakes import note_of
     from worker.batching import BatchingSettings
-    from worker.inference import InferenceLoop, NoteWork, SentenceJob, score_jobs
+    from worker.inference import InferenceLoop
+    from worker.notes import Note
+    from worker.scoring import score_jobs
 
     parallel = SequenceClassifier.load(tiny_model_dir, device="cpu", dtype="float32", threads=2)
     serial = SequenceClassifier.load(
@@ -152,16 +156,15 @@ def test_concurrent_batches_give_the_same_scores_as_one_thread(tiny_model_dir: P
     expected = serial.predict_ids(rows)
 
     def scored(model: SequenceClassifier, loop: bool) -> tuple[list[float], int]:
-        work = NoteWork.for_sentences(len(rows))
-        jobs = [SentenceJob(work=work, index=i, ids=row) for i, row in enumerate(rows)]
-        done: list[NoteWork] = []
+        work = note_of(rows)
+        done: list[Note] = []
         if not loop:
-            score_jobs(model, jobs, settings, on_complete=done.append)
+            score_jobs(model, work.jobs, settings, on_complete=done.append)
             return work.scores, len(done)
         runner = InferenceLoop(scorer=model, settings=settings, on_complete=done.append)
         runner.start()
         try:
-            runner.submit(jobs)
+            runner.submit([work])
             deadline = time.monotonic() + 10
             while not done and time.monotonic() < deadline:
                 time.sleep(0.01)

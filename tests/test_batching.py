@@ -8,6 +8,7 @@ from collections.abc import Sequence
 
 import pytest
 
+from tests.fakes import note_of
 from worker.batching import (
     CPU_LIMITS,
     GPU_LIMITS,
@@ -18,7 +19,9 @@ from worker.batching import (
     plan_packed,
 )
 from worker.config import WorkerSettings
-from worker.inference import InferenceLoop, NoteWork, SentenceJob, score_jobs
+from worker.inference import InferenceLoop
+from worker.notes import Note, SentenceJob
+from worker.scoring import PlainScorer, score_jobs
 
 
 def test_batches_respect_budget_and_sort_by_length() -> None:
@@ -40,9 +43,7 @@ def test_oversized_sentence_gets_its_own_batch_and_padding_multiple_counts() -> 
     assert padding_ratio([2, 4], 1) == pytest.approx(0.25)
 
 
-class _Recorder:
-    pad_multiple = 1
-
+class _Recorder(PlainScorer):
     def __init__(self, fail_on: int | None = None) -> None:
         self.batches: list[int] = []
         self.fail_on = fail_on
@@ -54,18 +55,15 @@ class _Recorder:
         return [len(row) / 100 for row in batch]
 
 
-def _jobs(rows: list[list[int]]) -> tuple[NoteWork, list[SentenceJob]]:
-    work = NoteWork.for_sentences(len(rows))
-    return work, [SentenceJob(work=work, index=i, ids=row) for i, row in enumerate(rows)]
+def _jobs(rows: list[list[int]]) -> tuple[Note, list[SentenceJob]]:
+    note = note_of(rows)
+    return note, note.jobs
 
 
 def test_unset_batch_limits_follow_the_device_and_set_ones_win() -> None:
     class GpuScorer:
         pad_multiple = 8
         batch_limits = GPU_LIMITS
-
-    class PlainScorer:
-        pad_multiple = 1
 
     defaults = WorkerSettings()
     assert (defaults.token_budget, defaults.max_batch_sentences) == (None, None)
@@ -90,7 +88,7 @@ def test_unset_batch_limits_follow_the_device_and_set_ones_win() -> None:
 def test_failing_sentence_is_isolated_by_splitting() -> None:
     rows = [[1, 2], [3, 99], [4], [5, 6, 7]]
     work, jobs = _jobs(rows)
-    done: list[NoteWork] = []
+    done: list[Note] = []
     score_jobs(_Recorder(fail_on=99), jobs, BatchingSettings(), on_complete=done.append)
     assert done == [work]
     assert work.error is not None and "sentence 1" in work.error
@@ -115,11 +113,11 @@ def test_loop_waits_for_deadline_to_fill_a_batch() -> None:
     )
     loop.start()
     try:
-        first, jobs_a = _jobs([[1, 2]])
-        second, jobs_b = _jobs([[3, 4]])
-        loop.submit(jobs_a)
+        first = note_of([[1, 2]])
+        second = note_of([[3, 4]])
+        loop.submit([first])
         time.sleep(0.05)
-        loop.submit(jobs_b)  # arrives within max_wait: pooled into the same batch
+        loop.submit([second])  # arrives within max_wait: pooled into the same batch
         assert finished.wait(5)
         assert recorder.batches == [2]
         assert first.remaining == second.remaining == 0
@@ -142,10 +140,9 @@ def test_packed_plan_keeps_arrival_order_and_limits() -> None:
     assert plan_packed([], BatchingSettings()) == []
 
 
-class _Lanes:
+class _Lanes(PlainScorer):
     """A packing scorer with two lanes; a batch holding token 99 blocks until ``gate`` opens."""
 
-    pad_multiple = 1
     concurrency = 2
     packs = True
 
@@ -162,7 +159,7 @@ class _Lanes:
 
 def test_loop_keeps_scoring_new_notes_while_an_earlier_batch_runs() -> None:
     scorer = _Lanes()
-    finished: list[NoteWork] = []
+    finished: list[Note] = []
     loop = InferenceLoop(
         scorer=scorer,
         settings=BatchingSettings(max_wait_s=0.0),
@@ -170,16 +167,16 @@ def test_loop_keeps_scoring_new_notes_while_an_earlier_batch_runs() -> None:
     )
     loop.start()
     try:
-        slow, slow_jobs = _jobs([[99, 1]])
-        loop.submit(slow_jobs)
+        slow = note_of([[99, 1]])
+        loop.submit([slow])
         deadline = time.monotonic() + 5
         while not scorer.batches and time.monotonic() < deadline:
             time.sleep(0.005)
         later = []
         for first_token in (1, 2, 3):
-            work, jobs = _jobs([[first_token, 5, 6]])
-            later.append(work)
-            loop.submit(jobs)
+            note = note_of([[first_token, 5, 6]])
+            later.append(note)
+            loop.submit([note])
             time.sleep(0.02)
         while len(finished) < 3 and time.monotonic() < deadline:
             time.sleep(0.005)
@@ -197,12 +194,12 @@ def test_loop_keeps_scoring_new_notes_while_an_earlier_batch_runs() -> None:
 
 def test_loop_spreads_a_lone_large_note_over_the_idle_lanes() -> None:
     scorer = _Lanes()
-    finished: list[NoteWork] = []
+    finished: list[Note] = []
     loop = InferenceLoop(scorer=scorer, settings=BatchingSettings(), on_complete=finished.append)
     loop.start()
     try:
-        work, jobs = _jobs([[index, *range(1, 40)] for index in range(30)])
-        loop.submit(jobs)
+        work = note_of([[index, *range(1, 40)] for index in range(30)])
+        loop.submit([work])
         deadline = time.monotonic() + 5
         while not finished and time.monotonic() < deadline:
             time.sleep(0.005)
@@ -228,7 +225,7 @@ def test_a_crash_outside_the_split_and_retry_stops_the_loop_with_the_cause() -> 
     )
     loop.start()
     try:
-        loop.submit(_jobs([[1, 2]])[1])
+        loop.submit([note_of([[1, 2]])])
         deadline = time.monotonic() + 5
         while loop.alive() and time.monotonic() < deadline:
             time.sleep(0.005)

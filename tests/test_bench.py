@@ -11,9 +11,9 @@ import orjson
 import pytest
 import structlog
 
+from devkit.localkafka import LocalKafka
 from worker.cli import bench
 from worker.demo.notes import demo_notes
-from worker.localkafka import LocalKafka
 
 pytestmark = pytest.mark.kafka
 

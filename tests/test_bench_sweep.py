@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from worker.benchmark.modelonly import chosen_budget, sweep
+from bench.modelonly import chosen_budget, sweep
 
 
 def _points(rates: dict[int, float]) -> list[dict[str, float]]:

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from worker.benchmark.models import _stand_in_root
-from worker.benchmark.onnx_engine import onnx_cache_root
+from bench.models import _stand_in_root
+from bench.onnx_engine import onnx_cache_root
 from worker.cache import CACHE_ENV, cache_dir
 from worker.model.default import cache_root
 

@@ -11,6 +11,7 @@ import orjson
 import pytest
 
 from worker.cli import main
+from worker.cli.checkout import checkout_only
 from worker.config import load_settings
 from worker.errors import UsageError
 from worker.schemas import OUTPUT_SCHEMA, validator
@@ -114,3 +115,42 @@ def test_main_returns_usage_exit_code_in_process() -> None:
     with pytest.raises(SystemExit) as caught:
         main(["run", "--threshold", "x"])
     assert caught.value.code == 2
+
+
+def test_checkout_only_turns_a_missing_package_into_one_usage_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # An install from the wheel: the checkout's package cannot be imported.
+    monkeypatch.setitem(sys.modules, "training", None)
+    monkeypatch.setitem(sys.modules, "training.train", None)
+    with pytest.raises(UsageError) as caught, checkout_only("train"):
+        from training.train import train  # noqa: F401
+    assert str(caught.value) == (
+        "needs a source checkout of biomarker-worker with the [train] extra "
+        "(pip install -e '.[train]')"
+    )
+    assert caught.value.__cause__ is None and caught.value.__suppress_context__
+
+
+def test_checkout_only_names_a_missing_extra_and_keeps_other_errors() -> None:
+    missing_extra = r"\[bench\] extra .*: no module named 'no_such_dep'$"
+    with pytest.raises(UsageError, match=missing_extra), checkout_only("bench"):
+        import no_such_dep  # type: ignore[import-not-found]  # noqa: F401
+    no_checkout = r"^needs a source checkout of biomarker-worker \(pip install -e \.\)$"
+    with pytest.raises(UsageError, match=no_checkout), checkout_only():
+        import devkit.no_such_module  # type: ignore[import-not-found]  # noqa: F401
+    # A module missing from the service itself is a broken install: the traceback stays.
+    with pytest.raises(ModuleNotFoundError), checkout_only("train"):
+        import worker.no_such_module  # type: ignore[import-not-found]  # noqa: F401
+
+
+def test_checkout_only_command_prints_one_line_and_exits_2(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setitem(sys.modules, "training", None)
+    monkeypatch.setitem(sys.modules, "training.train", None)
+    assert main(["train", "--base", "b", "--train", "t.jsonl", "--out", "out"]) == 2
+    assert capsys.readouterr().err == (
+        "biomarker-worker train: error: needs a source checkout of biomarker-worker with the "
+        "[train] extra (pip install -e '.[train]')\n"
+    )

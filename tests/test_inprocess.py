@@ -6,11 +6,13 @@ from pathlib import Path
 
 import orjson
 
+from bench.corpus import MAX_SENTENCE_TOKENS
+from bench.inprocess import run_inprocess
 from worker.batching import BatchingSettings
-from worker.benchmark.corpus import MAX_SENTENCE_TOKENS
-from worker.benchmark.inprocess import run_inprocess
+from worker.events import SourceRef
 from worker.model.classifier import SequenceClassifier
-from worker.processing import NoteSlot, Preparer
+from worker.notes import Record
+from worker.prepare import Preparer
 
 NOTES = [
     "BP 120/80. HER2 was negative. ER positive in 90% of cells.",
@@ -38,7 +40,9 @@ def test_kept_scores_follow_the_events_and_match_scoring_each_note_alone(
     for value, got in zip(events, scores, strict=True):
         if got is None:
             continue
-        jobs = sorted(preparer.prepare([NoteSlot(value=value)]), key=lambda job: job.index)
+        record = Record(source=SourceRef(None, None, None, None), key=None, value=value)
+        [note] = preparer.prepare([record])
+        jobs = note.jobs
         alone = model.predict_ids([job.ids for job in jobs])
         assert len(got) == len(alone) > 0
         assert max(abs(a - b) for a, b in zip(alone, got, strict=True)) < 1e-4

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from worker.localkafka import _cluster_id
+from devkit.localkafka import _cluster_id
 
 
 def test_cluster_ids_never_look_like_an_option() -> None:

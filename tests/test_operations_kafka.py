@@ -16,14 +16,15 @@ from pathlib import Path
 import pytest
 import structlog.testing
 
+from devkit.localkafka import LocalKafka, create_topics, find_keytool, free_port
 from tests.kafka_helpers import REPO, KafkaTestKit, Record, note, start_worker
 from worker.config import load_settings
 from worker.health import HealthServer, Probes, progress_probe
-from worker.localkafka import LocalKafka, create_topics, find_keytool, free_port
+from worker.loading import provenance_for
 from worker.metrics import Metrics
 from worker.model.classifier import SequenceClassifier
-from worker.model.loader import provenance_for
 from worker.pipeline import EXIT_FATAL, Pipeline
+from worker.runs import run_until
 
 pytestmark = pytest.mark.kafka
 
@@ -207,8 +208,12 @@ def _secured_pipeline(
         settings=settings,
         model=model,
         provenance=provenance_for(model, settings),
-        stop_when=lambda p: p.delivered >= 10,
     )
+
+
+def _run_ten(pipeline: Pipeline) -> int:
+    """Run until the ten notes of ``_topics_with_ten_notes`` are delivered."""
+    return run_until(pipeline, lambda: pipeline.delivered >= 10)
 
 
 def _sasl_pipeline(cluster: LocalKafka, prefix: str, model_dir: Path, password: str) -> Pipeline:
@@ -235,7 +240,8 @@ def _topics_with_ten_notes(cluster: LocalKafka, prefix: str) -> None:
 def test_worker_over_sasl_scram(sasl_kafka: LocalKafka, tiny_model_dir: Path) -> None:
     prefix = f"s{uuid.uuid4().hex[:8]}"
     _topics_with_ten_notes(sasl_kafka, prefix)
-    assert _sasl_pipeline(sasl_kafka, prefix, tiny_model_dir, "s3cret-pw").run() == 0
+    pipeline = _sasl_pipeline(sasl_kafka, prefix, tiny_model_dir, "s3cret-pw")
+    assert _run_ten(pipeline) == 0
 
 
 @pytest.fixture(scope="module")
@@ -264,7 +270,7 @@ def test_worker_over_tls_verifies_the_broker(tls_kafka: LocalKafka, tiny_model_d
     config = tls_kafka.client_config()
     assert tls_kafka.tls is not None
     pipeline = _tls_pipeline(tls_kafka, prefix, tiny_model_dir, tls_kafka.tls.ca_pem)
-    assert pipeline.run() == 0
+    assert _run_ten(pipeline) == 0
     reader = Consumer({**config, "group.id": f"{prefix}-worker", "enable.auto.commit": False})
     try:
         reader.assign([TopicPartition(f"{prefix}-enriched", 0, 0)])
@@ -279,7 +285,7 @@ def test_worker_over_tls_verifies_the_broker(tls_kafka: LocalKafka, tiny_model_d
 def test_untrusted_broker_certificate_is_fatal(
     tls_kafka: LocalKafka, tiny_model_dir: Path, tmp_path: Path
 ) -> None:
-    from worker.localtls import make_broker_tls
+    from devkit.localtls import make_broker_tls
 
     prefix = f"t{uuid.uuid4().hex[:8]}"
     create_topics(tls_kafka.client_config(), {f"{prefix}-notes": 1})

@@ -15,10 +15,10 @@ import pytest
 from tests.kafka_helpers import KafkaTestKit, Record, note
 from worker import pipeline as pipeline_module
 from worker.config import WorkerSettings, load_settings
-from worker.inference import Scorer
+from worker.loading import provenance_for
 from worker.model.classifier import SequenceClassifier
-from worker.model.loader import provenance_for
-from worker.pipeline import EXIT_FATAL, Pipeline
+from worker.pipeline import EXIT_FATAL, Model, Pipeline
+from worker.runs import run_until as run_pipeline_until
 from worker.schemas import DEAD_LETTER_SCHEMA, OUTPUT_SCHEMA, validator
 
 pytestmark = pytest.mark.kafka
@@ -48,13 +48,8 @@ def run_until(
 ) -> Pipeline:
     """Run the pipeline in-process until ``stop_when`` says so; it must exit cleanly."""
     settings = worker_settings(kit, **overrides)
-    pipeline = Pipeline(
-        settings=settings,
-        model=model,
-        provenance=provenance_for(model, settings),
-        stop_when=stop_when,
-    )
-    assert pipeline.run() == 0
+    pipeline = Pipeline(settings=settings, model=model, provenance=provenance_for(model, settings))
+    assert run_pipeline_until(pipeline, lambda: stop_when(pipeline)) == 0
     assert gc.get_freeze_count() == 0  # the loop's frozen start-up heap is released
     return pipeline
 
@@ -148,10 +143,19 @@ class _FailsOnLongBatches:
     def __init__(self, inner: SequenceClassifier) -> None:
         self.inner = inner
         self.pad_multiple = inner.pad_multiple
+        self.concurrency = inner.concurrency
+        self.packs = inner.packs
+        self.batch_limits = inner.batch_limits
         self.info = inner.info
 
     def encode(self, texts: Any) -> Any:
         return self.inner.encode(texts)
+
+    def computed_positions(self, lengths: Any) -> int:
+        return self.inner.computed_positions(lengths)
+
+    def device_memory_bytes(self) -> int | None:
+        return None
 
     def predict_ids(self, batch: Any) -> list[float]:
         if any(len(ids) >= 40 for ids in batch):
@@ -165,7 +169,7 @@ def test_failing_sentence_sends_only_its_note_to_dead_letter(
     kit.create(partitions=1)
     poison = orjson.dumps({"note_id": "poison", "text": "Short one. " + "psa " * 60 + "."})
     kit.produce([note(i) for i in range(20)] + [poison] + [note(i) for i in range(20, 40)])
-    flaky: Scorer = _FailsOnLongBatches(model)
+    flaky: Model = _FailsOnLongBatches(model)
     run_worker(kit, flaky, expected=41)
 
     dead = kit.read(kit.dlq, 1)
@@ -218,26 +222,31 @@ def test_partitions_lost_while_paused_come_back_and_nothing_is_lost(
     kit.produce([note(i) for i in range(count)])
     stalls: list[int] = []
     give_up = [math.inf]
-
-    def stall_once_then_finish(pipeline: Pipeline) -> bool:
-        paused = pipeline.metrics.registry.get_sample_value("biomarker_paused") == 1
-        if not stalls and paused and pipeline.inflight:
-            stalls.append(pipeline.inflight)
-            time.sleep(13)  # the loop stops polling: librdkafka leaves the group after 10 s
-            give_up[0] = time.monotonic() + 60  # a partition left paused never finishes
-        done = sum(state.committable or 0 for state in pipeline.partitions.values())
-        finished = bool(stalls) and len(pipeline.partitions) == 2 and done >= count
-        return finished or time.monotonic() > give_up[0]
-
-    pipeline = run_until(
+    settings = worker_settings(
         kit,
-        model,
-        stall_once_then_finish,
         max_inflight_notes=20,
         consume_batch_size=50,
         session_timeout_ms=6_000,
         max_poll_interval_ms=10_000,
     )
+    pipeline = Pipeline(settings=settings, model=model, provenance=provenance_for(model, settings))
+    poll = pipeline.source.poll
+
+    def poll_stalling_once(timeout: float) -> list[Any]:
+        if not stalls and pipeline.source.paused and pipeline.tracker.inflight:
+            stalls.append(pipeline.tracker.inflight)
+            time.sleep(13)  # the loop stops polling: librdkafka leaves the group after 10 s
+            give_up[0] = time.monotonic() + 60  # a partition left paused never finishes
+        return poll(timeout)
+
+    def finished() -> bool:
+        partitions = pipeline.tracker.partitions
+        done = sum(state.committable or 0 for state in partitions.values())
+        complete = bool(stalls) and len(partitions) == 2 and done >= count
+        return complete or time.monotonic() > give_up[0]
+
+    pipeline.source.poll = poll_stalling_once  # type: ignore[method-assign]
+    assert run_pipeline_until(pipeline, finished) == 0
     registry = pipeline.metrics.registry
     assert stalls and stalls[0] > 0
     assert registry.get_sample_value("biomarker_rebalances_total", {"kind": "lost"}) == 1
@@ -257,7 +266,7 @@ def test_an_idle_worker_takes_a_lone_note_without_waiting_out_its_poll(
     delivered_at: list[float] = []
 
     def send_when_idle_then_finish(pipeline: Pipeline) -> bool:
-        if not sent_at and pipeline.readiness()[0] and not pipeline.inflight:
+        if not sent_at and pipeline.readiness()[0] and not pipeline.tracker.inflight:
             kit.produce([note(1)])  # written just before the loop's next (idle) poll
             sent_at.append(time.monotonic())
         if pipeline.delivered and not delivered_at:

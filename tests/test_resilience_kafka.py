@@ -186,7 +186,7 @@ def test_broker_restart_mid_stream_loses_nothing(tiny_model_dir: Path, tmp_path:
     Like Kubernetes, the test restarts the worker if it exits (a fatal producer error is a
     legitimate way to react to a broker crash); nothing may be lost either way.
     """
-    from worker.localkafka import LocalKafka
+    from devkit.localkafka import LocalKafka
 
     with LocalKafka.start(workdir=tmp_path / "kafka") as cluster:
         kit = KafkaTestKit(cluster.bootstrap_servers, prefix="restart")

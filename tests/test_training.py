@@ -17,17 +17,17 @@ from transformers import (
     BertTokenizer,
 )
 
+from training import train as train_module
+from training.dataset import DatasetConfig, build_dataset, data_dir_from
+from training.lexicon import find_hits, has_biomarker, is_decoy
+from training.metrics import binary_metrics, evaluation_report
+from training.sources import civic_label
+from training.splits import doc_split
+from training.train import TrainConfig, epoch_batches, train
 from worker.cli import build_dataset as dataset_cli
 from worker.cli import evaluate as evaluate_cli
 from worker.cli import train as train_cli
 from worker.errors import UsageError
-from worker.training import train as train_module
-from worker.training.dataset import DatasetConfig, build_dataset, data_dir_from
-from worker.training.lexicon import find_hits, has_biomarker, is_decoy
-from worker.training.metrics import binary_metrics, evaluation_report
-from worker.training.sources import civic_label
-from worker.training.splits import doc_split
-from worker.training.train import TrainConfig, epoch_batches, train
 
 _WORDS = (
     "the",

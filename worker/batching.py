@@ -20,6 +20,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 #: A pool is split over idle lanes only when each part keeps at least this many tokens: on the
 #: reference CPU one model call costs ~160 tokens' worth of compute before its first token.
@@ -62,23 +63,30 @@ class BatchingSettings:
             raise ValueError("max_padding must be in [0, 1] and min_batch_rows >= 1")
 
 
+class BatchShaped(Protocol):
+    """What :func:`batching_for` reads from a scorer."""
+
+    pad_multiple: int
+    batch_limits: BatchLimits
+
+
 def batching_for(
-    scorer: object,
+    scorer: BatchShaped,
     *,
     token_budget: int | None,
     max_batch_sentences: int | None,
     max_wait_s: float = 0.02,
 ) -> BatchingSettings:
-    """The settings' limits, each unset one taken from the scorer's ``batch_limits`` (CPU's
-    when it has none), with the scorer's ``pad_multiple``."""
-    limits: BatchLimits = getattr(scorer, "batch_limits", CPU_LIMITS)
+    """The settings' limits, each unset one taken from the scorer's ``batch_limits``, with the
+    scorer's ``pad_multiple``."""
+    limits = scorer.batch_limits
     return BatchingSettings(
         token_budget=token_budget if token_budget is not None else limits.token_budget,
         max_batch_sentences=(
             max_batch_sentences if max_batch_sentences is not None else limits.max_batch_sentences
         ),
         max_wait_s=max_wait_s,
-        pad_multiple=int(getattr(scorer, "pad_multiple", 1)),
+        pad_multiple=scorer.pad_multiple,
     )
 
 

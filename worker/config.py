@@ -15,8 +15,8 @@ import yaml
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from worker.backend_choices import backend_problem
 from worker.errors import UsageError
-from worker.model.engine_choices import backend_problem
 
 ENV_PREFIX = "BIOMARKER_"
 
@@ -107,6 +107,11 @@ class WorkerSettings(BaseSettings):
     # --- Input limits and flow control
     max_note_chars: int = Field(default=200_000, ge=1)
     max_inflight_notes: int = Field(default=2_000, ge=1)
+    max_inflight_bytes: int = Field(
+        default=64 * 1024 * 1024,
+        ge=1024,
+        description="Pause fetching while this many bytes of input records are in flight.",
+    )
     consume_batch_size: int = Field(default=500, ge=1)
     drain_timeout_s: float = Field(default=25.0, ge=0.0)
     revoke_timeout_s: float = Field(default=10.0, ge=0.0)
@@ -116,7 +121,11 @@ class WorkerSettings(BaseSettings):
     metrics_port: int | None = Field(
         default=None, ge=0, le=65535, description="Port of /metrics, /livez, /readyz; unset = off."
     )
-    metrics_host: str = "0.0.0.0"
+    metrics_host: str = Field(
+        default="0.0.0.0",
+        description="Address the probe/metrics server binds to; all interfaces by default, as the "
+        "kubelet and Prometheus reach a pod on its IP. 127.0.0.1 = local only; :: = IPv6.",
+    )
     liveness_timeout_s: float = Field(default=60.0, gt=0.0)
 
     @field_validator("bootstrap_servers", "input_topic", "output_topic", "dlq_topic", "group_id")

@@ -60,6 +60,11 @@ class Metrics:
         self.inflight_notes = Gauge(
             "biomarker_inflight_notes", "Notes read but not yet delivered.", registry=r
         )
+        self.inflight_bytes = Gauge(
+            "biomarker_inflight_bytes",
+            "Bytes of input records read but not yet delivered.",
+            registry=r,
+        )
         self.paused = Gauge("biomarker_paused", "1 while fetching is paused.", registry=r)
         self.pauses = Counter(
             "biomarker_pauses", "Times fetching was paused for backpressure.", registry=r

@@ -22,6 +22,9 @@ from __future__ import annotations
 
 import re
 
+#: Recorded in provenance; bump when segmentation rules change what a sentence is.
+SEGMENTER_VERSION = "clinical-rules-1"
+
 __all__ = ["split_sentences"]
 
 # Line-break characters as str.splitlines() sees them.

@@ -27,6 +27,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "worker.cli.train",
     "worker.cli.evaluate",
     "worker.cli.bench",
+    "worker.cli.chaos",
 )
 
 EXIT_USAGE = 2

@@ -10,7 +10,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from worker.cli.checkout import checkout_only
 from worker.errors import FatalError, UsageError
+
+#: What a full run needs: charts and baselines, the ONNX engines, the faust peer.
+BENCH_EXTRAS = "bench,onnx,faust"
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -39,7 +43,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def plan_from_args(args: argparse.Namespace) -> Any:
-    from worker.benchmark.plan import BenchPlan
+    with checkout_only(BENCH_EXTRAS):
+        from bench.plan import BenchPlan
 
     name = args.name or f"cpu-{args.dtype}{'-quick' if args.quick else ''}"
     overrides: dict[str, Any] = {
@@ -75,8 +80,10 @@ def plan_from_args(args: argparse.Namespace) -> Any:
 
 
 def handle(args: argparse.Namespace) -> int:
-    from worker.benchmark import charts, report, runner
     from worker.logs import configure_logging
+
+    with checkout_only(BENCH_EXTRAS):
+        from bench import charts, report, runner
 
     configure_logging("warning")
     plan = plan_from_args(args)

@@ -7,6 +7,8 @@ import json
 import sys
 from pathlib import Path
 
+from worker.cli.checkout import checkout_only
+
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
@@ -19,7 +21,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def handle(args: argparse.Namespace) -> int:
-    from worker.training.dataset import DatasetConfig, build_dataset, data_dir_from
+    with checkout_only("train"):
+        from training.dataset import DatasetConfig, build_dataset, data_dir_from
 
     data_dir = data_dir_from(args.data_dir)
     manifest = build_dataset(data_dir, Path(args.out), DatasetConfig(seed=args.seed))

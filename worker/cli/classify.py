@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
 from itertools import islice
 from typing import IO, TYPE_CHECKING
 
@@ -25,19 +24,16 @@ from worker.cli.options import add_settings_options, settings_from_args
 from worker.config import WorkerSettings
 from worker.errors import FatalError, UsageError
 from worker.events import SourceRef
-from worker.inference import NoteWork, SentenceJob, score_jobs
 from worker.logs import configure_logging
-from worker.processing import NoteSlot, Preparer, render
+from worker.notes import Note, Record, SentenceJob
+from worker.prepare import Preparer
+from worker.render import outgoing
+from worker.scoring import score_jobs, score_notes
 
 if TYPE_CHECKING:
     from worker.model.classifier import SequenceClassifier
 
 _CHUNK = 256
-
-
-@dataclass(slots=True, eq=False, kw_only=True)
-class _LineNote(NoteSlot):
-    line: int
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -73,7 +69,7 @@ def _chunks(stream: IO[bytes]) -> Iterator[list[tuple[int, bytes]]]:
 def handle(args: argparse.Namespace) -> int:
     settings = settings_from_args(args, log_level=args.log_level or "warning")
     configure_logging(settings.log_level)
-    from worker.model.loader import load_classifier, provenance_for
+    from worker.loading import load_classifier, provenance_for
 
     try:
         model = load_classifier(settings)
@@ -97,20 +93,22 @@ def handle(args: argparse.Namespace) -> int:
         include_text = args.include_text or settings.include_sentence_text
         name = "stdin" if args.input == "-" else args.input
         for chunk in _chunks(stream):
-            slots = [_LineNote(value=value, line=line) for line, value in chunk]
-            score_jobs(model, preparer.prepare(slots), batching, on_complete=lambda _w: None)
-            for slot in slots:
-                failure = slot.failure
+            records = [
+                Record(source=SourceRef(None, None, line - 1, None), key=None, value=value)
+                for line, value in chunk
+            ]
+            notes = preparer.prepare(records)
+            score_notes(
+                model, notes, batching, on_complete=lambda note: note.record.note_scored(note)
+            )
+            for record in records:
+                failure = record.failure
                 if failure is not None:
-                    sys.stderr.write(
-                        f"{name}: line {slot.line}: {failure.reason}: {failure.message}\n"
-                    )
+                    line = (record.source.offset or 0) + 1
+                    sys.stderr.write(f"{name}: line {line}: {failure.reason}: {failure.message}\n")
                     continue
-                source = SourceRef(None, None, slot.line - 1, None)
-                out.write(
-                    render(slot, source=source, provenance=provenance, include_text=include_text)
-                    + b"\n"
-                )
+                for output in outgoing(record, provenance=provenance, include_text=include_text):
+                    out.write((output.value or b"") + b"\n")
     out.flush()
     return 0
 
@@ -136,18 +134,27 @@ def _classify_sentences(
                 raise UsageError(message) from None
             ids.append(row.get("id", line))
             texts.append(text)
-        works = [NoteWork.for_sentences(1) for _ in texts]
+        notes = [_sentence_note() for _ in texts]
         jobs = [
-            SentenceJob(work=work, index=0, ids=item.ids)
-            for work, item in zip(works, model.encode(texts), strict=True)
+            SentenceJob(note, 0, item.ids)
+            for note, item in zip(notes, model.encode(texts), strict=True)
         ]
-        score_jobs(model, jobs, batching, on_complete=lambda _w: None)
-        for row_id, work in zip(ids, works, strict=True):
-            if work.error is not None:
-                raise FatalError(f"sentence {row_id!r}: {work.error}")
-            score = work.scores[0]
+        score_jobs(model, jobs, batching)
+        for row_id, note in zip(ids, notes, strict=True):
+            if note.error is not None:
+                raise FatalError(f"sentence {row_id!r}: {note.error}")
+            score = note.scores[0]
             label = int(score >= settings.threshold)
             out.write(orjson.dumps({"id": row_id, "label": label, "score": round(score, 6)}))
             out.write(b"\n")
     out.flush()
     return 0
+
+
+def _sentence_note() -> Note:
+    """A one-sentence note outside any record stream (sentence mode)."""
+    note = Note(
+        record=Record(source=SourceRef(None, None, None, None), key=None, value=None), event={}
+    )
+    note.expect(1)
+    return note

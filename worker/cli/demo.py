@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import gc
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from worker.cli.checkout import checkout_only
 from worker.cli.options import add_settings_options, settings_from_args
 from worker.errors import FatalError, UsageError
 from worker.logs import configure_logging
+
+if TYPE_CHECKING:
+    from worker.pipeline import Pipeline
 
 _TOPICS = {"input": "demo-notes", "output": "demo-notes-enriched", "dlq": "demo-notes-dlq"}
 _PARTITIONS = 3
@@ -31,12 +36,15 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 def handle(args: argparse.Namespace) -> int:
     if args.notes < 1:
         raise UsageError("--notes must be at least 1")
+    with checkout_only():
+        from devkit.localkafka import KafkaStartError, LocalKafka, create_topics
+
     from confluent_kafka import Consumer, Producer
 
     from worker.demo.notes import demo_notes
-    from worker.localkafka import KafkaStartError, LocalKafka, create_topics
-    from worker.model.loader import load_classifier, provenance_for
+    from worker.loading import load_classifier, provenance_for
     from worker.pipeline import Pipeline
+    from worker.runs import run_until
 
     configure_logging(args.log_level or "error")
     source, notes = demo_notes(args.notes)
@@ -79,10 +87,9 @@ def handle(args: argparse.Namespace) -> int:
             settings=settings,
             model=model,
             provenance=provenance_for(model, settings),
-            stop_when=lambda p: p.delivered >= len(notes),
         )
         started = time.perf_counter()
-        code = pipeline.run()
+        code = run_until(pipeline, functools.partial(_delivered_all, pipeline, len(notes)))
         del pipeline  # release its Kafka clients (a reference cycle) before the broker stops
         gc.collect()
         elapsed = time.perf_counter() - started
@@ -91,6 +98,10 @@ def handle(args: argparse.Namespace) -> int:
         outputs = _read_outputs(Consumer, bootstrap, len(notes))
     _print_summary(notes, outputs, elapsed, args.show)
     return 0
+
+
+def _delivered_all(pipeline: Pipeline, expected: int) -> bool:
+    return pipeline.delivered >= expected
 
 
 def _read_outputs(consumer_class: Any, bootstrap: str, expected: int) -> list[dict[str, Any]]:

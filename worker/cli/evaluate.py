@@ -7,6 +7,7 @@ import json
 import sys
 from pathlib import Path
 
+from worker.cli.checkout import checkout_only
 from worker.errors import UsageError
 
 
@@ -29,8 +30,9 @@ def handle(args: argparse.Namespace) -> int:
         raise UsageError("--threshold must be between 0 and 1")
     if args.batch_size <= 0 or args.max_length <= 0:
         raise UsageError("--batch-size and --max-length must be positive")
-    from worker.training.evaluate import evaluate_model
-    from worker.training.jsonl import read_labelled
+    with checkout_only("train"):
+        from training.evaluate import evaluate_model
+        from training.jsonl import read_labelled
 
     rows = read_labelled(Path(args.data))
     report = evaluate_model(

@@ -10,11 +10,12 @@ import structlog
 from confluent_kafka import Consumer
 
 from worker.cli.options import add_settings_options, settings_from_args
+from worker.cli.run import stop_on_signals
 from worker.errors import FatalError, UsageError
 from worker.kafka.clients import consumer_config
+from worker.kafka.replay import parse_offsets, parse_timestamp, plan_replay
 from worker.logs import configure_logging
 from worker.pipeline import EXIT_FATAL, Pipeline
-from worker.replay import parse_offsets, parse_timestamp, plan_replay
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -68,7 +69,7 @@ def handle(args: argparse.Namespace) -> int:
         ranges={str(p): list(r) for p, r in plan.ranges.items()},
     )
     try:
-        from worker.model.loader import load_classifier, provenance_for
+        from worker.loading import load_classifier, provenance_for
 
         model = load_classifier(settings)
     except FatalError as exc:
@@ -81,7 +82,7 @@ def handle(args: argparse.Namespace) -> int:
         replay=plan,
         rate_limit=args.rate_limit,
     )
-    pipeline.install_signal_handlers()
+    stop_on_signals(pipeline)
     started = time.monotonic()
     code = pipeline.run()
     elapsed = time.monotonic() - started

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import signal
 import threading
+from types import FrameType
 
 import structlog
 
@@ -31,7 +32,7 @@ def handle(args: argparse.Namespace) -> int:
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop_early.set())
     try:
-        from worker.model.loader import load_classifier, provenance_for
+        from worker.loading import load_classifier, provenance_for
 
         model = load_classifier(settings)
         model.predict(["warm-up sentence"])
@@ -49,7 +50,7 @@ def handle(args: argparse.Namespace) -> int:
         device=model.info.device,
         dtype=model.info.dtype,
     )
-    pipeline.install_signal_handlers()
+    stop_on_signals(pipeline)
     if stop_early.is_set():
         log.info("stopped_before_start")
         return EXIT_OK
@@ -71,3 +72,15 @@ def handle(args: argparse.Namespace) -> int:
     finally:
         if server is not None:
             server.stop()
+
+
+def stop_on_signals(pipeline: Pipeline) -> None:
+    """SIGTERM and SIGINT ask the pipeline to drain and exit."""
+    log = structlog.get_logger("worker.run")
+
+    def handler(signum: int, _frame: FrameType | None) -> None:
+        log.info("signal_received", signal=signal.Signals(signum).name)
+        pipeline.request_stop()
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)

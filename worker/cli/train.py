@@ -7,6 +7,7 @@ import json
 import sys
 from pathlib import Path
 
+from worker.cli.checkout import checkout_only
 from worker.errors import UsageError
 
 
@@ -42,7 +43,8 @@ def _positive(name: str, value: float | None) -> None:
 def handle(args: argparse.Namespace) -> int:
     for name in ("epochs", "lr", "batch_size", "max_length", "max_steps", "checkpoint_every"):
         _positive(name.replace("_", "-"), getattr(args, name))
-    from worker.training.train import TrainConfig, train
+    with checkout_only("train"):
+        from training.train import TrainConfig, train
 
     config = TrainConfig(
         base=args.base,

@@ -16,10 +16,11 @@ from collections.abc import Callable
 from typing import Protocol
 
 import structlog
-from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
 from worker.errors import FatalError
-from worker.kafka.offsets import PartitionState
+from worker.kafka.offsets import PartitionKey
+from worker.kafka.ports import ConsumerPort, ProducerPort
 from worker.metrics import Metrics
 
 log = structlog.get_logger(__name__)
@@ -28,8 +29,17 @@ _TIMEOUT_S = 30.0
 _RETRIES = 5
 
 
+Offsets = dict[PartitionKey, int]
+
+
+def _topic_partitions(offsets: Offsets) -> list[TopicPartition]:
+    return [
+        TopicPartition(topic, partition, offset) for (topic, partition), offset in offsets.items()
+    ]
+
+
 class OffsetCommitter(Protocol):
-    def stage(self, offsets: list[TopicPartition]) -> None:
+    def stage(self, offsets: Offsets) -> None:
         """Offsets (next to read) whose outputs and every earlier one's are delivered."""
 
     def before_produce(self) -> None: ...
@@ -37,8 +47,9 @@ class OffsetCommitter(Protocol):
     def tick(self) -> None:
         """Called every loop iteration; commits when it is time."""
 
-    def commit(self, states: list[PartitionState]) -> None:
-        """Commit now, synchronously (revoke, shutdown)."""
+    def commit(self, offsets: Offsets) -> None:
+        """Commit now, synchronously (revoke, shutdown): ``offsets`` are every committable
+        offset of the partitions concerned."""
 
     def partitions_lost(self) -> None: ...
 
@@ -46,13 +57,13 @@ class OffsetCommitter(Protocol):
 class StoredOffsets:
     """At-least-once: ``store_offsets`` after delivery, auto-commit, sync commit on demand."""
 
-    def __init__(self, *, consumer: Consumer, metrics: Metrics) -> None:
+    def __init__(self, *, consumer: ConsumerPort, metrics: Metrics) -> None:
         self._consumer = consumer
         self._metrics = metrics
 
-    def stage(self, offsets: list[TopicPartition]) -> None:
+    def stage(self, offsets: Offsets) -> None:
         try:
-            self._consumer.store_offsets(offsets=offsets)
+            self._consumer.store_offsets(offsets=_topic_partitions(offsets))
         except KafkaException as exc:  # partition revoked in between: nothing to store
             log.warning("store_offsets_failed", error=str(exc))
 
@@ -62,16 +73,11 @@ class StoredOffsets:
     def tick(self) -> None:
         return None
 
-    def commit(self, states: list[PartitionState]) -> None:
-        offsets = [
-            TopicPartition(state.topic, state.partition, state.committable)
-            for state in states
-            if state.committable is not None and state.active
-        ]
+    def commit(self, offsets: Offsets) -> None:
         if not offsets:
             return
         try:
-            self._consumer.commit(offsets=offsets, asynchronous=False)
+            self._consumer.commit(offsets=_topic_partitions(offsets), asynchronous=False)
             self._metrics.commits.labels(outcome="ok").inc()
         except KafkaException as exc:
             self._metrics.commits.labels(outcome="failed").inc()
@@ -87,8 +93,8 @@ class TransactionalOffsets:
     def __init__(
         self,
         *,
-        consumer: Consumer,
-        producer: Producer,
+        consumer: ConsumerPort,
+        producer: ProducerPort,
         metrics: Metrics,
         interval_s: float,
         collect: Callable[[], None],
@@ -100,7 +106,7 @@ class TransactionalOffsets:
         self._interval_s = interval_s
         self._collect = collect  # processes delivery reports into stage() calls
         self._rewind = rewind  # forget in-flight work, seek back to committed offsets
-        self._pending: dict[tuple[str, int], TopicPartition] = {}
+        self._pending: Offsets = {}
         self._open = False
         self._opened_at = 0.0
 
@@ -108,9 +114,8 @@ class TransactionalOffsets:
         """Fence earlier instances with the same transactional.id (aborts their open work)."""
         self._call(lambda: self._producer.init_transactions(_TIMEOUT_S), "init")
 
-    def stage(self, offsets: list[TopicPartition]) -> None:
-        for tp in offsets:
-            self._pending[(tp.topic, tp.partition)] = tp
+    def stage(self, offsets: Offsets) -> None:
+        self._pending.update(offsets)
 
     def before_produce(self) -> None:
         if not self._open:
@@ -122,7 +127,7 @@ class TransactionalOffsets:
         if self._open and time.monotonic() - self._opened_at >= self._interval_s:
             self._commit_transaction()
 
-    def commit(self, states: list[PartitionState]) -> None:
+    def commit(self, offsets: Offsets) -> None:
         self._commit_transaction()
 
     def partitions_lost(self) -> None:
@@ -137,7 +142,7 @@ class TransactionalOffsets:
             self._abort("outputs not delivered in time")
             return
         self._collect()
-        offsets = list(self._pending.values())
+        offsets = _topic_partitions(self._pending)
         try:
             if offsets:
                 metadata = self._consumer.consumer_group_metadata()

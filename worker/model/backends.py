@@ -20,8 +20,8 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
+from worker.backend_choices import backend_problem
 from worker.errors import FatalError
-from worker.model.engine_choices import backend_problem
 from worker.model.packing import PackedBatch
 
 IntArray = npt.NDArray[np.int64]

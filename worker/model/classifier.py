@@ -10,7 +10,7 @@ import hashlib
 import itertools
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
@@ -130,10 +130,10 @@ class SequenceClassifier:
         engine: Engine | None = None,
         packing: bool = True,
     ) -> None:
-        self._model = model
-        self._tokenizer = tokenizer
+        self.model = model
+        self.tokenizer = tokenizer
         self.info = info
-        self._positive_index = positive_index
+        self.positive_index = positive_index
         self._device = torch.device(info.device)
         self._engine: Engine = engine or TorchEngine(model, self._device)
         self._pad_id = int(tokenizer.pad_token_id or 0)
@@ -212,20 +212,6 @@ class SequenceClassifier:
         classifier.concurrency = lanes_for(torch_device, cores, split)
         return classifier
 
-    def with_engine(self, engine: Engine) -> SequenceClassifier:
-        """The same tokenizer and labels over another engine (to compare engines)."""
-        info = replace(self.info, backend=engine.name)
-        twin = SequenceClassifier(
-            model=self._model,
-            tokenizer=self._tokenizer,
-            info=info,
-            positive_index=self._positive_index,
-            engine=engine,
-            packing=self.packs,
-        )
-        twin.concurrency = self.concurrency
-        return twin
-
     def encode(self, texts: Sequence[str]) -> list[Encoded]:
         """Tokenise sentences without padding, cutting each to the model's max length."""
         if not texts:
@@ -234,7 +220,7 @@ class SequenceClassifier:
         if self._wordpieces is not None:
             batch = self._wordpieces.ids(texts)
         else:
-            batch = self._tokenizer(
+            batch = self.tokenizer(
                 list(texts), truncation=True, max_length=limit + 1, padding=False
             )["input_ids"]
         out: list[Encoded] = []
@@ -284,7 +270,7 @@ class SequenceClassifier:
         else:
             input_ids, attention = self.pad(batch)
             probs = self._engine.probabilities(input_ids, attention)
-        result: list[float] = probs[:, self._positive_index].tolist()
+        result: list[float] = probs[:, self.positive_index].tolist()
         return result
 
     def predict(self, texts: Sequence[str]) -> list[float]:

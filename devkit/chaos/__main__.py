@@ -1,0 +1,3 @@
+from devkit.chaos import main
+
+raise SystemExit(main())

@@ -1,0 +1,302 @@
+"""The Kafka pipeline's logic against in-memory fakes (tests/fakes.py): fast feedback.
+
+The real-broker tests (``*_kafka.py``) are the proof; these drive the same code paths - revoke,
+loss, backpressure, dead letters, fatal deliveries, transactional rewind, replay ranges - in
+well under a second each.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+import pytest
+from confluent_kafka import KafkaError
+
+from tests.fakes import FakeBroker, FakeConsumer, FakeProducer, WordModel
+from worker.config import load_settings
+from worker.events import Provenance
+from worker.kafka.ports import KafkaClients
+from worker.kafka.replay import ReplayPlan
+from worker.pipeline import EXIT_FATAL, EXIT_OK, Pipeline
+from worker.runs import run_until
+
+IN, OUT, DLQ = "notes", "enriched", "dlq"
+PROVENANCE = Provenance("word", "1", "0" * 64, 0.5, "rules")
+
+
+def _note(i: int, text: str = "Seen today. PSA was 4.2 ng/mL. Follow up.") -> bytes:
+    return orjson.dumps({"note_id": f"n{i}", "text": text})
+
+
+class Kit:
+    def __init__(self, partitions: int = 2) -> None:
+        self.broker = FakeBroker()
+        self.broker.create(IN, partitions)
+        self.broker.create(OUT)
+        self.broker.create(DLQ)
+        self.consumer = FakeConsumer(self.broker)
+        self.producer = FakeProducer(self.broker)
+
+    def fill(self, count: int, partitions: int = 2) -> None:
+        for i in range(count):
+            self.broker.append(IN, _note(i), partition=i % partitions, key=f"k{i}".encode())
+
+    def pipeline(
+        self, model: Any = None, replay: ReplayPlan | None = None, **settings: Any
+    ) -> Pipeline:
+        values = {"input_topic": IN, "output_topic": OUT, "dlq_topic": DLQ, **settings}
+        return Pipeline(
+            settings=load_settings(overrides=values),
+            model=model or WordModel(),
+            provenance=PROVENANCE,
+            clients=KafkaClients(consumer=self.consumer, producer=self.producer),
+            replay=replay,
+        )
+
+    def run(self, pipeline: Pipeline, done: Callable[[], bool], timeout_s: float = 20) -> int:
+        deadline = time.monotonic() + timeout_s
+        return run_until(pipeline, lambda: done() or time.monotonic() > deadline)
+
+    def outputs(self) -> list[dict[str, Any]]:
+        return [orjson.loads(m.value() or b"") for m in self.broker.read(OUT)]
+
+    def sources(self) -> list[tuple[int, int]]:
+        return [
+            (
+                o["biomarker"]["provenance"]["source"]["partition"],
+                o["biomarker"]["provenance"]["source"]["offset"],
+            )
+            for o in self.outputs()
+        ]
+
+
+def test_every_note_is_delivered_in_partition_order_and_committed() -> None:
+    kit = Kit()
+    kit.fill(40)
+    pipeline = kit.pipeline()
+    assert kit.run(pipeline, lambda: pipeline.delivered >= 40) == EXIT_OK
+    sources = kit.sources()
+    assert len(sources) == 40
+    for partition in (0, 1):
+        offsets = [o for p, o in sources if p == partition]
+        assert offsets == sorted(offsets) == list(range(20))
+    assert kit.broker.committed == {(IN, 0): 20, (IN, 1): 20}
+    first = kit.broker.read(OUT)[0]
+    assert first.key() is not None and first.key().startswith(b"k")
+    assert kit.outputs()[0]["biomarker"]["summary"]["biomarker_sentence_count"] == 1
+
+
+def test_bad_records_go_to_the_dead_letter_topic_with_their_bytes() -> None:
+    kit = Kit(partitions=1)
+    bad = [b"\xff\xfe", b"{not json", orjson.dumps({"note_id": "x"}), None]
+    kit.broker.append(IN, _note(0))
+    for value in bad:
+        kit.broker.append(IN, value, key=b"bad", headers=[("trace", b"1")])
+    kit.broker.append(IN, _note(5))
+    pipeline = kit.pipeline()
+    assert kit.run(pipeline, lambda: pipeline.delivered >= 6) == EXIT_OK
+    letters = kit.broker.read(DLQ)
+    assert [m.value() for m in letters] == bad
+    reasons = [dict(m.headers())["x-biomarker-error-class"] for m in letters]
+    assert reasons == [b"not_utf8", b"not_json", b"schema_violation", b"null_value"]
+    assert all(dict(m.headers())["trace"] == b"1" and m.key() == b"bad" for m in letters)
+    assert len(kit.outputs()) == 2
+    assert kit.broker.committed == {(IN, 0): 6}
+
+
+def test_revoke_finishes_in_flight_work_commits_it_and_ignores_later_fetches() -> None:
+    kit = Kit()
+    kit.fill(20)
+    pipeline = kit.pipeline(model=WordModel(delay_s=0.01))
+    revoked = False
+
+    def revoke_partition_one() -> bool:
+        nonlocal revoked
+        if not revoked and pipeline.delivered >= 2:
+            kit.consumer.rebalance("revoke", [(IN, 1)])
+            revoked = True
+        return revoked and (IN, 1) not in kit.consumer.assigned and pipeline.delivered >= 20
+
+    assert kit.run(pipeline, revoke_partition_one) == EXIT_OK
+    assert kit.broker.committed[(IN, 1)] == 10  # fetched before the revoke: finished, committed
+    assert kit.broker.committed[(IN, 0)] == 10
+    assert (
+        pipeline.metrics.registry.get_sample_value("biomarker_rebalances_total", {"kind": "revoke"})
+        == 1
+    )
+
+
+def test_lost_partitions_are_forgotten_without_a_commit() -> None:
+    kit = Kit(partitions=1)
+    kit.fill(10, partitions=1)
+    gate = WordModel(delay_s=0.2)  # slow: the loss comes while notes are in flight
+    pipeline = kit.pipeline(model=gate)
+    lost = False
+
+    def lose() -> bool:
+        nonlocal lost
+        if not lost and pipeline.tracker.inflight:
+            kit.consumer.rebalance("lost", [(IN, 0)])
+            lost = True
+        return lost and not pipeline.tracker.partitions
+
+    assert kit.run(pipeline, lose) == EXIT_OK
+    assert kit.broker.committed.get((IN, 0), 0) < 10
+    assert kit.consumer.stored == {}
+    assert (
+        pipeline.metrics.registry.get_sample_value("biomarker_rebalances_total", {"kind": "lost"})
+        == 1
+    )
+
+
+def test_backpressure_pauses_then_resumes_and_loses_nothing() -> None:
+    kit = Kit()
+    kit.fill(200)
+    pipeline = kit.pipeline(
+        model=WordModel(delay_s=0.002), max_inflight_notes=10, consume_batch_size=8
+    )
+    assert kit.run(pipeline, lambda: pipeline.delivered >= 200) == EXIT_OK
+    assert kit.consumer.pause_calls >= 2  # paused under load (and once more at shutdown)
+    assert (pipeline.metrics.registry.get_sample_value("biomarker_pauses_total") or 0) >= 1
+    assert sorted(kit.sources()) == sorted((i % 2, i // 2) for i in range(200))
+
+
+def test_a_full_local_queue_is_waited_out() -> None:
+    kit = Kit()
+    kit.fill(10)
+    kit.producer.full = 5
+    pipeline = kit.pipeline()
+    assert kit.run(pipeline, lambda: pipeline.delivered >= 10) == EXIT_OK
+    assert len(kit.outputs()) == 10
+
+
+def test_a_failed_delivery_is_fatal_and_commits_nothing_past_it() -> None:
+    kit = Kit(partitions=1)
+    kit.fill(10, partitions=1)
+    timed_out = KafkaError(KafkaError._MSG_TIMED_OUT)
+    kit.producer.refuse = lambda topic, value: timed_out if b'"n3"' in (value or b"") else None
+    pipeline = kit.pipeline()
+    assert kit.run(pipeline, lambda: False, timeout_s=5) == EXIT_FATAL
+    assert kit.broker.committed.get((IN, 0), 0) <= 3
+    assert kit.consumer.closed
+
+
+def test_an_output_the_brokers_refuse_as_too_large_becomes_a_dead_letter() -> None:
+    kit = Kit(partitions=1)
+    kit.fill(3, partitions=1)
+    too_large = KafkaError(KafkaError.MSG_SIZE_TOO_LARGE)
+    kit.producer.refuse = lambda topic, value: (
+        too_large if topic == OUT and b'"n1"' in (value or b"") else None
+    )
+    pipeline = kit.pipeline()
+    assert kit.run(pipeline, lambda: pipeline.delivered >= 3) == EXIT_OK
+    [letter] = kit.broker.read(DLQ)
+    assert letter.value() == _note(1)
+    assert dict(letter.headers())["x-biomarker-error-class"] == b"output_too_large"
+    assert kit.broker.committed == {(IN, 0): 3}
+
+
+def test_an_output_over_the_local_size_limit_becomes_a_dead_letter() -> None:
+    kit = Kit(partitions=1)
+    text = ". " * 3_000  # small input, large output: one result per sentence
+    kit.broker.append(IN, _note(0, text))
+    kit.broker.append(IN, _note(1))
+    kit.producer.max_bytes = 20_000
+    pipeline = kit.pipeline()
+    assert kit.run(pipeline, lambda: pipeline.delivered >= 2) == EXIT_OK
+    [letter] = kit.broker.read(DLQ)
+    assert dict(letter.headers())["x-biomarker-error-class"] == b"output_too_large"
+    assert len(kit.outputs()) == 1 and kit.broker.committed == {(IN, 0): 2}
+
+
+def test_a_dead_letter_too_large_goes_out_truncated_with_its_size_and_hash() -> None:
+    kit = Kit(partitions=1)
+    original = b"x" * 100_000  # not JSON
+    kit.broker.append(IN, original)
+    kit.producer.max_bytes = 80_000
+    pipeline = kit.pipeline()
+    assert kit.run(pipeline, lambda: pipeline.delivered >= 1) == EXIT_OK
+    [letter] = kit.broker.read(DLQ)
+    headers = dict(letter.headers())
+    assert headers["x-biomarker-error-class"] == b"not_json"
+    assert headers["x-biomarker-truncated"] == b"true"
+    assert headers["x-biomarker-original-size"] == b"100000"
+    assert headers["x-biomarker-original-sha256"] == hashlib.sha256(original).hexdigest().encode()
+    assert letter.value() == original[: len(letter.value() or b"")]
+    assert kit.broker.committed == {(IN, 0): 1}
+
+
+def test_an_aborted_transaction_rewinds_and_redelivers_exactly_once() -> None:
+    kit = Kit(partitions=1)
+    kit.fill(30, partitions=1)
+    abortable = KafkaError(KafkaError._STATE, "abortable", txn_requires_abort=True)
+    kit.producer.fail_commit = [abortable]
+    pipeline = kit.pipeline(processing_guarantee="exactly-once", commit_interval_ms=100)
+    done = lambda: kit.broker.committed.get((IN, 0)) == 30  # noqa: E731
+    assert kit.run(pipeline, done) == EXIT_OK
+    assert kit.producer.aborted == 1
+    assert sorted(kit.sources()) == [(0, i) for i in range(30)]  # no duplicate is visible
+    assert (
+        pipeline.metrics.registry.get_sample_value(
+            "biomarker_commits_total", {"outcome": "aborted"}
+        )
+        == 1
+    )
+
+
+def test_a_replay_reads_its_range_only_and_stops_by_itself() -> None:
+    kit = Kit(partitions=2)
+    kit.fill(20)
+    plan = ReplayPlan(topic=IN, ranges={0: (2, 5), 1: (7, 7)})
+    pipeline = kit.pipeline(replay=plan)
+    assert kit.run(pipeline, lambda: False) == EXIT_OK  # returns without being stopped
+    assert kit.sources() == [(0, 2), (0, 3), (0, 4)]
+    assert kit.broker.committed == {(IN, 0): 5}
+
+
+def test_a_missing_topic_is_fatal_before_anything_is_read() -> None:
+    kit = Kit()
+    kit.broker.topics.discard(DLQ)
+    kit.fill(3)
+    pipeline = kit.pipeline()
+    assert pipeline.run() == EXIT_FATAL
+    assert kit.broker.committed == {} and not kit.broker.read(OUT)
+
+
+@pytest.mark.parametrize(
+    ("extra", "clash"),
+    [
+        ({"enable.auto.offset.store": "true"}, "enable.auto.offset.store"),
+        ({"enable.idempotence": "false"}, "enable.idempotence"),
+        ({"acks": "1"}, "acks"),
+    ],
+)
+def test_client_settings_the_guarantee_needs_cannot_be_overridden(
+    extra: dict[str, str], clash: str
+) -> None:
+    from worker.errors import UsageError
+    from worker.kafka.clients import consumer_config, producer_config
+
+    settings = load_settings(overrides={"kafka_extra": extra})
+    with pytest.raises(UsageError, match=clash):
+        consumer_config(settings)
+        producer_config(settings)
+
+
+def test_locked_client_settings_win_and_other_extras_pass_through() -> None:
+    from worker.kafka.clients import consumer_config, producer_config
+
+    settings = load_settings(overrides={"kafka_extra": {"fetch.max.bytes": "1000000"}})
+    consumer = consumer_config(settings)
+    producer = producer_config(settings)
+    assert (
+        consumer["enable.auto.offset.store"] is False and consumer["fetch.max.bytes"] == "1000000"
+    )
+    assert producer["enable.idempotence"] is True and producer["acks"] == "all"
+    exactly_once = load_settings(overrides={"processing_guarantee": "exactly-once"})
+    assert consumer_config(exactly_once)["isolation.level"] == "read_committed"
+    assert "transactional.id" in producer_config(exactly_once)

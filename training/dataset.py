@@ -1,0 +1,207 @@
+"""Build train/dev/test JSONL from the public corpora (see :mod:`training.sources`).
+
+Steps, all deterministic for a given seed:
+
+1. Read every source; each row already carries its document-level split.
+2. Drop exact duplicate texts (case- and space-insensitive) inside a split, and drop from train
+   and dev every text that also occurs in test (and from train what occurs in dev), so no
+   evaluated sentence was trained on verbatim.
+3. Cap train per source (quotas below), sampling with one seeded RNG per source; MTSamples
+   train keeps all positives, then hard negatives (:func:`~training.lexicon.is_decoy`:
+   drugs, doses, vitals, vertebral levels, generic lab words), then fills with other
+   negatives. Dev is a plain random sample per source (MTSamples dev is kept whole, in its
+   natural ~2% positive rate, so that the false positive rate on notes is visible). Test is
+   never capped.
+4. Write ``train.jsonl``, ``dev.jsonl``, ``test.jsonl`` (``{"id","text","label","source","doc"}``)
+   and ``manifest.json`` (counts, quotas, seed, the note splitter and a hash of its source:
+   MTSamples sentences, and so the exact rows, depend on it).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from training.lexicon import is_decoy
+from training.sources import (
+    Example,
+    read_bc2gm,
+    read_biored,
+    read_civic,
+    read_civicmine,
+    read_mtsamples,
+)
+from training.splits import splitter_digest, splitter_name
+from training.synthetic import synthetic_examples
+from worker.errors import UsageError
+
+__all__ = ["DatasetConfig", "build_dataset", "data_dir_from", "normalise", "write_jsonl"]
+
+DATA_DIR_ENV = "BIOMARKER_DATA_DIR"
+_REQUIRED = (
+    "bc2gm/bc2gm_sentences.jsonl",
+    "biored/biored_sentences.jsonl",
+    "civic/civic_evidence_sentences.jsonl",
+    "civicmine/civicmine_train_sentences.jsonl",
+    "mtsamples/mtsamples_notes.jsonl",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class DatasetConfig:
+    """Per-source caps; ``None`` keeps everything."""
+
+    seed: int = 13
+    train_quota: dict[str, int | None] = field(
+        default_factory=lambda: {
+            "bc2gm": None,
+            "biored": None,
+            "civic": 3000,
+            "civicmine": None,
+            "mtsamples": 10000,
+            "synthetic": None,
+        }
+    )
+    dev_quota: dict[str, int | None] = field(
+        default_factory=lambda: {"bc2gm": 1000, "biored": 1000, "civic": 1000, "mtsamples": None}
+    )
+
+
+def data_dir_from(value: str | None) -> Path:
+    """The data directory from a flag, else ``$BIOMARKER_DATA_DIR``; checked for the corpora."""
+    raw = value or os.environ.get(DATA_DIR_ENV)
+    if not raw:
+        raise UsageError(f"no data directory: pass --data-dir or set {DATA_DIR_ENV}")
+    path = Path(raw)
+    missing = [name for name in _REQUIRED if not (path / name).is_file()]
+    if missing:
+        raise UsageError(f"data directory {path} lacks {', '.join(missing)}")
+    return path
+
+
+def normalise(text: str) -> str:
+    """Key for duplicate detection: lower case, single spaces."""
+    return " ".join(text.lower().split())
+
+
+def _all_examples(data_dir: Path, seed: int) -> Iterator[Example]:
+    yield from read_bc2gm(data_dir)
+    yield from read_biored(data_dir)
+    yield from read_civicmine(data_dir, seed=seed)
+    yield from read_civic(data_dir, seed=seed)
+    yield from read_mtsamples(data_dir, seed=seed)
+    yield from synthetic_examples(seed=seed)
+
+
+def _dedupe(rows: Iterable[Example], banned: set[str]) -> list[Example]:
+    out: list[Example] = []
+    seen = set(banned)
+    for row in rows:
+        key = normalise(row.text)
+        if key not in seen:
+            seen.add(key)
+            out.append(row)
+    return out
+
+
+def _rng(seed: int, source: str, purpose: str) -> random.Random:
+    """One RNG per source and purpose, so a change in one source leaves the others alone."""
+    return random.Random(f"{seed}:{source}:{purpose}")
+
+
+def _note_tier(row: Example) -> int:
+    """MTSamples train priority: positives, then hard negatives (decoys), then the rest."""
+    if row.label == 1:
+        return 0
+    return 1 if is_decoy(row.text) else 2
+
+
+def _cap(
+    rows: list[Example],
+    quota: int | None,
+    rng: random.Random,
+    tier: Callable[[Example], int] | None = None,
+) -> list[Example]:
+    """At most ``quota`` rows: whole tiers in order, a seeded sample of the tier that overflows."""
+    if quota is None or len(rows) <= quota:
+        return rows
+    tiers: dict[int, list[Example]] = {}
+    for row in rows:
+        tiers.setdefault(tier(row) if tier else 0, []).append(row)
+    chosen: list[Example] = []
+    for _, group in sorted(tiers.items()):
+        room = quota - len(chosen)
+        chosen.extend(group if len(group) <= room else rng.sample(group, room))
+    return chosen
+
+
+def _by_source(rows: list[Example]) -> dict[str, list[Example]]:
+    groups: dict[str, list[Example]] = {}
+    for row in rows:
+        groups.setdefault(row.source, []).append(row)
+    return groups
+
+
+def write_jsonl(path: Path, rows: Iterable[dict[str, Any]]) -> None:
+    """One JSON object per line, UTF-8."""
+    with path.open("w", encoding="utf-8") as handle:
+        for row in rows:
+            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+
+def _public(row: Example) -> dict[str, Any]:
+    data = row.to_json()
+    del data["split"]
+    return data
+
+
+def _counts(rows: list[Example]) -> dict[str, dict[str, int]]:
+    counter = Counter((row.source, row.label) for row in rows)
+    sources = sorted({source for source, _ in counter})
+    return {s: {"0": counter[(s, 0)], "1": counter[(s, 1)]} for s in sources}
+
+
+def build_dataset(data_dir: Path, out_dir: Path, config: DatasetConfig) -> dict[str, Any]:
+    """Write the three splits and the manifest into ``out_dir``; return the manifest."""
+    rows = list(_all_examples(data_dir, config.seed))
+    test = _dedupe((row for row in rows if row.split == "test"), set())
+    test_keys = {normalise(row.text) for row in test}
+    dev = _dedupe((row for row in rows if row.split == "dev"), test_keys)
+    dev_keys = {normalise(row.text) for row in dev}
+    train = _dedupe((row for row in rows if row.split == "train"), test_keys | dev_keys)
+    train = [
+        row
+        for source, group in sorted(_by_source(train).items())
+        for row in _cap(
+            group,
+            config.train_quota.get(source),
+            _rng(config.seed, source, "train"),
+            _note_tier if source == "mtsamples" else None,
+        )
+    ]
+    dev = [
+        row
+        for source, group in sorted(_by_source(dev).items())
+        for row in _cap(group, config.dev_quota.get(source), _rng(config.seed, source, "dev"))
+    ]
+    _rng(config.seed, "all", "shuffle").shuffle(train)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    splits = {"train": train, "dev": dev, "test": test}
+    for name, split_rows in splits.items():
+        write_jsonl(out_dir / f"{name}.jsonl", (_public(row) for row in split_rows))
+    manifest: dict[str, Any] = {
+        "seed": config.seed,
+        "splitter": splitter_name(),
+        "splitter_sha256": splitter_digest(),
+        "train_quota": config.train_quota,
+        "dev_quota": config.dev_quota,
+        "counts": {name: _counts(split_rows) for name, split_rows in splits.items()},
+    }
+    (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    return manifest

@@ -1,0 +1,110 @@
+"""The parts of confluent-kafka's ``Consumer`` and ``Producer`` the worker uses.
+
+The worker's Kafka steps take these protocols, so unit tests drive them with in-memory fakes
+(``tests/fakes.py``); :func:`kafka_clients` builds the real ones.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
+
+from worker.config import WorkerSettings
+from worker.kafka.clients import consumer_config, producer_config
+
+#: ``TopicPartition`` and ``Message`` objects of confluent-kafka (or fakes with their methods).
+TopicPartitionLike = Any
+MessageLike = Any
+RebalanceCallback = Callable[[Any, list[Any]], None]
+
+
+class ConsumerPort(Protocol):
+    def subscribe(
+        self,
+        topics: list[str],
+        *,
+        on_assign: RebalanceCallback,
+        on_revoke: RebalanceCallback,
+        on_lost: RebalanceCallback,
+    ) -> None: ...
+
+    def assign(self, partitions: list[TopicPartitionLike]) -> None: ...
+
+    def incremental_assign(self, partitions: list[TopicPartitionLike]) -> None: ...
+
+    def incremental_unassign(self, partitions: list[TopicPartitionLike]) -> None: ...
+
+    def consume(self, num_messages: int, timeout: float) -> list[MessageLike]: ...
+
+    def pause(self, partitions: list[TopicPartitionLike]) -> None: ...
+
+    def resume(self, partitions: list[TopicPartitionLike]) -> None: ...
+
+    def committed(
+        self, partitions: list[TopicPartitionLike], timeout: float
+    ) -> list[TopicPartitionLike]: ...
+
+    def position(self, partitions: list[TopicPartitionLike]) -> list[TopicPartitionLike]: ...
+
+    def seek(self, partition: TopicPartitionLike) -> None: ...
+
+    def get_watermark_offsets(
+        self, partition: TopicPartitionLike, timeout: float = ..., cached: bool = ...
+    ) -> tuple[int, int] | None: ...
+
+    def store_offsets(self, *, offsets: list[TopicPartitionLike]) -> None: ...
+
+    def commit(self, *, offsets: list[TopicPartitionLike], asynchronous: Literal[False]) -> Any: ...
+
+    def consumer_group_metadata(self) -> Any: ...
+
+    def close(self) -> None: ...
+
+
+class ProducerPort(Protocol):
+    def produce(
+        self,
+        topic: str,
+        *,
+        value: bytes | None,
+        key: bytes | None,
+        headers: Any,
+        on_delivery: Callable[[Any, Any], None],
+    ) -> None: ...
+
+    def poll(self, timeout: float) -> int: ...
+
+    def flush(self, timeout: float) -> int: ...
+
+    def list_topics(self, *, timeout: float) -> Any: ...
+
+    def init_transactions(self, timeout: float) -> None: ...
+
+    def begin_transaction(self) -> None: ...
+
+    def send_offsets_to_transaction(
+        self, offsets: list[TopicPartitionLike], metadata: Any, timeout: float
+    ) -> None: ...
+
+    def commit_transaction(self, timeout: float) -> None: ...
+
+    def abort_transaction(self, timeout: float) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class KafkaClients:
+    consumer: ConsumerPort
+    producer: ProducerPort
+
+
+def kafka_clients(
+    settings: WorkerSettings, *, group_id: str | None, hooks: dict[str, Any]
+) -> KafkaClients:
+    """The real librdkafka clients, with the worker's error callback and logger."""
+    from confluent_kafka import Consumer, Producer
+
+    return KafkaClients(
+        consumer=Consumer({**consumer_config(settings, group_id=group_id), **hooks}),
+        producer=Producer({**producer_config(settings), **hooks}),
+    )

@@ -1,0 +1,185 @@
+"""Producing a ready record's outputs: enriched events, dead letters, delivery reports.
+
+Each output is produced with the input's key; a record is delivered when the brokers acknowledged
+every output it caused (``on_delivered``). A full local queue (``BufferError``) is waited out by
+serving delivery reports. An output the brokers refuse for this record alone (too large, invalid)
+is replaced by a dead letter of the record (reason ``output_too_large`` or ``output_rejected``);
+a dead letter that is itself too large goes out as a truncated copy whose headers give the
+original's size and sha256. Errors that concern the whole producer are fatal (:class:`KafkaErrors`).
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+from confluent_kafka import KafkaError, KafkaException
+
+from worker.errors import FatalError, InvalidEvent
+from worker.kafka.commits import OffsetCommitter
+from worker.kafka.errors import KafkaErrors
+from worker.kafka.ports import ProducerPort
+from worker.metrics import Metrics
+from worker.notes import Record
+from worker.render import Outgoing, dead_letter
+
+log = structlog.get_logger(__name__)
+
+#: Delivery errors about one record, not the producer: the record is dead-lettered instead.
+_RECORD_ERRORS = {
+    KafkaError.MSG_SIZE_TOO_LARGE,
+    KafkaError.RECORD_LIST_TOO_LARGE,
+    KafkaError.INVALID_RECORD,
+    KafkaError.INVALID_MSG,
+}
+#: A dead letter too large to produce keeps this many bytes of the original value.
+TRUNCATED_DEAD_LETTER_BYTES = 65_536
+
+
+@dataclass(frozen=True, slots=True)
+class SinkTopics:
+    output: str
+    dead_letter: str
+
+
+class KafkaSink:
+    """Produces outputs and dead letters; tells ``on_delivered`` when a record is done."""
+
+    def __init__(
+        self,
+        *,
+        producer: ProducerPort,
+        topics: SinkTopics,
+        committer: OffsetCommitter,
+        errors: KafkaErrors,
+        metrics: Metrics,
+        on_delivered: Callable[[Record], None],
+        on_blocked: Callable[[], None] = lambda: None,
+    ) -> None:
+        self._producer = producer
+        self._topics = topics
+        self._committer = committer
+        self._errors = errors
+        self._metrics = metrics
+        self._on_delivered = on_delivered
+        self._on_blocked = on_blocked  # called while the local queue is full
+        self.delivered = 0  # outputs plus dead letters acknowledged by the brokers
+
+    def send(self, record: Record, outputs: list[Outgoing]) -> None:
+        """Produce ``outputs`` of ``record`` (none: the record is delivered at once)."""
+        record.unacked += len(outputs)
+        if not outputs:
+            self._on_delivered(record)
+        for out in outputs:
+            self._produce(record, out)
+
+    def poll(self, timeout: float = 0.0) -> None:
+        """Serve delivery reports."""
+        self._producer.poll(timeout)
+
+    def flush(self, timeout: float) -> int:
+        return self._producer.flush(timeout)
+
+    def _produce(self, record: Record, out: Outgoing) -> None:
+        if out.destination == "dead_letter":
+            _log_dead_letter(record, out)
+        topic = self._topics.output if out.destination == "output" else self._topics.dead_letter
+        callback = functools.partial(self._on_delivery, record, out)
+        self._committer.before_produce()
+        while True:
+            try:
+                self._producer.produce(
+                    topic,
+                    value=out.value,
+                    key=record.key,
+                    headers=out.headers,
+                    on_delivery=callback,
+                )
+                return
+            except BufferError:  # local queue full: serve delivery reports, then retry
+                self._producer.poll(0.05)
+                self._on_blocked()
+            except KafkaException as exc:
+                self._refused(record, out, exc.args[0])
+                return
+
+    def _on_delivery(self, record: Record, out: Outgoing, error: Any, _message: Any) -> None:
+        if error is not None:
+            self._refused(record, out, error)
+            return
+        self.delivered += 1
+        if out.destination == "output":
+            self._metrics.events_out.inc()
+        else:
+            self._metrics.dead_letters.labels(reason=_reason(out)).inc()
+        timestamp = record.source.timestamp
+        if timestamp is not None:
+            self._metrics.latency_seconds.observe(max(0.0, time.time() - timestamp / 1000))
+        record.unacked -= 1
+        if record.unacked == 0:
+            self._on_delivered(record)
+
+    def _refused(self, record: Record, out: Outgoing, error: KafkaError) -> None:
+        """An output could not be produced: dead-letter the record if the error is its own."""
+        if error.code() not in _RECORD_ERRORS:
+            # The idempotent producer already retried until delivery.timeout.ms: stop without
+            # storing this offset; the restarted worker re-reads it.
+            self._errors.stop(FatalError(f"delivery failed: {error.str()}"))
+            return
+        too_large = error.code() != KafkaError.INVALID_RECORD
+        if out.destination == "output":
+            reason = "output_too_large" if too_large else "output_rejected"
+            replacement = dead_letter(
+                record, InvalidEvent(reason, f"output refused: {error.str()}")
+            )
+        elif not _truncated(out):
+            replacement = _truncate(out, TRUNCATED_DEAD_LETTER_BYTES)
+        else:
+            self._errors.stop(FatalError(f"dead letter refused: {error.str()}"))
+            return
+        self._produce(record, replacement)
+
+
+def _header(out: Outgoing, wanted: str) -> str:
+    for name, value in out.headers or []:
+        if name == wanted and isinstance(value, bytes):
+            return value.decode(errors="replace")
+    return "unknown"
+
+
+def _reason(out: Outgoing) -> str:
+    return _header(out, "x-biomarker-error-class")
+
+
+def _truncated(out: Outgoing) -> bool:
+    return any(name == "x-biomarker-truncated" for name, _ in out.headers or [])
+
+
+def _truncate(out: Outgoing, limit: int) -> Outgoing:
+    """A copy of a dead letter with at most ``limit`` bytes of its value, saying so."""
+    value = out.value or b""
+    headers = [
+        *(out.headers or []),
+        ("x-biomarker-truncated", b"true"),
+        ("x-biomarker-original-size", str(len(value)).encode()),
+        ("x-biomarker-original-sha256", hashlib.sha256(value).hexdigest().encode()),
+    ]
+    return Outgoing("dead_letter", value[:limit], headers)
+
+
+def _log_dead_letter(record: Record, out: Outgoing) -> None:
+    source = record.source
+    log.warning(
+        "dead_letter",
+        topic=source.topic,
+        partition=source.partition,
+        offset=source.offset,
+        reason=_reason(out),
+        message=_header(out, "x-biomarker-error-message"),
+        truncated=_truncated(out),
+    )

@@ -1,0 +1,267 @@
+"""Reading records: subscription or replay assignment, rebalances, pause/resume, lag.
+
+:meth:`KafkaSource.poll` turns fetched messages into :class:`~worker.notes.Record` s, registered
+with the :class:`~worker.kafka.offsets.OffsetTracker` in offset order. Rebalance callbacks run
+inside ``consume()``; on revoke the :class:`RebalanceListener` (the pipeline) first finishes and
+commits what it can of the revoked partitions, then their state is forgotten.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol, cast
+
+import structlog
+from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, KafkaException, TopicPartition
+
+from worker.config import WorkerSettings
+from worker.events import Headers, SourceRef
+from worker.kafka.errors import KafkaErrors
+from worker.kafka.offsets import OffsetTracker, PartitionKey, PartitionState
+from worker.kafka.ports import ConsumerPort
+from worker.kafka.replay import ReplayPlan
+from worker.metrics import Metrics
+from worker.notes import Record
+from worker.ratelimit import TokenBucket
+
+log = structlog.get_logger(__name__)
+
+_COMMITTED_TIMEOUT_S = 30.0
+
+
+class RebalanceListener(Protocol):
+    def revoking(self, states: list[PartitionState]) -> None:
+        """Partitions are about to be revoked: finish and commit what can be, in bounded time."""
+
+    def lost(self) -> None:
+        """Partitions were lost (no commit is possible for them)."""
+
+
+class KafkaSource:
+    """The consumer side of the worker."""
+
+    def __init__(
+        self,
+        *,
+        consumer: ConsumerPort,
+        tracker: OffsetTracker,
+        settings: WorkerSettings,
+        errors: KafkaErrors,
+        metrics: Metrics,
+        replay: ReplayPlan | None = None,
+        rate_limit: float | None = None,
+    ) -> None:
+        self._consumer = consumer
+        self._tracker = tracker
+        self._settings = settings
+        self._errors = errors
+        self._metrics = metrics
+        self._replay = replay
+        self._bucket = TokenBucket(rate_limit) if rate_limit else None
+        self._listener: RebalanceListener | None = None
+        self.paused = False
+        self.stopping = False  # set on shutdown: newly assigned partitions stay paused
+
+    def start(self, listener: RebalanceListener) -> None:
+        """Subscribe to the input topic, or assign the replay's ranges."""
+        self._listener = listener
+        if self._replay is None:
+            self._consumer.subscribe(
+                [self._settings.input_topic],
+                on_assign=self._on_assign,
+                on_revoke=self._on_revoke,
+                on_lost=self._on_lost,
+            )
+        else:
+            self._assign_replay(self._replay)
+
+    def poll(self, timeout: float) -> list[Record]:
+        """Records fetched now (waiting up to ``timeout`` for the first), in offset order."""
+        wanted = self._settings.consume_batch_size
+        if self._bucket is not None:
+            wanted = self._bucket.take(wanted, wait=timeout)
+        messages = self._consume(wanted, timeout) if wanted else []
+        if self._bucket is not None:
+            self._bucket.refund(wanted - len(messages))
+        records = []
+        for message in messages:
+            record = self._accept(message)
+            if record is not None:
+                records.append(record)
+        return records
+
+    def _consume(self, wanted: int, timeout: float) -> list[Any]:
+        """Up to ``wanted`` messages, returned as soon as any are there.
+
+        librdkafka's batch consume waits out its whole timeout unless the batch fills: an idle
+        worker would hold a lone note for the whole poll. So: take what is fetched already; if
+        nothing is, wait for one message, then take what came with it."""
+        messages = self._consumer.consume(wanted, 0)
+        if messages:
+            return messages
+        messages = self._consumer.consume(1, timeout)
+        if messages and wanted > 1:
+            messages += self._consumer.consume(wanted - 1, 0)
+        return messages
+
+    def _accept(self, message: Any) -> Record | None:
+        error = message.error()
+        if error is not None:
+            self._errors.on_error(error)
+            return None
+        topic, partition, offset = message.topic(), message.partition(), message.offset()
+        if topic is None or partition is None or offset is None:
+            return None
+        state = self._tracker.get((topic, partition))
+        if state is None or not state.active:
+            return None  # fetched just before a revoke: the new owner reads it again
+        if self._replay is not None and offset >= self._replay.end(partition):
+            return None  # past the replay window
+        _kind, timestamp = message.timestamp()
+        record = Record(
+            source=SourceRef(topic, partition, offset, timestamp if timestamp > 0 else None),
+            key=message.key(),
+            value=message.value(),
+            headers=cast(Headers | None, message.headers()),
+        )
+        self._tracker.add(state, offset, record)
+        return record
+
+    def set_paused(self, paused: bool) -> None:
+        """Pause or resume fetching from every assigned partition."""
+        if paused == self.paused:
+            return
+        assigned = _topic_partitions(list(self._tracker.partitions))
+        if paused:
+            self._consumer.pause(assigned)
+        else:
+            self._consumer.resume(assigned)
+        self.paused = paused
+
+    def throttle(self, records: int, size: int) -> None:
+        """Backpressure: pause when ``records`` or ``size`` bytes in flight reach their limit,
+        resume once both are back to half of it."""
+        max_records = self._settings.max_inflight_notes
+        max_bytes = self._settings.max_inflight_bytes
+        self._metrics.inflight_notes.set(records)
+        self._metrics.inflight_bytes.set(size)
+        if not self.paused and (records >= max_records or size >= max_bytes):
+            self.set_paused(True)
+            self._metrics.paused.set(1)
+            self._metrics.pauses.inc()
+            log.debug("paused", inflight=records, inflight_bytes=size)
+        elif self.paused and records <= max_records // 2 and size <= max_bytes // 2:
+            self.set_paused(False)
+            self._metrics.paused.set(0)
+            log.debug("resumed", inflight=records, inflight_bytes=size)
+
+    def finished(self) -> bool:
+        """A replay is finished when every range is committable to its end."""
+        if self._replay is None:
+            return False
+        committable = {
+            state.partition: state.committable
+            for state in self._tracker.partitions.values()
+            if state.topic == self._replay.topic
+        }
+        return self._replay.finished(committable)
+
+    def update_lag(self) -> None:
+        """Consumer lag per partition: log end minus what is committable (or the position)."""
+        keys = list(self._tracker.partitions)
+        if not keys:
+            return
+        try:
+            positions = self._consumer.position(_topic_partitions(keys))
+        except KafkaException:
+            return
+        for tp in positions:
+            state = self._tracker.get((tp.topic, tp.partition))
+            if state is None:
+                continue
+            _low, high = self._consumer.get_watermark_offsets(tp, cached=True) or (-1, -1)
+            done = state.committable if state.committable is not None else tp.offset
+            if high >= 0 and done is not None and done >= 0:
+                self._metrics.consumer_lag.labels(partition=str(tp.partition)).set(high - done)
+
+    def rewind(self) -> None:
+        """Forget in-flight records and seek every partition back to its committed offset."""
+        keys = list(self._tracker.partitions)
+        self._tracker.reset()
+        if not keys:
+            return
+        reset = OFFSET_BEGINNING if self._settings.auto_offset_reset == "earliest" else OFFSET_END
+        for tp in self._consumer.committed(_topic_partitions(keys), timeout=_COMMITTED_TIMEOUT_S):
+            offset = tp.offset if tp.offset >= 0 else reset
+            self._consumer.seek(TopicPartition(tp.topic, tp.partition, offset))
+        log.warning("rewound_to_committed", partitions=_names(keys))
+
+    def close(self) -> None:
+        """Leave the group (commits nothing by itself)."""
+        self._consumer.close()
+
+    # ------------------------------------------------------------------ rebalancing
+    def _assign_replay(self, plan: ReplayPlan) -> None:
+        """Manual assignment of the plan's ranges, resuming from this group's commits."""
+        every = [TopicPartition(plan.topic, p) for p in plan.ranges]
+        committed = {
+            tp.partition: tp.offset
+            for tp in self._consumer.committed(every, timeout=_COMMITTED_TIMEOUT_S)
+            if tp.offset >= 0
+        }
+        assignment = plan.assignment(committed)
+        self._tracker.assign((tp.topic, tp.partition) for tp in assignment)
+        for partition, (start, end) in plan.ranges.items():
+            state = self._tracker.get((plan.topic, partition))
+            resumed = committed.get(partition, start)
+            if state is not None and start < resumed <= end:
+                state.committable = resumed
+        self._consumer.assign(assignment)
+        log.info("replay_assigned", partitions=_names(_keys(assignment)), notes=plan.total)
+
+    def _on_assign(self, consumer: Any, partitions: list[Any]) -> None:
+        self._tracker.assign(_keys(partitions))
+        consumer.incremental_assign(partitions)
+        # librdkafka keeps a partition's pause flag across unassign/assign (e.g. after a loss
+        # while paused), so set the state explicitly both ways.
+        if self.paused or self.stopping:
+            consumer.pause(partitions)
+        else:
+            consumer.resume(partitions)
+        self._rebalanced("assign", partitions)
+
+    def _on_revoke(self, consumer: Any, partitions: list[Any]) -> None:
+        keys = _keys(partitions)
+        states = [state for key in keys if (state := self._tracker.get(key)) is not None]
+        if self._listener is not None:
+            self._listener.revoking(states)
+        dropped = self._tracker.remove(keys)
+        consumer.incremental_unassign(partitions)
+        self._rebalanced("revoke", partitions, abandoned=dropped)
+
+    def _on_lost(self, consumer: Any, partitions: list[Any]) -> None:
+        if self._listener is not None:
+            self._listener.lost()
+        dropped = self._tracker.remove(_keys(partitions))
+        consumer.incremental_unassign(partitions)
+        self._rebalanced("lost", partitions, abandoned=dropped)
+
+    def _rebalanced(self, kind: str, partitions: list[Any], **fields: int) -> None:
+        self._metrics.rebalances.labels(kind=kind).inc()
+        self._metrics.assigned_partitions.set(len(self._tracker.partitions))
+        event = {"assign": "partitions_assigned", "revoke": "partitions_revoked"}.get(kind)
+        if event is None:
+            log.warning("partitions_lost", partitions=_names(_keys(partitions)), **fields)
+        else:
+            log.info(event, partitions=_names(_keys(partitions)), **fields)
+
+
+def _keys(partitions: list[Any]) -> list[PartitionKey]:
+    return [(tp.topic, tp.partition) for tp in partitions]
+
+
+def _topic_partitions(keys: list[PartitionKey]) -> list[TopicPartition]:
+    return [TopicPartition(topic, partition) for topic, partition in keys]
+
+
+def _names(keys: list[PartitionKey]) -> list[str]:
+    return [f"{topic}[{partition}]" for topic, partition in keys]

@@ -1,0 +1,156 @@
+"""Note preparation: decode a record into notes, split them into sentences, tokenise.
+
+Runs per batch of records, not per record: one tokenizer call covers every sentence of every note
+of the batch. Shared by the Kafka worker, ``classify`` and any other runtime: it knows records and
+notes (:mod:`worker.notes`), not where they came from.
+
+A record's value decodes to zero, one or several note events (:data:`Decoder`); the default
+decoder reads the project's JSON note event (:func:`worker.events.parse_note`). A value that
+cannot be decoded marks the record for the dead-letter topic.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import structlog
+
+from worker.errors import InvalidEvent
+from worker.events import parse_note
+from worker.notes import Note, Record, SentenceJob
+from worker.segmentation import split_sentences
+
+log = structlog.get_logger(__name__)
+
+#: Average characters per wordpiece in clinical text, to cap segment length before tokenising.
+CHARS_PER_TOKEN = 4
+
+#: Turns a record's value into its note events, or raises :class:`InvalidEvent`.
+Decoder = Callable[[bytes | None], list[dict[str, Any]]]
+
+
+class EncodedSentence(Protocol):
+    @property
+    def ids(self) -> list[int]: ...
+
+    @property
+    def truncated(self) -> bool: ...
+
+
+class Encoder(Protocol):
+    """Tokeniser side of the model (``SequenceClassifier.encode``)."""
+
+    def encode(self, texts: Sequence[str]) -> Sequence[EncodedSentence]: ...
+
+
+def json_notes(max_chars: int) -> Decoder:
+    """The default decoder: one JSON note event per record (``schemas/note-event.v1.json``)."""
+
+    def decode(value: bytes | None) -> list[dict[str, Any]]:
+        return [parse_note(value, max_chars=max_chars)]
+
+    return decode
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Preparer:
+    """Turns records into notes whose sentence jobs are ready for the model."""
+
+    encoder: Encoder
+    max_note_chars: int
+    max_sentence_tokens: int
+    decoder: Decoder | None = None
+
+    def prepare(self, records: Sequence[Record]) -> list[Note]:
+        """Decode, segment and tokenise ``records``; return their notes. Each record then holds
+        its notes, or a dead-letter reason."""
+        decode = self.decoder or json_notes(self.max_note_chars)
+        max_chars = self.max_sentence_tokens * CHARS_PER_TOKEN
+        notes: list[Note] = []
+        texts: list[str] = []
+        for record in records:
+            try:
+                events = decode(record.value)
+            except InvalidEvent as exc:
+                record.fail(exc)
+                continue
+            for event in events:
+                text: str = event["text"]
+                note = Note(record=record, event=event)
+                note.spans = split_sentences(text, max_chars=max_chars)
+                texts.extend(text[start:end] for start, end in note.spans)
+                record.notes.append(note)
+                notes.append(note)
+            record.unscored = len(record.notes)
+        encoded = self.encoder.encode(texts)
+        position = 0
+        for note in notes:
+            count = len(note.spans)
+            chunk = encoded[position : position + count]
+            position += count
+            note.truncated = [item.truncated for item in chunk]
+            note.expect(count)
+            note.jobs = [SentenceJob(note, i, item.ids) for i, item in enumerate(chunk)]
+        return notes
+
+
+class PreparationThread:
+    """Runs a :class:`Preparer` off the polling thread, so note content never stalls polling.
+
+    Records go in with :meth:`submit`; each is handed back through ``on_prepared`` once it
+    holds its notes (or its dead-letter reason), and only then are its notes passed to
+    ``score``. Records are prepared in chunks of ``chunk``, so the model starts on the first
+    notes of a large poll while the rest are prepared. A record ``cancelled`` meanwhile (its
+    partition was revoked) is skipped.
+    """
+
+    def __init__(
+        self,
+        *,
+        preparer: Preparer,
+        score: Callable[[list[Note]], None],
+        on_prepared: Callable[[Record], None],
+        chunk: int = 32,
+    ) -> None:
+        self._preparer = preparer
+        self._score = score
+        self._on_prepared = on_prepared
+        self._chunk = chunk
+        self._queue: queue.SimpleQueue[list[Record] | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="prepare", daemon=True)
+        self.failure: BaseException | None = None
+        self.last_progress = time.monotonic()
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def submit(self, records: list[Record]) -> None:
+        if records:
+            self._queue.put(records)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._queue.put(None)
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def _run(self) -> None:
+        try:
+            while (records := self._queue.get()) is not None:
+                for start in range(0, len(records), self._chunk):
+                    live = [r for r in records[start : start + self._chunk] if not r.cancelled]
+                    notes = self._preparer.prepare(live)
+                    for record in live:
+                        self._on_prepared(record)
+                    self._score(notes)
+                    self.last_progress = time.monotonic()
+        except BaseException as exc:  # reported to the owner, which exits non-zero
+            self.failure = exc
+            log.error("preparation_thread_failed", error_class=type(exc).__name__, error=str(exc))
