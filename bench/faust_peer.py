@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
         score_notes(model, notes, batching)
         return [
             (
-                str(note.event["note_id"]).encode(),
+                str(note.event.fields["note_id"]).encode(),
                 render_note(note, provenance=provenance, include_text=False),
             )
             for note in notes

@@ -64,7 +64,7 @@ def run_naive(
                 event = parse_note(message.value(), max_chars=1_000_000)
             except InvalidEvent:
                 continue
-            text: str = event["text"]
+            text = event.text
             spans = split_sentences(text, max_chars=MAX_SENTENCE_CHARS)
             scores = _classify(model, [text[s:e] for s, e in spans], per_sentence)
             source = SourceRef(

@@ -1,4 +1,5 @@
-"""Small admin look-ups and changes against a (local) cluster, for fault runs and checks.
+"""Small admin look-ups and changes against a (local) cluster: topics, topic settings, the group
+coordinator, committed and end offsets; for tests, benchmarks and fault runs.
 
 Every call is bounded by a timeout and raises :class:`AdminUnavailable` instead of hanging when
 the cluster cannot answer, because fault runs call them while brokers are down.
@@ -21,7 +22,10 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]
     AlterConfigOpType,
     ConfigEntry,
     ConfigResource,
+    NewTopic,
 )
+
+from devkit.kafka_jars import KafkaStartError
 
 OFFSETS_TOPIC = "__consumer_offsets"
 
@@ -39,6 +43,39 @@ def offsets_partition(group: str, partitions: int) -> int:
 
 class AdminUnavailable(RuntimeError):
     """The cluster did not answer an admin request in time."""
+
+
+def create_topics(
+    bootstrap: str | dict[str, str],
+    topics: dict[str, int],
+    *,
+    replication: int = 1,
+    topic_config: dict[str, str] | None = None,
+) -> None:
+    """Create topics (name -> partitions) and wait for them; existing topics are left alone.
+
+    ``topic_config`` holds topic-level settings for every new topic (e.g. ``min.insync.replicas``).
+    """
+    config = {"bootstrap.servers": bootstrap} if isinstance(bootstrap, str) else bootstrap
+    admin = AdminClient(dict(config))
+    futures = admin.create_topics(
+        [
+            NewTopic(
+                name,
+                num_partitions=count,
+                replication_factor=replication,
+                config=dict(topic_config or {}),
+            )
+            for name, count in topics.items()
+        ],
+        operation_timeout=30,
+    )
+    for name, future in futures.items():
+        try:
+            future.result(timeout=60)
+        except Exception as exc:
+            if "TOPIC_ALREADY_EXISTS" not in str(exc):
+                raise KafkaStartError(f"cannot create topic {name}: {exc}") from exc
 
 
 class ClusterAdmin:

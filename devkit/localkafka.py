@@ -5,6 +5,9 @@ fetched once with ``mvn dependency:copy-dependencies`` into the cache dir) and r
 Java 17+. Each node is a combined broker+controller with its own free ports and a temporary data
 directory; ``nodes=3`` gives a three-node quorum for fault tests. Processes are stopped by PID.
 
+The jars come from :mod:`devkit.kafka_jars` and topics are made by
+:func:`devkit.kafka_admin.create_topics`; both are re-exported here.
+
 Command line: ``python -m devkit.localkafka fetch`` pre-fetches the jars;
 ``python -m devkit.localkafka run`` starts one node and prints its bootstrap address.
 """
@@ -26,25 +29,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
+__all__ = [
+    "KAFKA_VERSION",
+    "KafkaStartError",
+    "LocalKafka",
+    "Node",
+    "create_topics",
+    "find_keytool",
+    "free_port",
+    "kafka_libs",
+]
+
 from devkit import lifeline
+from devkit.kafka_admin import create_topics
+from devkit.kafka_jars import KAFKA_VERSION, KafkaStartError, kafka_libs
 from devkit.localtls import BrokerTls, make_broker_tls
-from worker.cache import cache_dir
 
-KAFKA_VERSION = os.environ.get("BIOMARKER_KAFKA_VERSION", "4.1.1")
-LOG4J_VERSION = "2.24.3"
 _START_TIMEOUT_S = 90.0
-
-_POM = """<project xmlns="http://maven.apache.org/POM/4.0.0">
-  <modelVersion>4.0.0</modelVersion>
-  <groupId>local.biomarker</groupId><artifactId>kafka-runtime</artifactId><version>1</version>
-  <dependencies>
-    <dependency><groupId>org.apache.kafka</groupId><artifactId>kafka_2.13</artifactId>
-      <version>{kafka}</version></dependency>
-    <dependency><groupId>org.apache.logging.log4j</groupId><artifactId>log4j-slf4j-impl</artifactId>
-      <version>{log4j}</version></dependency>
-  </dependencies>
-</project>
-"""
 
 _LOG4J2 = """status = warn
 appender.file.type = File
@@ -55,45 +56,6 @@ appender.file.layout.pattern = [%d] %p %m (%c)%n
 rootLogger.level = {level}
 rootLogger.appenderRef.file.ref = file
 """
-
-
-class KafkaStartError(RuntimeError):
-    """The local broker could not be fetched or started."""
-
-
-def kafka_libs(version: str = KAFKA_VERSION) -> Path:
-    """Directory of the broker's jars, fetched with Maven on first use (atomic, cached)."""
-    target = cache_dir() / f"kafka-{version}" / "libs"
-    if target.is_dir() and any(target.glob("kafka_2.13-*.jar")):
-        return target
-    if shutil.which("mvn") is None:
-        raise KafkaStartError("Maven (mvn) is needed to fetch the Kafka broker jars")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
-        pom = Path(tmp) / "pom.xml"
-        pom.write_text(_POM.format(kafka=version, log4j=LOG4J_VERSION), encoding="utf-8")
-        staging = Path(tmp) / "libs"
-        result = subprocess.run(
-            [
-                "mvn",
-                "-q",
-                "-B",
-                "-f",
-                str(pom),
-                "dependency:copy-dependencies",
-                "-DincludeScope=runtime",
-                f"-DoutputDirectory={staging}",
-            ],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        if result.returncode != 0:
-            tail = (result.stdout + result.stderr).strip().splitlines()[-5:]
-            raise KafkaStartError(f"mvn failed to fetch Kafka {version}: {' | '.join(tail)}")
-        with contextlib.suppress(OSError):  # a concurrent fetch may have won the race
-            staging.rename(target)
-    return target
 
 
 def free_port() -> int:
@@ -447,41 +409,6 @@ def _tail(path: Path, lines: int = 8) -> str:
         return " | ".join(path.read_text(errors="replace").splitlines()[-lines:])
     except OSError:
         return ""
-
-
-def create_topics(
-    bootstrap: str | dict[str, str],
-    topics: dict[str, int],
-    *,
-    replication: int = 1,
-    topic_config: dict[str, str] | None = None,
-) -> None:
-    """Create topics (name -> partitions) and wait for them; existing topics are left alone.
-
-    ``topic_config`` holds topic-level settings for every new topic (e.g. ``min.insync.replicas``).
-    """
-    from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
-
-    config = {"bootstrap.servers": bootstrap} if isinstance(bootstrap, str) else bootstrap
-    admin = AdminClient(dict(config))
-    futures = admin.create_topics(
-        [
-            NewTopic(
-                name,
-                num_partitions=count,
-                replication_factor=replication,
-                config=dict(topic_config or {}),
-            )
-            for name, count in topics.items()
-        ],
-        operation_timeout=30,
-    )
-    for name, future in futures.items():
-        try:
-            future.result(timeout=60)
-        except Exception as exc:
-            if "TOPIC_ALREADY_EXISTS" not in str(exc):
-                raise KafkaStartError(f"cannot create topic {name}: {exc}") from exc
 
 
 def main(argv: list[str] | None = None) -> int:

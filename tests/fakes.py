@@ -10,7 +10,7 @@ from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
-from worker.events import SourceRef
+from worker.events import NoteEvent, SourceRef
 from worker.notes import Note, Record, SentenceJob
 from worker.scoring import PlainScorer
 
@@ -18,13 +18,17 @@ from worker.scoring import PlainScorer
 def note_of(rows: Sequence[Sequence[int]], record: Record | None = None) -> Note:
     """A note whose sentences are ``rows`` of token ids, ready to submit."""
     owner = record or Record(source=SourceRef("t", 0, 0, None), key=None, value=b"{}")
-    note = Note(record=owner, event={})
+    note = Note(record=owner, event=NoteEvent({}))
     note.expect(len(rows))
     note.jobs = [SentenceJob(note, index, row) for index, row in enumerate(rows)]
     return note
 
 
 # --------------------------------------------------------------------------- a model
+class ModelCrash(BaseException):
+    """Stands for what kills a worker process (a segfault, the OOM killer)."""
+
+
 @dataclass(frozen=True, slots=True)
 class Encoded:
     ids: list[int]
@@ -39,6 +43,9 @@ class WordModel(PlainScorer):
         self.batches = 0
 
     def encode(self, texts: Sequence[str]) -> list[Encoded]:
+        """A sentence saying CRASH takes the worker down (as a segfault in a tokenizer would)."""
+        if any("CRASH" in text for text in texts):
+            raise ModelCrash("the tokenizer is gone")
         return [
             Encoded([99 if word == "PSA" else len(word) for word in text.split()] or [1])
             for text in texts
@@ -106,6 +113,7 @@ class FakeBroker:
     def __init__(self) -> None:
         self.logs: dict[Key, list[FakeMessage]] = {}
         self.committed: dict[Key, int] = {}
+        self.metadata: dict[Key, str | None] = {}
         self.topics: set[str] = set()
 
     def create(self, topic: str, partitions: int = 1) -> None:
@@ -144,6 +152,7 @@ class FakeConsumer:
         self.callbacks: dict[str, Any] = {}
         self.pending: list[tuple[str, list[Key]]] = []
         self.pause_calls = 0
+        self.commits = 0
         self.closed = False
         self.lock = threading.Lock()
 
@@ -199,12 +208,16 @@ class FakeConsumer:
         self.paused.difference_update((tp.topic, tp.partition) for tp in partitions)
 
     def committed(self, partitions: list[TopicPartition], timeout: float) -> list[TopicPartition]:
-        return [
-            TopicPartition(
-                tp.topic, tp.partition, self.broker.committed.get((tp.topic, tp.partition), -1001)
-            )
-            for tp in partitions
-        ]
+        result = []
+        for tp in partitions:
+            key = (tp.topic, tp.partition)
+            offset = self.broker.committed.get(key, -1001)
+            metadata = self.broker.metadata.get(key)
+            if metadata is None:
+                result.append(TopicPartition(tp.topic, tp.partition, offset))
+            else:
+                result.append(TopicPartition(tp.topic, tp.partition, offset, metadata))
+        return result
 
     def position(self, partitions: list[TopicPartition]) -> list[TopicPartition]:
         return [
@@ -232,10 +245,13 @@ class FakeConsumer:
     def commit(self, *, offsets: list[TopicPartition], asynchronous: bool = False) -> None:
         for tp in offsets:
             self.broker.committed[(tp.topic, tp.partition)] = tp.offset
+            self.broker.metadata[(tp.topic, tp.partition)] = tp.metadata
+        self.commits += 1
 
     def auto_commit(self) -> None:
         """What librdkafka's auto-commit does with the stored offsets."""
         self.broker.committed.update(self.stored)
+        self.broker.metadata.update(dict.fromkeys(self.stored))
 
     def consumer_group_metadata(self) -> object:
         return object()

@@ -141,13 +141,16 @@ class KafkaTestKit:
 STARTED: list[subprocess.Popen[bytes]] = []
 
 
-def start_worker(env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
+def start_worker(
+    env: dict[str, str], log_path: Path, *, module: str = "worker"
+) -> subprocess.Popen[bytes]:
     """``biomarker-worker run`` as a separate process (stderr JSON logs to ``log_path``)."""
     import os
 
+    command = [sys.executable, "-m", module] + (["run"] if module == "worker" else [])
     with log_path.open("ab") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "worker", "run"],
+            command,
             env={**os.environ, **env},
             stdout=log,
             stderr=subprocess.STDOUT,

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
+
 import orjson
 import pytest
 
 from worker.errors import InvalidEvent
 from worker.events import (
+    NoteEvent,
     Provenance,
     SourceRef,
     build_output,
@@ -64,7 +67,7 @@ def test_output_keeps_input_fields_and_validates() -> None:
     source = SourceRef("notes", 2, 41, 1700000000000)
     body = orjson.loads(
         build_output(
-            event,
+            NoteEvent(event),
             spans=[(0, 9), (10, 15)],
             scores=[0.9, 0.1],
             truncated=[False, True],
@@ -99,3 +102,72 @@ def test_dead_letter_headers_validate() -> None:
     headers = dead_letter_headers(InvalidEvent("not_json", "bad"), SourceRef("t", 1, 2, 3))
     decoded = {name: value.decode() for name, value in headers if isinstance(value, bytes)}
     validator(DEAD_LETTER_SCHEMA).validate(decoded)
+
+
+HOSTILE = (
+    b'\xef\xbb\xbf{"note_id": "h1", "big": 123456789012345678901234567890, '
+    b'"neg": -98765432109876543210987654321, "float": 1.10, "exp": 1E+2, "tiny": 5e-324, '
+    b'"huge": 1e400, "esc": "caf\\u00e9 \\ud83d\\ude00 \\"q\\" \\/", '
+    b'"raw": "\xc3\xa9\xf0\x9f\x98\x80", '
+    b'"z": {"b": [1, 2.50, {"deep": null}], "a": true}, "empty": {}, '
+    b'"text": "PSA was 4.2. Pain."  }  \n'
+)
+
+
+def test_hostile_but_valid_json_passes_through_byte_for_byte() -> None:
+    event = parse_note(HOSTILE, max_chars=100)
+    assert event.fields["big"] == 123456789012345678901234567890  # read exactly
+    out = build_output(
+        event,
+        spans=[(0, 12), (13, 18)],
+        scores=[0.9, 0.1],
+        truncated=[False, False],
+        source=SourceRef("t", 0, 1, None),
+        provenance=PROVENANCE,
+        include_text=False,
+    )
+    body = HOSTILE.removeprefix(b"\xef\xbb\xbf").rstrip()
+    assert out.startswith(body[:-1] + b',"biomarker":{')  # every input byte, then the result
+    decoded = json.loads(out)
+    assert decoded["big"] == 123456789012345678901234567890
+    assert decoded["neg"] == -98765432109876543210987654321
+    assert list(decoded)[-1] == "biomarker" and list(decoded)[:3] == ["note_id", "big", "neg"]
+    validator(OUTPUT_SCHEMA).validate(orjson.loads(out.replace(b"1e400", b"1")))
+
+
+def test_a_note_without_raw_bytes_is_serialised_exactly() -> None:
+    event = NoteEvent({"note_id": "x", "text": "a", "big": 2**100, "u": "é"})
+    out = build_output(
+        event,
+        spans=[(0, 1)],
+        scores=[0.2],
+        truncated=[False],
+        source=SourceRef("t", 0, 1, None),
+        provenance=PROVENANCE,
+        include_text=False,
+    )
+    decoded = json.loads(out)
+    assert decoded["big"] == 2**100 and decoded["u"] == "é"
+    assert list(decoded) == ["note_id", "text", "big", "u", "biomarker"]
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        (b'{"note_id": "a", "text": "x", "note_id": "b"}', "same key twice"),
+        (b'{"note_id": "a", "text": "x", "m": {"k": 1, "k": 2}}', "same key twice"),
+        (b'{"note_id": "a", "text": {"v": 1}}', "expected string, got object"),
+        (b'{"note_id": "a", "text": null}', "expected string, got null"),
+        (b'{"note_id": "a", "text": "x", "n": NaN}', "not JSON"),
+        (b"[" * 100_000, "not JSON"),
+    ],
+)
+def test_duplicate_keys_and_wrong_types_are_named(value: bytes, message: str) -> None:
+    with pytest.raises(InvalidEvent) as caught:
+        parse_note(value, max_chars=100)
+    assert message in caught.value.message
+
+
+def test_a_byte_order_mark_is_accepted() -> None:
+    event = parse_note(b'\xef\xbb\xbf{"note_id": "a", "text": "PSA 4."}', max_chars=100)
+    assert event.text == "PSA 4." and event.raw is not None and event.raw.startswith(b"{")

@@ -300,3 +300,119 @@ def test_locked_client_settings_win_and_other_extras_pass_through() -> None:
     exactly_once = load_settings(overrides={"processing_guarantee": "exactly-once"})
     assert consumer_config(exactly_once)["isolation.level"] == "read_committed"
     assert "transactional.id" in producer_config(exactly_once)
+
+
+def test_a_note_with_too_many_sentences_is_dead_lettered_before_tokenising() -> None:
+    kit = Kit(partitions=1)
+    kit.broker.append(IN, _note(0, ". " * 5_000))
+    kit.broker.append(IN, _note(1))
+    model = WordModel()
+    pipeline = kit.pipeline(model=model, max_note_sentences=1_000)
+    assert kit.run(pipeline, lambda: pipeline.delivered >= 2) == EXIT_OK
+    [letter] = kit.broker.read(DLQ)
+    assert dict(letter.headers())["x-biomarker-error-class"] == b"too_many_sentences"
+    assert letter.value() == _note(0, ". " * 5_000)
+    assert len(kit.outputs()) == 1
+
+
+def test_budgets_follow_the_topics_limits_and_a_setting_above_them_is_fatal() -> None:
+    from worker.errors import FatalError
+    from worker.kafka.topics import RECORD_OVERHEAD_BYTES, budgets_for
+
+    settings = load_settings(overrides={"output_topic": OUT, "dlq_topic": DLQ})
+    budgets = budgets_for(settings, {OUT: 1_000_000, DLQ: 2_000_000}, output_topic=OUT)
+    assert budgets.max_output_bytes == 1_000_000 - RECORD_OVERHEAD_BYTES
+    assert budgets.max_dead_letter_bytes == 2_000_000 - RECORD_OVERHEAD_BYTES
+    assert budgets.max_note_sentences == budgets.max_output_bytes // 100
+    unknown = budgets_for(settings, {}, output_topic=OUT)  # DescribeConfigs not allowed
+    assert unknown.max_output_bytes == 1_048_588 - RECORD_OVERHEAD_BYTES
+    too_high = load_settings(overrides={"output_topic": OUT, "max_output_bytes": 5_000_000})
+    with pytest.raises(FatalError, match="max_output_bytes 5000000 is above"):
+        budgets_for(too_high, {OUT: 1_000_000}, output_topic=OUT)
+
+
+def test_the_output_budget_dead_letters_an_oversized_output_without_producing_it() -> None:
+    kit = Kit(partitions=1)
+    kit.broker.append(IN, _note(0, "PSA up. " * 300))
+    kit.broker.append(IN, _note(1))
+    pipeline = kit.pipeline(max_output_bytes=10_000, max_note_sentences=1_000)
+    assert kit.run(pipeline, lambda: pipeline.delivered >= 2) == EXIT_OK
+    [letter] = kit.broker.read(DLQ)
+    headers = dict(letter.headers())
+    assert headers["x-biomarker-error-class"] == b"output_too_large"
+    assert b"the limit is 10000" in headers["x-biomarker-error-message"]
+
+
+def test_kafka_extra_cannot_set_what_a_validated_setting_owns() -> None:
+    from worker.errors import UsageError
+
+    with pytest.raises(UsageError, match=r"max\.poll\.interval\.ms"):
+        load_settings(overrides={"kafka_extra": {"max.poll.interval.ms": "1000"}})
+    with pytest.raises(UsageError, match="BIOMARKER_SESSION_TIMEOUT_MS"):
+        load_settings(overrides={"kafka_extra": {"session.timeout.ms": "500"}})
+
+
+def test_a_record_that_keeps_crashing_the_worker_is_dead_lettered_as_poison() -> None:
+    kit = Kit(partitions=1)
+    for i in range(12):
+        text = "It went CRASH here." if i == 5 else "PSA was 4.2 ng/mL. Fine."
+        kit.broker.append(IN, _note(i, text))
+    codes = []
+    for _restart in range(8):  # Kubernetes restarts the pod; each run is a new group member
+        kit.consumer = FakeConsumer(kit.broker)
+        pipeline = kit.pipeline(poison_after_crashes=3)
+        codes.append(kit.run(pipeline, lambda p=pipeline: p.delivered >= 12 - 5, timeout_s=10))
+        if codes[-1] == EXIT_OK:
+            break
+    # Two crashes at offset 0 (the batch), then read one at a time: three on the record itself.
+    assert codes == [EXIT_FATAL] * 5 + [EXIT_OK]
+    [letter] = kit.broker.read(DLQ)
+    assert letter.value() == _note(5, "It went CRASH here.")
+    assert dict(letter.headers())["x-biomarker-error-class"] == b"poison"
+    assert sorted(o for _p, o in kit.sources()) == [i for i in range(12) if i != 5]
+    assert kit.broker.committed == {(IN, 0): 12}
+    assert kit.broker.metadata[(IN, 0)] is None  # the count is cleared once past
+
+
+def test_after_crashes_innocent_records_read_with_the_culprit_are_not_blamed() -> None:
+    kit = Kit(partitions=1)
+    for i in range(6):
+        kit.broker.append(IN, _note(i, "It went CRASH here." if i == 4 else "Fine."))
+    for attempt in (1, 2):
+        kit.consumer = FakeConsumer(kit.broker)
+        assert kit.run(kit.pipeline(), lambda: False, timeout_s=10) == EXIT_FATAL
+        assert kit.broker.committed == {(IN, 0): 0}  # nothing delivered: blamed on offset 0
+        assert kit.broker.metadata[(IN, 0)] == f"biomarker-attempts={attempt}"
+    kit.consumer = FakeConsumer(kit.broker)
+    assert kit.run(kit.pipeline(), lambda: False, timeout_s=10) == EXIT_FATAL
+    # Read one at a time after two crashes: 0-3 are done, the count sits on offset 4.
+    assert kit.broker.committed == {(IN, 0): 4}
+    assert kit.broker.metadata[(IN, 0)] == "biomarker-attempts=1;record"
+    assert not kit.broker.read(DLQ)
+
+
+def test_a_lost_partition_given_back_to_the_same_worker_is_not_a_crash() -> None:
+    kit = Kit(partitions=1)
+    kit.broker.append(IN, _note(0))
+    pipeline = kit.pipeline()
+    lost_once = []
+
+    def lose_then_finish() -> bool:
+        if pipeline.tracker.partitions and not lost_once:
+            kit.consumer.rebalance("lost", [(IN, 0)])
+            kit.consumer.rebalance("assign", [(IN, 0)])
+            lost_once.append(True)
+        return bool(lost_once) and pipeline.delivered >= 1
+
+    assert kit.run(pipeline, lose_then_finish) == EXIT_OK
+    assert kit.broker.committed == {(IN, 0): 1}
+    # The count it found was its own: no crash, so no careful reading.
+    assert not pipeline.source.crashes.careful(pipeline.tracker.partitions[(IN, 0)])
+
+
+def test_a_clean_stop_without_progress_clears_the_attempt_it_counted() -> None:
+    kit = Kit(partitions=1)
+    pipeline = kit.pipeline()
+    assert kit.run(pipeline, lambda: bool(pipeline.tracker.partitions)) == EXIT_OK
+    assert kit.broker.committed == {(IN, 0): 0}
+    assert kit.broker.metadata[(IN, 0)] is None

@@ -219,3 +219,49 @@ def test_broker_restart_mid_stream_loses_nothing(tiny_model_dir: Path, tmp_path:
         per_partition = inputs_per_partition(kit, count)
         assert sum(per_partition.values()) == count
         assert all((p, o) in delivered for p, size in per_partition.items() for o in range(size))
+
+
+def test_a_record_that_keeps_killing_the_worker_goes_to_the_dead_letter_topic(
+    kit: KafkaTestKit, tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    """The process is SIGKILLed whenever it prepares one note. Restarted like a pod (static
+    membership, so no session timeout is waited out), it pins the crashes on that record and,
+    after ``poison_after_crashes`` of them, dead-letters it as poison and carries on."""
+    kit.create(partitions=1)
+    count = 30
+    pill = orjson.dumps({"note_id": "pill", "text": "POISON-PILL in this note."})
+    kit.produce([note(i) for i in range(12)] + [pill] + [note(i) for i in range(13, count)])
+    env = kit.env(tiny_model_dir, group_instance_id="worker-0", poison_after_crashes="2")
+    logs: list[Path] = []
+    exits: list[int] = []
+    worker = None
+    started = time.monotonic()
+    while sum(kit.committed().values()) < count and time.monotonic() - started < 180:
+        if worker is None or worker.poll() is not None:
+            if worker is not None:
+                exits.append(worker.returncode)
+            logs.append(tmp_path / f"w{len(logs)}.log")
+            worker = start_worker(env, logs[-1], module="tests.crashing_worker")
+        time.sleep(0.2)
+    assert worker is not None
+    assert stop(worker) == 0
+    # Two crashes at offset 0 (the batch read with the pill), then read one record at a time:
+    # two more pinned on the pill, which the next attempt dead-letters.
+    assert exits == [-signal.SIGKILL] * 4
+    assert kit.committed() == {0: count}
+    [letter] = kit.read(kit.dlq, 1)
+    assert letter.value == pill
+    assert letter.headers["x-biomarker-error-class"] == b"poison"
+    assert len(sources(kit.read(kit.output, count - 1))) == count - 1
+    named = [
+        orjson.loads(line)
+        for log in logs[1:]
+        for line in log.read_text().splitlines()
+        if '"partition_after_crash"' in line
+    ]
+    assert [(e["partition"], e["offset"], e["attempts"]) for e in named] == [
+        (0, 0, 1),
+        (0, 0, 2),
+        (0, 12, 1),
+        (0, 12, 2),
+    ]

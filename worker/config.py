@@ -24,6 +24,27 @@ SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
 SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER"]
 
 
+#: librdkafka properties the worker sets from its own (validated) settings: ``kafka_extra``
+#: may not set them, so it cannot bypass those settings' limits.
+OWNED_CLIENT_KEYS = {
+    "bootstrap.servers": "bootstrap_servers",
+    "group.id": "group_id",
+    "group.instance.id": "group_instance_id",
+    "group.protocol": "group_protocol",
+    "auto.offset.reset": "auto_offset_reset",
+    "session.timeout.ms": "session_timeout_ms",
+    "max.poll.interval.ms": "max_poll_interval_ms",
+    "auto.commit.interval.ms": "commit_interval_ms",
+    "client.id": "client_id",
+    "transactional.id": "transactional_id",
+    "security.protocol": "security_protocol",
+    "sasl.mechanism": "sasl_mechanism",
+    "sasl.mechanisms": "sasl_mechanism",
+    "sasl.username": "sasl_username",
+    "sasl.password": "sasl_password",
+}
+
+
 class WorkerSettings(BaseSettings):
     """All settings of the worker. Field names map to ``BIOMARKER_<NAME>`` variables."""
 
@@ -42,7 +63,13 @@ class WorkerSettings(BaseSettings):
     )
     group_protocol: Literal["classic", "consumer"] = "classic"
     auto_offset_reset: Literal["earliest", "latest"] = "earliest"
-    session_timeout_ms: int = Field(default=45_000, ge=1_000)
+    session_timeout_ms: int = Field(
+        default=15_000,
+        ge=1_000,
+        description="How long the group waits for a silent member before moving its partitions. "
+        "Heartbeats run on librdkafka's own thread, never blocked by note processing, so a "
+        "short timeout only shortens the stall after a crash.",
+    )
     max_poll_interval_ms: int = Field(default=300_000, ge=10_000)
     commit_interval_ms: int = Field(default=1_000, ge=100)
     client_id: str = "biomarker-worker"
@@ -106,7 +133,27 @@ class WorkerSettings(BaseSettings):
 
     # --- Input limits and flow control
     max_note_chars: int = Field(default=200_000, ge=1)
+    max_note_sentences: int | None = Field(
+        default=None,
+        ge=1,
+        description="A note that splits into more sentences goes to the dead-letter topic; "
+        "unset: max_output_bytes / 100 (an output carries ~85 bytes per sentence).",
+    )
+    max_output_bytes: int | None = Field(
+        default=None,
+        ge=1024,
+        description="An enriched event larger than this goes to the dead-letter topic "
+        "(output_too_large); unset: the output topic's max.message.bytes as the brokers report "
+        "it at start-up. Set above that limit, the worker refuses to start.",
+    )
     max_inflight_notes: int = Field(default=2_000, ge=1)
+    poison_after_crashes: int = Field(
+        default=3,
+        ge=0,
+        description="A record that crashed the worker this many times is dead-lettered as "
+        "poison on the next attempt (counted in the committed offsets' metadata; at-least-once "
+        "only); 0 turns the count off.",
+    )
     max_inflight_bytes: int = Field(
         default=64 * 1024 * 1024,
         ge=1024,
@@ -148,6 +195,18 @@ class WorkerSettings(BaseSettings):
         problem = backend_problem(value)
         if problem is not None:
             raise ValueError(problem)
+        return value
+
+    @field_validator("kafka_extra")
+    @classmethod
+    def _extra_not_owned(cls, value: dict[str, str]) -> dict[str, str]:
+        owned = sorted(set(value) & set(OWNED_CLIENT_KEYS))
+        if owned:
+            setting = OWNED_CLIENT_KEYS[owned[0]]
+            raise ValueError(
+                f"{owned[0]!r} is set by the worker from its own validated setting; "
+                f"use {ENV_PREFIX}{setting.upper()} instead"
+            )
         return value
 
     @model_validator(mode="after")

@@ -7,6 +7,7 @@ field and the rule, not the value.
 from __future__ import annotations
 
 import hashlib
+import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -47,20 +48,60 @@ class Provenance:
     segmenter_version: str
 
 
-def parse_note(value: bytes | None, *, max_chars: int) -> dict[str, Any]:
-    """Decode and validate one input record; raise :class:`InvalidEvent` when it cannot work."""
+@dataclass(frozen=True, slots=True)
+class NoteEvent:
+    """One decoded note event: its fields, and the original bytes of its JSON object when it
+    came as the project's own JSON event (its output then keeps those bytes as they are)."""
+
+    fields: dict[str, Any]
+    raw: bytes | None = None
+
+    @property
+    def text(self) -> str:
+        text: str = self.fields["text"]
+        return text
+
+
+_BOM = b"\xef\xbb\xbf"
+
+
+class _DuplicateKey(ValueError):
+    pass
+
+
+def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    fields = dict(pairs)
+    if len(fields) != len(pairs):
+        raise _DuplicateKey
+    return fields
+
+
+def _not_a_number(name: str) -> None:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def parse_note(value: bytes | None, *, max_chars: int) -> NoteEvent:
+    """Decode and validate one input record; raise :class:`InvalidEvent` when it cannot work.
+
+    The value is UTF-8 JSON; a leading byte-order mark is allowed. Numbers are read exactly
+    (integers of any size) and the record's bytes are kept, so pass-through fields leave the
+    worker byte for byte as they came. A key that occurs twice in one object is a schema
+    violation: which of the two values counts is undefined in JSON, and consumers differ.
+    """
     if value is None:
         raise InvalidEvent("null_value", "record has no value (tombstone)")
+    body = value[len(_BOM) :] if value.startswith(_BOM) else value
     try:
-        event = orjson.loads(value)
-    except orjson.JSONDecodeError as exc:
-        try:
-            value.decode("utf-8")
-        except UnicodeDecodeError as utf_exc:
-            raise InvalidEvent(
-                "not_utf8", f"value is not valid UTF-8 (byte {utf_exc.start})"
-            ) from None
-        raise InvalidEvent("not_json", f"value is not JSON ({exc.msg})") from None
+        document = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidEvent("not_utf8", f"value is not valid UTF-8 (byte {exc.start})") from None
+    try:
+        event = json.loads(document, object_pairs_hook=_object, parse_constant=_not_a_number)
+    except _DuplicateKey:
+        raise InvalidEvent("schema_violation", "$: an object has the same key twice") from None
+    except (ValueError, RecursionError) as exc:
+        reason = exc.msg if isinstance(exc, json.JSONDecodeError) else type(exc).__name__
+        raise InvalidEvent("not_json", f"value is not JSON ({reason})") from None
     if not isinstance(event, dict):
         raise InvalidEvent("schema_violation", f"$: expected an object, got {_json_type(event)}")
     error = next(iter(validator(INPUT_SCHEMA).iter_errors(event)), None)
@@ -73,13 +114,14 @@ def parse_note(value: bytes | None, *, max_chars: int) -> dict[str, Any]:
         )
     if not text.strip():
         raise InvalidEvent("empty_text", "text is empty or whitespace only")
-    return event
+    return NoteEvent(event, body)
 
 
 def _json_type(value: object) -> str:
-    return {list: "array", str: "string", int: "integer", float: "number", bool: "boolean"}.get(
-        type(value), "null"
-    )
+    if value is None:
+        return "null"
+    names = {bool: "boolean", int: "integer", float: "number", str: "string", list: "array"}
+    return names.get(type(value), "object")
 
 
 def _describe(error: ValidationError) -> str:
@@ -105,7 +147,7 @@ def output_id(source: SourceRef, model_sha256: str) -> str:
 
 
 def build_output(
-    event: dict[str, Any],
+    event: NoteEvent,
     *,
     spans: Sequence[tuple[int, int]],
     scores: Sequence[float],
@@ -114,9 +156,13 @@ def build_output(
     provenance: Provenance,
     include_text: bool,
 ) -> bytes:
-    """The enriched event: input fields untouched plus results under ``biomarker``."""
+    """The enriched event: the input's fields untouched plus results under ``biomarker``.
+
+    A JSON event's own bytes are kept and the result is added as the object's last member, so
+    every pass-through field (big integers, float spellings, escapes, key order) is unchanged.
+    """
     threshold = provenance.threshold
-    text: str = event["text"]
+    text = event.text
     sentences = []
     positives = 0
     for index, ((start, end), score, cut) in enumerate(zip(spans, scores, truncated, strict=True)):
@@ -162,7 +208,17 @@ def build_output(
             "processed_at": int(time.time() * 1000),
         },
     }
-    return orjson.dumps({**event, RESULT_KEY: result})
+    member = orjson.dumps(result)
+    if event.raw is None:  # a note from another format: its fields, serialised exactly
+        fields = json.dumps(event.fields, ensure_ascii=False, separators=(",", ":"))
+        return fields[:-1].encode() + _member(member, first=not event.fields)
+    close = event.raw.rstrip().rindex(b"}")
+    return event.raw[:close] + _member(member, first=False)
+
+
+def _member(result: bytes, *, first: bool) -> bytes:
+    """``"biomarker": result`` and the object's closing brace."""
+    return (b"" if first else b",") + b'"' + RESULT_KEY.encode() + b'":' + result + b"}"
 
 
 def dead_letter_headers(error: InvalidEvent, source: SourceRef) -> list[tuple[str, bytes]]:

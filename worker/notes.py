@@ -15,10 +15,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 from worker.errors import InvalidEvent
-from worker.events import Headers, SourceRef
+from worker.events import Headers, NoteEvent, SourceRef
 
 
 @dataclass(slots=True, eq=False)
@@ -35,7 +34,7 @@ class Note:
     """One clinical note of a record: the parsed event, its sentences and their scores."""
 
     record: Record
-    event: dict[str, Any]
+    event: NoteEvent
     spans: list[tuple[int, int]] = field(default_factory=list)
     truncated: list[bool] = field(default_factory=list)
     jobs: list[SentenceJob] = field(default_factory=list)

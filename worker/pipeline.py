@@ -32,6 +32,7 @@ from __future__ import annotations
 import queue
 import threading
 import time
+from dataclasses import replace
 from typing import Protocol
 
 import structlog
@@ -41,7 +42,7 @@ from worker.batching import batching_for
 from worker.config import WorkerSettings
 from worker.errors import FatalError
 from worker.events import Provenance
-from worker.heap import startup_objects_frozen
+from worker.heap import FreeMemoryReturner, startup_objects_frozen
 from worker.inference import InferenceLoop
 from worker.kafka.commits import OffsetCommitter, StoredOffsets, TransactionalOffsets
 from worker.kafka.errors import KafkaErrors
@@ -50,7 +51,7 @@ from worker.kafka.ports import KafkaClients, kafka_clients
 from worker.kafka.replay import ReplayPlan
 from worker.kafka.sink import KafkaSink, SinkTopics
 from worker.kafka.source import KafkaSource
-from worker.kafka.topics import check_topics
+from worker.kafka.topics import budgets_for, check_topics
 from worker.logs import kafka_logger
 from worker.metrics import Metrics
 from worker.notes import Note, Record
@@ -96,6 +97,7 @@ class Pipeline:
         hooks = {"error_cb": self.errors.on_error, "logger": kafka_logger()}
         clients = clients or kafka_clients(settings, group_id=group_id, hooks=hooks)
         self._producer = clients.producer
+        self._topic_limits = clients.topic_limits
         self._model = model
         self._topics = SinkTopics(output_topic or settings.output_topic, settings.dlq_topic)
         self.tracker = OffsetTracker()
@@ -149,6 +151,7 @@ class Pipeline:
             on_blocked=self._stage_offsets,
         )
         self._stopping = threading.Event()
+        self._memory = FreeMemoryReturner()
         self.last_progress = time.monotonic()
         self._next_gauges = 0.0
 
@@ -169,6 +172,7 @@ class Pipeline:
                 errors=self.errors,
                 bootstrap=self.settings.bootstrap_servers,
             )
+            self._apply_budgets()
             if self._transactions is not None:
                 self._transactions.initialise()
             self._inference.start()
@@ -182,7 +186,16 @@ class Pipeline:
                         self.request_stop()
                 self._drain()
         except FatalError as exc:
-            log.error("fatal_error", error=str(exc))
+            log.error("fatal_error", error=str(exc), in_flight=self.tracker.heads())
+            self._abort()
+            return EXIT_FATAL
+        except Exception as exc:  # a bug: still leave the group at once and name what ran
+            log.error(
+                "unexpected_error",
+                error_class=type(exc).__name__,
+                error=str(exc)[:300],
+                in_flight=self.tracker.heads(),
+            )
             self._abort()
             return EXIT_FATAL
         finally:
@@ -190,6 +203,16 @@ class Pipeline:
             self._inference.stop()
         log.info("worker_stopped")
         return EXIT_OK
+
+    def _apply_budgets(self) -> None:
+        output, dead_letter = self._topics.output, self._topics.dead_letter
+        limits = self._topic_limits([output, dead_letter])
+        budgets = budgets_for(self.settings, limits, output_topic=output)
+        self.sink.max_output_bytes = budgets.max_output_bytes
+        self.sink.max_dead_letter_bytes = budgets.max_dead_letter_bytes
+        self._preparation.preparer = replace(
+            self._preparation.preparer, max_note_sentences=budgets.max_note_sentences
+        )
 
     @property
     def delivered(self) -> int:
@@ -213,11 +236,13 @@ class Pipeline:
         records = self.source.poll(_BUSY_POLL_S if self.tracker.inflight else _IDLE_POLL_S)
         if records:
             self.metrics.events_in.inc(len(records))
-            self._preparation.submit(records)
+            self._preparation.submit([record for record in records if not record.prepared])
         self._pump()
+        self.source.release_held()
         self._committer.tick()
         self.source.throttle(self.tracker.inflight, self.tracker.inflight_bytes)
         self.last_progress = time.monotonic()
+        self._memory.tick(idle=not self.tracker.inflight, now=self.last_progress)
         if self.last_progress >= self._next_gauges:
             self._next_gauges = self.last_progress + _GAUGE_INTERVAL_S
             self.metrics.queue_sentences.set(self._inference.queued_sentences)
@@ -248,6 +273,7 @@ class Pipeline:
 
     def _stage_offsets(self) -> None:
         offsets = self.tracker.committable()
+        offsets = self.source.crashes.progressed(offsets, self.tracker.partitions)
         if offsets:
             self._committer.stage(offsets)
 
@@ -285,6 +311,7 @@ class Pipeline:
         self._stage_offsets()
         self._check_fatal()
         self._committer.commit(_committable(states))
+        self.source.crashes.released(states)
         left = self.tracker.inflight
         self.source.close()
         log.info("drained", unfinished_notes=left)

@@ -16,12 +16,12 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
 import structlog
 
 from worker.errors import InvalidEvent
-from worker.events import parse_note
+from worker.events import NoteEvent, parse_note
 from worker.notes import Note, Record, SentenceJob
 from worker.segmentation import split_sentences
 
@@ -31,7 +31,7 @@ log = structlog.get_logger(__name__)
 CHARS_PER_TOKEN = 4
 
 #: Turns a record's value into its note events, or raises :class:`InvalidEvent`.
-Decoder = Callable[[bytes | None], list[dict[str, Any]]]
+Decoder = Callable[[bytes | None], list[NoteEvent]]
 
 
 class EncodedSentence(Protocol):
@@ -51,7 +51,7 @@ class Encoder(Protocol):
 def json_notes(max_chars: int) -> Decoder:
     """The default decoder: one JSON note event per record (``schemas/note-event.v1.json``)."""
 
-    def decode(value: bytes | None) -> list[dict[str, Any]]:
+    def decode(value: bytes | None) -> list[NoteEvent]:
         return [parse_note(value, max_chars=max_chars)]
 
     return decode
@@ -59,34 +59,32 @@ def json_notes(max_chars: int) -> Decoder:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Preparer:
-    """Turns records into notes whose sentence jobs are ready for the model."""
+    """Turns records into notes whose sentence jobs are ready for the model.
+
+    Budgets per note: ``max_note_chars`` characters of text (checked by the decoder),
+    ``max_sentence_tokens`` x :data:`CHARS_PER_TOKEN` characters per sentence (longer ones are
+    split at whitespace), and ``max_note_sentences`` sentences; a note over a budget sends its
+    record to the dead-letter topic before any tokenising.
+    """
 
     encoder: Encoder
     max_note_chars: int
     max_sentence_tokens: int
+    max_note_sentences: int | None = None
     decoder: Decoder | None = None
 
     def prepare(self, records: Sequence[Record]) -> list[Note]:
         """Decode, segment and tokenise ``records``; return their notes. Each record then holds
         its notes, or a dead-letter reason."""
-        decode = self.decoder or json_notes(self.max_note_chars)
-        max_chars = self.max_sentence_tokens * CHARS_PER_TOKEN
         notes: list[Note] = []
-        texts: list[str] = []
         for record in records:
             try:
-                events = decode(record.value)
+                record.notes = self._segmented(record)
             except InvalidEvent as exc:
                 record.fail(exc)
-                continue
-            for event in events:
-                text: str = event["text"]
-                note = Note(record=record, event=event)
-                note.spans = split_sentences(text, max_chars=max_chars)
-                texts.extend(text[start:end] for start, end in note.spans)
-                record.notes.append(note)
-                notes.append(note)
             record.unscored = len(record.notes)
+            notes.extend(record.notes)
+        texts = [note.event.text[start:end] for note in notes for start, end in note.spans]
         encoded = self.encoder.encode(texts)
         position = 0
         for note in notes:
@@ -96,6 +94,22 @@ class Preparer:
             note.truncated = [item.truncated for item in chunk]
             note.expect(count)
             note.jobs = [SentenceJob(note, i, item.ids) for i, item in enumerate(chunk)]
+        return notes
+
+    def _segmented(self, record: Record) -> list[Note]:
+        decode = self.decoder or json_notes(self.max_note_chars)
+        max_chars = self.max_sentence_tokens * CHARS_PER_TOKEN
+        notes = []
+        for event in decode(record.value):
+            note = Note(record=record, event=event)
+            note.spans = split_sentences(event.text, max_chars=max_chars)
+            limit = self.max_note_sentences
+            if limit is not None and len(note.spans) > limit:
+                raise InvalidEvent(
+                    "too_many_sentences",
+                    f"text splits into {len(note.spans)} sentences, the limit is {limit}",
+                )
+            notes.append(note)
         return notes
 
 
@@ -117,7 +131,7 @@ class PreparationThread:
         on_prepared: Callable[[Record], None],
         chunk: int = 32,
     ) -> None:
-        self._preparer = preparer
+        self.preparer = preparer  # may be replaced until start()
         self._score = score
         self._on_prepared = on_prepared
         self._chunk = chunk
@@ -146,7 +160,7 @@ class PreparationThread:
             while (records := self._queue.get()) is not None:
                 for start in range(0, len(records), self._chunk):
                     live = [r for r in records[start : start + self._chunk] if not r.cancelled]
-                    notes = self._preparer.prepare(live)
+                    notes = self.preparer.prepare(live)
                     for record in live:
                         self._on_prepared(record)
                     self._score(notes)

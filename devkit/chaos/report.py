@@ -27,6 +27,7 @@ def render(result: dict[str, Any]) -> str:
     lines = [
         f"chaos run: {result['verdict'].upper()} ({'; '.join(result['problems']) or 'no problems'})"
     ]
+    lines += [f"warning: {warning}" for warning in result["warnings"]]
     lines += _rows(
         "records",
         [
@@ -46,12 +47,17 @@ def render(result: dict[str, Any]) -> str:
             ),
             ("peak worker RSS (MiB)", result["workers"]["peak_hwm_mib"]),
             ("worker exits (unexpected)", result["workers"]["unexpected_exits"]),
+            ("workers hung after a signal", result["workers"]["hung_after_signal"]),
             ("run time (s)", result["run_s"]),
         ],
     )
     lines += _rows("inputs by kind", list(audit["inputs_by_kind"].items()))
     if audit["dead_letters_by_reason"]:
         lines += _rows("dead letters by reason", list(audit["dead_letters_by_reason"].items()))
+    rare = audit["outcomes_of_rare_kinds"]
+    if rare:
+        outcomes = [(k, ", ".join(f"{o} x{n}" for o, n in v.items())) for k, v in rare.items()]
+        lines += _rows("what became of the large and oversized notes", outcomes)
     if audit["duplicates_by_fault"]:
         lines += _rows("duplicates by fault", list(audit["duplicates_by_fault"].items()))
     lines.append("\nfaults (seconds; resumed/recovered: after the fault was cleared)")

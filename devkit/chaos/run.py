@@ -17,13 +17,14 @@ from typing import Any
 
 from devkit.chaos.audit import AuditInput, audit
 from devkit.chaos.corpus import ChaosCorpus, build_corpus
-from devkit.chaos.faults import ASSIGNED, FaultContext, FaultWindow, inject, now_ms
+from devkit.chaos.faults import ASSIGNED, FaultContext, now_ms
 from devkit.chaos.fleet import Fleet
 from devkit.chaos.monitor import OffsetMonitor, OffsetSample
 from devkit.chaos.options import ChaosOptions
 from devkit.chaos.producer import PacedProducer
 from devkit.chaos.reader import read_dead_letters, read_inputs, read_outputs
 from devkit.chaos.recovery import recoveries
+from devkit.chaos.schedule import drain, run_faults, wait_until
 from devkit.chaos.worker_logs import summarise
 from devkit.kafka_admin import ClusterAdmin
 from devkit.localkafka import KAFKA_VERSION, LocalKafka, create_topics
@@ -46,11 +47,12 @@ def worker_env(options: ChaosOptions, bootstrap: str) -> dict[str, str]:
             "BIOMARKER_OUTPUT_TOPIC": OUTPUT,
             "BIOMARKER_DLQ_TOPIC": DLQ,
             "BIOMARKER_GROUP_ID": GROUP,
-            "BIOMARKER_SESSION_TIMEOUT_MS": str(options.session_timeout_ms),
             "BIOMARKER_TORCH_THREADS": str(options.threads_per_worker()),
             "TOKENIZERS_PARALLELISM": "false",
         }
     )
+    if options.session_timeout_ms is not None:
+        env["BIOMARKER_SESSION_TIMEOUT_MS"] = str(options.session_timeout_ms)
     if options.model_path:
         env["BIOMARKER_MODEL_PATH"] = options.model_path
     if options.exactly_once:
@@ -70,44 +72,6 @@ class _Clock:
 
     def say(self, message: str) -> None:
         self._say(f"[{self.elapsed:7.1f}s] {message}")
-
-
-def _wait_until(predicate: Callable[[], bool], timeout: float, step: float = 0.5) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(step)
-    return predicate()
-
-
-def _fault_due(
-    producer: PacedProducer, due: float, quiet_since: float, settle_s: float
-) -> Callable[[], bool]:
-    """A fault is due once its share of the input is out and the last one settled."""
-    return lambda: producer.stats.produced >= due and time.monotonic() - quiet_since >= settle_s
-
-
-def _drain(monitor: OffsetMonitor, options: ChaosOptions, clock: _Clock) -> str:
-    """Wait for committed == log end everywhere; 'drained', 'stuck' or 'timeout'."""
-    deadline = time.monotonic() + options.drain_timeout_s
-    moved: dict[int, tuple[int, float]] = {}
-    while time.monotonic() < deadline:
-        sample = monitor.latest()
-        if sample is not None:
-            if sample.lag == 0:
-                return "drained"
-            now = time.monotonic()
-            for p in sample.end:
-                committed = sample.committed.get(p, 0)
-                if moved.get(p, (-1, 0.0))[0] != committed:
-                    moved[p] = (committed, now)
-            lagging = [p for p in sample.end if sample.lag_of(p)]
-            if all(now - moved[p][1] >= options.stuck_after_s for p in lagging):
-                clock.say(f"partitions {lagging} made no progress in {options.stuck_after_s:g}s")
-                return "stuck"
-        time.sleep(1.0)
-    return "timeout"
 
 
 def _final_offsets(monitor: OffsetMonitor) -> OffsetSample:
@@ -131,6 +95,19 @@ def _verdict(options: ChaosOptions, result: dict[str, Any]) -> list[str]:
     if found["misfiled"]:
         problems.append(f"{sum(found['misfiled'].values())} misfiled")
     return problems
+
+
+def _warnings(result: dict[str, Any]) -> list[str]:
+    """Findings that do not fail the run: they cost time, not data."""
+    workers = result["workers"]
+    found = []
+    if workers["hung_after_signal"]:
+        found.append(f"{workers['hung_after_signal']} workers ignored a signal (see hang_dumps)")
+    if workers["unexpected_exits"]:
+        found.append(f"{workers['unexpected_exits']} unexpected worker exits")
+    if result["ending"] != "drained":
+        found.append(f"the drain ended: {result['ending']}")
+    return found
 
 
 def run_chaos(options: ChaosOptions, say: Callable[[str], None] = print) -> dict[str, Any]:
@@ -185,7 +162,7 @@ def _run_on(
     )
     stack.callback(fleet.kill_all)
     fleet.start_all()
-    joined = _wait_until(
+    joined = wait_until(
         lambda: all(fleet.log_contains(s.index, ASSIGNED) for s in fleet.slots), _JOIN_TIMEOUT_S
     )
     clock.say(f"{options.workers} workers {'joined' if joined else 'NOT all joined'}")
@@ -205,21 +182,11 @@ def _run_on(
         oversized=corpus.oversized,
         say=clock.say,
     )
-    windows: list[FaultWindow] = []
-    quiet_since = time.monotonic()
-    for i, name in enumerate(options.faults):
-        due = producer.total * (i + 1) / (len(options.faults) + 1)
-        _wait_until(
-            _fault_due(producer, due, quiet_since, options.settle_s),
-            timeout=producer.total / options.rate * 3 + options.settle_s,
-        )
-        clock.say(f"fault {name} (input {producer.stats.produced}/{producer.total})")
-        windows.append(inject(ctx, name))
-        quiet_since = time.monotonic()
+    windows = run_faults(ctx, producer, monitor)
     producer.wait(timeout=max(60.0, producer.total / options.rate * 3))
     stream_s = round(time.monotonic() - stream_started, 1)
     clock.say(f"input stream done ({producer.stats.delivered} delivered); draining")
-    ending = _drain(monitor, options, clock)
+    ending = drain(monitor, producer.stats.delivered, options, clock.say)
     run_end = now_ms()
     clock.say(f"drain: {ending}; stopping workers")
     exit_codes = fleet.stop_all()
@@ -256,6 +223,7 @@ def _run_on(
         "audit": found,
     }
     result["problems"] = _verdict(options, result)
+    result["warnings"] = _warnings(result)
     result["verdict"] = "fail" if result["problems"] else "pass"
     return result
 

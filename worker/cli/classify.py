@@ -23,7 +23,7 @@ from worker.batching import BatchingSettings, batching_for
 from worker.cli.options import add_settings_options, settings_from_args
 from worker.config import WorkerSettings
 from worker.errors import FatalError, UsageError
-from worker.events import SourceRef
+from worker.events import NoteEvent, SourceRef
 from worker.logs import configure_logging
 from worker.notes import Note, Record, SentenceJob
 from worker.prepare import Preparer
@@ -154,7 +154,8 @@ def _classify_sentences(
 def _sentence_note() -> Note:
     """A one-sentence note outside any record stream (sentence mode)."""
     note = Note(
-        record=Record(source=SourceRef(None, None, None, None), key=None, value=None), event={}
+        record=Record(source=SourceRef(None, None, None, None), key=None, value=None),
+        event=NoteEvent({}),
     )
     note.expect(1)
     return note

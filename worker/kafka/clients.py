@@ -60,7 +60,8 @@ def security_config(settings: WorkerSettings) -> dict[str, Any]:
     return config
 
 
-def _common(settings: WorkerSettings) -> dict[str, Any]:
+def common_config(settings: WorkerSettings) -> dict[str, Any]:
+    """Connection and security settings every client shares."""
     return {
         "bootstrap.servers": settings.bootstrap_servers,
         "client.id": settings.client_id,
@@ -79,7 +80,7 @@ def _with_extra(
 
 def consumer_config(settings: WorkerSettings, *, group_id: str | None = None) -> dict[str, Any]:
     config: dict[str, Any] = {
-        **_common(settings),
+        **common_config(settings),
         "group.id": group_id or settings.group_id,
         "auto.offset.reset": settings.auto_offset_reset,
         "auto.commit.interval.ms": settings.commit_interval_ms,
@@ -98,7 +99,7 @@ def consumer_config(settings: WorkerSettings, *, group_id: str | None = None) ->
 
 def producer_config(settings: WorkerSettings) -> dict[str, Any]:
     config: dict[str, Any] = {
-        **_common(settings),
+        **common_config(settings),
         "linger.ms": 5,
         "compression.type": "lz4",
         "message.max.bytes": 8_388_608,

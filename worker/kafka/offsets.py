@@ -90,6 +90,15 @@ class OffsetTracker:
         self.partitions.update((state.key, state) for state in states)
         return states
 
+    def heads(self) -> list[str]:
+        """``topic[partition]@offset`` of the oldest unfinished record of each partition."""
+        heads = []
+        for state in self.partitions.values():
+            queue = state.unacked or state.waiting
+            if queue:
+                heads.append(f"{state.topic}[{state.partition}]@{queue[0][0]}")
+        return heads
+
     def get(self, key: PartitionKey) -> PartitionState | None:
         return self.partitions.get(key)
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 from worker.config import WorkerSettings
-from worker.kafka.clients import consumer_config, producer_config
+from worker.kafka.clients import common_config, consumer_config, producer_config
 
 #: ``TopicPartition`` and ``Message`` objects of confluent-kafka (or fakes with their methods).
 TopicPartitionLike = Any
@@ -92,10 +92,15 @@ class ProducerPort(Protocol):
     def abort_transaction(self, timeout: float) -> None: ...
 
 
+#: ``max.message.bytes`` of each named topic, as the brokers report it (missing: unknown).
+TopicLimits = Callable[[list[str]], dict[str, int]]
+
+
 @dataclass(frozen=True, slots=True)
 class KafkaClients:
     consumer: ConsumerPort
     producer: ProducerPort
+    topic_limits: TopicLimits = lambda _topics: {}
 
 
 def kafka_clients(
@@ -104,7 +109,32 @@ def kafka_clients(
     """The real librdkafka clients, with the worker's error callback and logger."""
     from confluent_kafka import Consumer, Producer
 
+    admin_config = {**common_config(settings), **hooks}
     return KafkaClients(
         consumer=Consumer({**consumer_config(settings, group_id=group_id), **hooks}),
         producer=Producer({**producer_config(settings), **hooks}),
+        topic_limits=lambda topics: _described_limits(admin_config, topics),
     )
+
+
+def _described_limits(config: dict[str, Any], topics: list[str]) -> dict[str, int]:
+    """``max.message.bytes`` per topic from DescribeConfigs; topics it cannot read are left
+    out (e.g. an ACL without DescribeConfigs), and the caller falls back to its defaults."""
+    from confluent_kafka import KafkaException
+    from confluent_kafka.admin import (  # type: ignore[attr-defined]
+        AdminClient,
+        ConfigResource,
+        ResourceType,
+    )
+
+    admin = AdminClient(config)
+    resources = [ConfigResource(ResourceType.TOPIC, topic) for topic in topics]
+    limits: dict[str, int] = {}
+    for resource, future in admin.describe_configs(resources, request_timeout=15).items():
+        try:
+            entry = future.result(timeout=20).get("max.message.bytes")
+        except KafkaException:
+            continue
+        if entry is not None and entry.value is not None:
+            limits[resource.name] = int(entry.value)
+    return limits

@@ -69,6 +69,9 @@ class KafkaSink:
         self._on_delivered = on_delivered
         self._on_blocked = on_blocked  # called while the local queue is full
         self.delivered = 0  # outputs plus dead letters acknowledged by the brokers
+        #: Larger outputs and dead letters are not even tried (set from the topics' limits).
+        self.max_output_bytes: int | None = None
+        self.max_dead_letter_bytes: int | None = None
 
     def send(self, record: Record, outputs: list[Outgoing]) -> None:
         """Produce ``outputs`` of ``record`` (none: the record is delivered at once)."""
@@ -86,7 +89,15 @@ class KafkaSink:
         return self._producer.flush(timeout)
 
     def _produce(self, record: Record, out: Outgoing) -> None:
+        size = len(out.value or b"")
+        if out.destination == "output" and size > (self.max_output_bytes or size):
+            message = f"output has {size} bytes, the limit is {self.max_output_bytes}"
+            out = dead_letter(record, InvalidEvent("output_too_large", message))
+            size = len(out.value or b"")
         if out.destination == "dead_letter":
+            limit = self.max_dead_letter_bytes or size
+            if size > limit and not _truncated(out):
+                out = _truncate(out, min(limit, TRUNCATED_DEAD_LETTER_BYTES))
             _log_dead_letter(record, out)
         topic = self._topics.output if out.destination == "output" else self._topics.dead_letter
         callback = functools.partial(self._on_delivery, record, out)

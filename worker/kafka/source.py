@@ -14,7 +14,9 @@ import structlog
 from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, KafkaException, TopicPartition
 
 from worker.config import WorkerSettings
+from worker.errors import InvalidEvent
 from worker.events import Headers, SourceRef
+from worker.kafka.crashes import CrashTracker
 from worker.kafka.errors import KafkaErrors
 from worker.kafka.offsets import OffsetTracker, PartitionKey, PartitionState
 from worker.kafka.ports import ConsumerPort
@@ -58,6 +60,17 @@ class KafkaSource:
         self._replay = replay
         self._bucket = TokenBucket(rate_limit) if rate_limit else None
         self._listener: RebalanceListener | None = None
+        self.crashes = CrashTracker(
+            consumer=consumer,
+            poison_after=(
+                settings.poison_after_crashes
+                if settings.processing_guarantee == "at-least-once"
+                else 0
+            ),
+            window=settings.max_inflight_notes,
+            from_earliest=settings.auto_offset_reset == "earliest",
+        )
+        self._held: set[PartitionKey] = set()  # careful partitions paused while one record runs
         self.paused = False
         self.stopping = False  # set on shutdown: newly assigned partitions stay paused
 
@@ -83,11 +96,34 @@ class KafkaSource:
         if self._bucket is not None:
             self._bucket.refund(wanted - len(messages))
         records = []
+        held: dict[PartitionKey, int] = {}
         for message in messages:
-            record = self._accept(message)
+            record = self._accept(message, held)
             if record is not None:
                 records.append(record)
+        self._hold(held)
         return records
+
+    def _hold(self, held: dict[PartitionKey, int]) -> None:
+        """Careful partitions with a record in flight: pause them, and seek back to the first
+        record not taken, so it is fetched again when they resume."""
+        for (topic, partition), offset in held.items():
+            tp = TopicPartition(topic, partition, offset)
+            self._consumer.pause([tp])
+            self._consumer.seek(tp)
+            self._held.add((topic, partition))
+
+    def release_held(self) -> None:
+        """Resume careful partitions whose record is done (called every loop iteration)."""
+        done = [
+            key
+            for key in self._held
+            if (state := self._tracker.get(key)) is None or not state.inflight
+        ]
+        for key in done:
+            self._held.discard(key)
+            if key in self._tracker.partitions and not (self.paused or self.stopping):
+                self._consumer.resume(_topic_partitions([key]))
 
     def _consume(self, wanted: int, timeout: float) -> list[Any]:
         """Up to ``wanted`` messages, returned as soon as any are there.
@@ -103,7 +139,7 @@ class KafkaSource:
             messages += self._consumer.consume(wanted - 1, 0)
         return messages
 
-    def _accept(self, message: Any) -> Record | None:
+    def _accept(self, message: Any, held: dict[PartitionKey, int]) -> Record | None:
         error = message.error()
         if error is not None:
             self._errors.on_error(error)
@@ -116,6 +152,9 @@ class KafkaSource:
             return None  # fetched just before a revoke: the new owner reads it again
         if self._replay is not None and offset >= self._replay.end(partition):
             return None  # past the replay window
+        if state.key in held or state.key in self._held or not self.crashes.admit(state, offset):
+            held.setdefault(state.key, offset)  # careful: one record of this partition at a time
+            return None
         _kind, timestamp = message.timestamp()
         record = Record(
             source=SourceRef(topic, partition, offset, timestamp if timestamp > 0 else None),
@@ -123,6 +162,11 @@ class KafkaSource:
             value=message.value(),
             headers=cast(Headers | None, message.headers()),
         )
+        crashes = self.crashes.poison(state, offset)
+        if crashes is not None:
+            reason = f"the worker stopped {crashes} times in a row with this record in flight"
+            record.fail(InvalidEvent("poison", reason))
+            record.prepared = True  # dead-lettered unread
         self._tracker.add(state, offset, record)
         return record
 
@@ -130,11 +174,11 @@ class KafkaSource:
         """Pause or resume fetching from every assigned partition."""
         if paused == self.paused:
             return
-        assigned = _topic_partitions(list(self._tracker.partitions))
+        keys = list(self._tracker.partitions)
         if paused:
-            self._consumer.pause(assigned)
+            self._consumer.pause(_topic_partitions(keys))
         else:
-            self._consumer.resume(assigned)
+            self._consumer.resume(_topic_partitions([k for k in keys if k not in self._held]))
         self.paused = paused
 
     def throttle(self, records: int, size: int) -> None:
@@ -219,7 +263,8 @@ class KafkaSource:
         log.info("replay_assigned", partitions=_names(_keys(assignment)), notes=plan.total)
 
     def _on_assign(self, consumer: Any, partitions: list[Any]) -> None:
-        self._tracker.assign(_keys(partitions))
+        states = self._tracker.assign(_keys(partitions))
+        self.crashes.assigned(states)
         consumer.incremental_assign(partitions)
         # librdkafka keeps a partition's pause flag across unassign/assign (e.g. after a loss
         # while paused), so set the state explicitly both ways.
@@ -234,6 +279,8 @@ class KafkaSource:
         states = [state for key in keys if (state := self._tracker.get(key)) is not None]
         if self._listener is not None:
             self._listener.revoking(states)
+        self.crashes.released(states)
+        self._held.difference_update(keys)
         dropped = self._tracker.remove(keys)
         consumer.incremental_unassign(partitions)
         self._rebalanced("revoke", partitions, abandoned=dropped)
@@ -241,6 +288,8 @@ class KafkaSource:
     def _on_lost(self, consumer: Any, partitions: list[Any]) -> None:
         if self._listener is not None:
             self._listener.lost()
+        self.crashes.forget(_keys(partitions))
+        self._held.difference_update(_keys(partitions))
         dropped = self._tracker.remove(_keys(partitions))
         consumer.incremental_unassign(partitions)
         self._rebalanced("lost", partitions, abandoned=dropped)

@@ -248,6 +248,14 @@ BIOMARKER_PACK_SENTENCES: {{ $i.packSentences | toString | quote }}
 BIOMARKER_INCLUDE_SENTENCE_TEXT: {{ $i.includeSentenceText | toString | quote }}
 BIOMARKER_MAX_NOTE_CHARS: {{ $i.maxNoteChars | int | quote }}
 BIOMARKER_MAX_INFLIGHT_NOTES: {{ $i.maxInflightNotes | int | quote }}
+BIOMARKER_MAX_INFLIGHT_BYTES: {{ $i.maxInflightBytes | int64 | quote }}
+{{- if not (kindIs "invalid" $i.maxNoteSentences) }}
+BIOMARKER_MAX_NOTE_SENTENCES: {{ $i.maxNoteSentences | int | quote }}
+{{- end }}
+{{- if not (kindIs "invalid" $i.maxOutputBytes) }}
+BIOMARKER_MAX_OUTPUT_BYTES: {{ $i.maxOutputBytes | int64 | quote }}
+{{- end }}
+BIOMARKER_POISON_AFTER_CRASHES: {{ $i.poisonAfterCrashes | int | quote }}
 BIOMARKER_CONSUME_BATCH_SIZE: {{ $i.consumeBatchSize | int | quote }}
 BIOMARKER_DRAIN_TIMEOUT_S: {{ .Values.shutdown.drainTimeoutSeconds | toString | quote }}
 BIOMARKER_REVOKE_TIMEOUT_S: {{ .Values.shutdown.revokeTimeoutSeconds | toString | quote }}
