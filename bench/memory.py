@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 
 from devkit.localkafka import LocalKafka, create_topics
 from worker.demo.notes import demo_notes
@@ -45,6 +45,8 @@ def _committed(bootstrap: str, topic: str, group: str) -> int:
     try:
         found = consumer.committed([TopicPartition(topic, 0)], timeout=10)
         return max(0, found[0].offset)
+    except KafkaException:  # the group coordinator is still starting: ask again later
+        return 0
     finally:
         consumer.close()
 

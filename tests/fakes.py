@@ -46,6 +46,8 @@ class WordModel(PlainScorer):
         """A sentence saying CRASH takes the worker down (as a segfault in a tokenizer would)."""
         if any("CRASH" in text for text in texts):
             raise ModelCrash("the tokenizer is gone")
+        if any("BREAK" in text for text in texts):
+            raise ValueError("a text the tokenizer cannot take")
         return [
             Encoded([99 if word == "PSA" else len(word) for word in text.split()] or [1])
             for text in texts

@@ -416,3 +416,15 @@ def test_a_clean_stop_without_progress_clears_the_attempt_it_counted() -> None:
     assert kit.run(pipeline, lambda: bool(pipeline.tracker.partitions)) == EXIT_OK
     assert kit.broker.committed == {(IN, 0): 0}
     assert kit.broker.metadata[(IN, 0)] is None
+
+
+def test_a_record_that_breaks_preparation_goes_alone_to_the_dead_letter_topic() -> None:
+    kit = Kit(partitions=1)
+    for i in range(6):
+        kit.broker.append(IN, _note(i, "It will BREAK here." if i == 2 else "PSA 4."))
+    pipeline = kit.pipeline()
+    assert kit.run(pipeline, lambda: pipeline.delivered >= 6) == EXIT_OK
+    [letter] = kit.broker.read(DLQ)
+    assert letter.value() == _note(2, "It will BREAK here.")
+    assert dict(letter.headers())["x-biomarker-error-class"] == b"preparation_failed"
+    assert sorted(o for _p, o in kit.sources()) == [0, 1, 3, 4, 5]

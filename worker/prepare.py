@@ -155,12 +155,29 @@ class PreparationThread:
     def alive(self) -> bool:
         return self._thread.is_alive()
 
+    def _prepare(self, records: list[Record]) -> list[Note]:
+        """Prepare ``records``; if that raises, one at a time, so that a record whose text
+        breaks the segmenter or the tokenizer goes to the dead-letter topic alone."""
+        try:
+            return self.preparer.prepare(records)
+        except Exception:  # isolated below, record by record
+            notes: list[Note] = []
+            for record in records:
+                record.notes, record.unscored, record.failure = [], 0, None
+                try:
+                    notes += self.preparer.prepare([record])
+                except Exception as exc:  # the record is dead-lettered with its class
+                    record.notes, record.unscored = [], 0
+                    reason = f"{type(exc).__name__} while preparing the note"
+                    record.fail(InvalidEvent("preparation_failed", reason))
+            return notes
+
     def _run(self) -> None:
         try:
             while (records := self._queue.get()) is not None:
                 for start in range(0, len(records), self._chunk):
                     live = [r for r in records[start : start + self._chunk] if not r.cancelled]
-                    notes = self.preparer.prepare(live)
+                    notes = self._prepare(live)
                     for record in live:
                         self._on_prepared(record)
                     self._score(notes)

@@ -21,7 +21,7 @@ PartitionKey = tuple[str, int]
 class PartitionState:
     """What is in flight for one assigned partition."""
 
-    __slots__ = ("active", "committable", "partition", "topic", "unacked", "waiting")
+    __slots__ = ("active", "committable", "held", "partition", "topic", "unacked", "waiting")
 
     def __init__(self, topic: str, partition: int) -> None:
         self.topic = topic
@@ -30,6 +30,7 @@ class PartitionState:
         self.unacked: deque[tuple[int, Record]] = deque()
         self.committable: int | None = None  # next offset to commit
         self.active = True
+        self.held = False  # paused while its one careful record runs (worker.kafka.crashes)
 
     def __repr__(self) -> str:
         return f"PartitionState({self.topic}[{self.partition}], inflight={self.inflight})"

@@ -1,14 +1,13 @@
-"""Reading records: subscription or replay assignment, rebalances, pause/resume, lag.
+"""Reading records: subscription or replay assignment, pause/resume, backpressure, lag.
 
 :meth:`KafkaSource.poll` turns fetched messages into :class:`~worker.notes.Record` s, registered
-with the :class:`~worker.kafka.offsets.OffsetTracker` in offset order. Rebalance callbacks run
-inside ``consume()``; on revoke the :class:`RebalanceListener` (the pipeline) first finishes and
-commits what it can of the revoked partitions, then their state is forgotten.
+with the :class:`~worker.kafka.offsets.OffsetTracker` in offset order. The rebalance callbacks
+(:mod:`worker.kafka.rebalance`) run inside ``consume()``.
 """
 
 from __future__ import annotations
 
-from typing import Any, Protocol, cast
+from typing import Any, cast
 
 import structlog
 from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, KafkaException, TopicPartition
@@ -18,8 +17,9 @@ from worker.errors import InvalidEvent
 from worker.events import Headers, SourceRef
 from worker.kafka.crashes import CrashTracker
 from worker.kafka.errors import KafkaErrors
-from worker.kafka.offsets import OffsetTracker, PartitionKey, PartitionState
+from worker.kafka.offsets import OffsetTracker, PartitionKey
 from worker.kafka.ports import ConsumerPort
+from worker.kafka.rebalance import RebalanceListener, Rebalancer, keys_of, names_of
 from worker.kafka.replay import ReplayPlan
 from worker.metrics import Metrics
 from worker.notes import Record
@@ -28,14 +28,6 @@ from worker.ratelimit import TokenBucket
 log = structlog.get_logger(__name__)
 
 _COMMITTED_TIMEOUT_S = 30.0
-
-
-class RebalanceListener(Protocol):
-    def revoking(self, states: list[PartitionState]) -> None:
-        """Partitions are about to be revoked: finish and commit what can be, in bounded time."""
-
-    def lost(self) -> None:
-        """Partitions were lost (no commit is possible for them)."""
 
 
 class KafkaSource:
@@ -59,7 +51,6 @@ class KafkaSource:
         self._metrics = metrics
         self._replay = replay
         self._bucket = TokenBucket(rate_limit) if rate_limit else None
-        self._listener: RebalanceListener | None = None
         self.crashes = CrashTracker(
             consumer=consumer,
             poison_after=(
@@ -70,19 +61,24 @@ class KafkaSource:
             window=settings.max_inflight_notes,
             from_earliest=settings.auto_offset_reset == "earliest",
         )
-        self._held: set[PartitionKey] = set()  # careful partitions paused while one record runs
         self.paused = False
         self.stopping = False  # set on shutdown: newly assigned partitions stay paused
+        self._rebalancer = Rebalancer(
+            tracker=tracker,
+            crashes=self.crashes,
+            metrics=metrics,
+            keep_paused=lambda: self.paused or self.stopping,
+        )
 
     def start(self, listener: RebalanceListener) -> None:
         """Subscribe to the input topic, or assign the replay's ranges."""
-        self._listener = listener
+        self._rebalancer.listener = listener
         if self._replay is None:
             self._consumer.subscribe(
                 [self._settings.input_topic],
-                on_assign=self._on_assign,
-                on_revoke=self._on_revoke,
-                on_lost=self._on_lost,
+                on_assign=self._rebalancer.on_assign,
+                on_revoke=self._rebalancer.on_revoke,
+                on_lost=self._rebalancer.on_lost,
             )
         else:
             self._assign_replay(self._replay)
@@ -111,19 +107,17 @@ class KafkaSource:
             tp = TopicPartition(topic, partition, offset)
             self._consumer.pause([tp])
             self._consumer.seek(tp)
-            self._held.add((topic, partition))
+            state = self._tracker.get((topic, partition))
+            if state is not None:
+                state.held = True
 
     def release_held(self) -> None:
         """Resume careful partitions whose record is done (called every loop iteration)."""
-        done = [
-            key
-            for key in self._held
-            if (state := self._tracker.get(key)) is None or not state.inflight
-        ]
-        for key in done:
-            self._held.discard(key)
-            if key in self._tracker.partitions and not (self.paused or self.stopping):
-                self._consumer.resume(_topic_partitions([key]))
+        for state in self._tracker.partitions.values():
+            if state.held and not state.inflight:
+                state.held = False
+                if not (self.paused or self.stopping):
+                    self._consumer.resume(_topic_partitions([state.key]))
 
     def _consume(self, wanted: int, timeout: float) -> list[Any]:
         """Up to ``wanted`` messages, returned as soon as any are there.
@@ -152,7 +146,7 @@ class KafkaSource:
             return None  # fetched just before a revoke: the new owner reads it again
         if self._replay is not None and offset >= self._replay.end(partition):
             return None  # past the replay window
-        if state.key in held or state.key in self._held or not self.crashes.admit(state, offset):
+        if state.key in held or state.held or not self.crashes.admit(state, offset):
             held.setdefault(state.key, offset)  # careful: one record of this partition at a time
             return None
         _kind, timestamp = message.timestamp()
@@ -178,7 +172,8 @@ class KafkaSource:
         if paused:
             self._consumer.pause(_topic_partitions(keys))
         else:
-            self._consumer.resume(_topic_partitions([k for k in keys if k not in self._held]))
+            held = {key for key, state in self._tracker.partitions.items() if state.held}
+            self._consumer.resume(_topic_partitions([k for k in keys if k not in held]))
         self.paused = paused
 
     def throttle(self, records: int, size: int) -> None:
@@ -237,7 +232,7 @@ class KafkaSource:
         for tp in self._consumer.committed(_topic_partitions(keys), timeout=_COMMITTED_TIMEOUT_S):
             offset = tp.offset if tp.offset >= 0 else reset
             self._consumer.seek(TopicPartition(tp.topic, tp.partition, offset))
-        log.warning("rewound_to_committed", partitions=_names(keys))
+        log.warning("rewound_to_committed", partitions=names_of(keys))
 
     def close(self) -> None:
         """Leave the group (commits nothing by itself)."""
@@ -260,57 +255,8 @@ class KafkaSource:
             if state is not None and start < resumed <= end:
                 state.committable = resumed
         self._consumer.assign(assignment)
-        log.info("replay_assigned", partitions=_names(_keys(assignment)), notes=plan.total)
-
-    def _on_assign(self, consumer: Any, partitions: list[Any]) -> None:
-        states = self._tracker.assign(_keys(partitions))
-        self.crashes.assigned(states)
-        consumer.incremental_assign(partitions)
-        # librdkafka keeps a partition's pause flag across unassign/assign (e.g. after a loss
-        # while paused), so set the state explicitly both ways.
-        if self.paused or self.stopping:
-            consumer.pause(partitions)
-        else:
-            consumer.resume(partitions)
-        self._rebalanced("assign", partitions)
-
-    def _on_revoke(self, consumer: Any, partitions: list[Any]) -> None:
-        keys = _keys(partitions)
-        states = [state for key in keys if (state := self._tracker.get(key)) is not None]
-        if self._listener is not None:
-            self._listener.revoking(states)
-        self.crashes.released(states)
-        self._held.difference_update(keys)
-        dropped = self._tracker.remove(keys)
-        consumer.incremental_unassign(partitions)
-        self._rebalanced("revoke", partitions, abandoned=dropped)
-
-    def _on_lost(self, consumer: Any, partitions: list[Any]) -> None:
-        if self._listener is not None:
-            self._listener.lost()
-        self.crashes.forget(_keys(partitions))
-        self._held.difference_update(_keys(partitions))
-        dropped = self._tracker.remove(_keys(partitions))
-        consumer.incremental_unassign(partitions)
-        self._rebalanced("lost", partitions, abandoned=dropped)
-
-    def _rebalanced(self, kind: str, partitions: list[Any], **fields: int) -> None:
-        self._metrics.rebalances.labels(kind=kind).inc()
-        self._metrics.assigned_partitions.set(len(self._tracker.partitions))
-        event = {"assign": "partitions_assigned", "revoke": "partitions_revoked"}.get(kind)
-        if event is None:
-            log.warning("partitions_lost", partitions=_names(_keys(partitions)), **fields)
-        else:
-            log.info(event, partitions=_names(_keys(partitions)), **fields)
-
-
-def _keys(partitions: list[Any]) -> list[PartitionKey]:
-    return [(tp.topic, tp.partition) for tp in partitions]
+        log.info("replay_assigned", partitions=names_of(keys_of(assignment)), notes=plan.total)
 
 
 def _topic_partitions(keys: list[PartitionKey]) -> list[TopicPartition]:
     return [TopicPartition(topic, partition) for topic, partition in keys]
-
-
-def _names(keys: list[PartitionKey]) -> list[str]:
-    return [f"{topic}[{partition}]" for topic, partition in keys]
