@@ -29,6 +29,7 @@ from dataclasses import dataclass
 import structlog
 
 from worker.batching import BatchingSettings
+from worker.logs import where_raised
 from worker.notes import Note, SentenceJob
 from worker.scoring import BatchObserver, Results, Scorer, plan_for, record_batch, timed_score
 
@@ -149,7 +150,11 @@ class InferenceLoop:
                 self._handle_queued()
         except BaseException as exc:  # reported to the owner, which exits non-zero
             self.failure = exc
-            log.error("inference_thread_failed", error_class=type(exc).__name__, error=str(exc))
+            log.error(
+                "inference_thread_failed",
+                error_class=type(exc).__name__,
+                where=where_raised(exc),  # not the message: it may quote the data
+            )
 
     def _wait_s(self) -> float:
         """How long to wait for an event: until the oldest sentence is due, if a slot is free."""

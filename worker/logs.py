@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import sys
+import traceback
+from pathlib import Path
 from typing import TextIO
 
 import orjson
@@ -53,3 +55,13 @@ def kafka_logger() -> logging.Logger:
         logger.propagate = False
         logger.setLevel(logging.INFO)
     return logger
+
+
+def where_raised(exc: BaseException) -> str:
+    """``file:line in function`` of the innermost frame of ``exc``: where, without the message
+    (which may quote the data, e.g. note text)."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    if not frames:
+        return "unknown"
+    frame = frames[-1]
+    return f"{Path(frame.filename).name}:{frame.lineno} in {frame.name}"

@@ -52,7 +52,7 @@ from worker.kafka.replay import ReplayPlan
 from worker.kafka.sink import KafkaSink, SinkTopics
 from worker.kafka.source import KafkaSource
 from worker.kafka.topics import budgets_for, check_topics
-from worker.logs import kafka_logger
+from worker.logs import kafka_logger, where_raised
 from worker.metrics import Metrics
 from worker.notes import Note, Record
 from worker.prepare import Encoder, PreparationThread, Preparer
@@ -193,7 +193,7 @@ class Pipeline:
             log.error(
                 "unexpected_error",
                 error_class=type(exc).__name__,
-                error=str(exc)[:300],
+                where=where_raised(exc),  # not the message: it may quote note text
                 in_flight=self.tracker.heads(),
             )
             self._abort()
@@ -282,7 +282,8 @@ class Pipeline:
         for name, thread in (("preparation", self._preparation), ("inference", self._inference)):
             if not thread.alive():
                 failure = thread.failure
-                raise FatalError(f"{name} thread stopped: {type(failure).__name__}: {failure}")
+                where = where_raised(failure) if failure is not None else "unknown"
+                raise FatalError(f"{name} thread stopped: {type(failure).__name__} at {where}")
 
     # ------------------------------------------------------------------ rebalances
     def revoking(self, states: list[PartitionState]) -> None:

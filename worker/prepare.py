@@ -22,6 +22,7 @@ import structlog
 
 from worker.errors import InvalidEvent
 from worker.events import NoteEvent, parse_note
+from worker.logs import where_raised
 from worker.notes import Note, Record, SentenceJob
 from worker.segmentation import split_sentences
 
@@ -184,4 +185,8 @@ class PreparationThread:
                     self.last_progress = time.monotonic()
         except BaseException as exc:  # reported to the owner, which exits non-zero
             self.failure = exc
-            log.error("preparation_thread_failed", error_class=type(exc).__name__, error=str(exc))
+            log.error(
+                "preparation_thread_failed",
+                error_class=type(exc).__name__,
+                where=where_raised(exc),  # not the message: it may quote note text
+            )

@@ -27,6 +27,7 @@ class Delivered:
 class ProducerStats:
     produced: int = 0
     delivered: int = 0
+    seconds: float = 0.0  # from the first record to the last delivery of the paced stream
     failed: int = 0
     errors: dict[str, int] = field(default_factory=dict)
 
@@ -140,4 +141,5 @@ class PacedProducer:
                     self._producer.poll(0)
             self.flush(120)
         finally:
+            self.stats.seconds = round(time.monotonic() - started, 1)
             self._done.set()

@@ -170,7 +170,6 @@ def _run_on(
     stack.callback(monitor.stop)
     producer = PacedProducer(client, INPUT, corpus.stream, options.rate).start()
     stack.callback(producer.stop)
-    stream_started = time.monotonic()
     ctx = FaultContext(
         cluster=cluster,
         fleet=fleet,
@@ -184,7 +183,6 @@ def _run_on(
     )
     windows = run_faults(ctx, producer, monitor)
     producer.wait(timeout=max(60.0, producer.total / options.rate * 3))
-    stream_s = round(time.monotonic() - stream_started, 1)
     clock.say(f"input stream done ({producer.stats.delivered} delivered); draining")
     ending = drain(monitor, producer.stats.delivered, options, clock.say)
     run_end = now_ms()
@@ -210,7 +208,8 @@ def _run_on(
         "cluster": {"nodes": 3, "replication_factor": 3, "min_insync_replicas": 2},
         "corpus": {"source": corpus.source, "kinds": corpus.kinds()},
         "run_s": round(clock.elapsed, 1),
-        "stream_s": stream_s,
+        "input_s": producer.stats.seconds,
+        "input_rate": round(producer.total / max(0.1, producer.stats.seconds), 1),
         "ending": ending,
         "producer": vars_of(producer.stats),
         "monitor": {"samples": len(monitor.samples), "failed_samples": monitor.failed},
