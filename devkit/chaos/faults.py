@@ -111,12 +111,12 @@ def coordinator_kill(ctx: FaultContext) -> dict[str, Any]:
 def output_outage(ctx: FaultContext) -> dict[str, Any]:
     """min.insync.replicas unmet on the output topic for ``outage_s``.
 
-    With replication factor 3 the broker caps min.insync.replicas at the replica count, so
-    raising it above 3 changes nothing. Instead the topic's min.insync.replicas goes to 3 and one
-    broker that is not the group coordinator stops (gracefully): 2 live replicas < 3, so every
-    output write fails with NOT_ENOUGH_REPLICAS (retried by the idempotent producer) while input,
-    dead letters and offset commits (min.insync 2) carry on. The outage ends by setting
-    min.insync.replicas back to 2; the broker then restarts.
+    With replication factor 3, raising min.insync.replicas above 3 changes nothing (the brokers
+    accept it, and acks=all writes go on succeeding). Instead the topic's min.insync.replicas
+    goes to 3 and one broker that is not the group coordinator stops (gracefully): 2 live
+    replicas < 3, so every output write fails with NOT_ENOUGH_REPLICAS (retried by the
+    idempotent producer) while input, dead letters and offset commits (min.insync 2) carry on.
+    The outage ends by setting min.insync.replicas back to 2; the broker then restarts.
     """
     keep = coordinator(ctx)
     victim = max(node.node_id for node in ctx.cluster.nodes if node.node_id != keep)
@@ -146,7 +146,7 @@ def slow_model(ctx: FaultContext) -> dict[str, Any]:
 
 
 def oversized_output(ctx: FaultContext) -> dict[str, Any]:
-    """One note whose enriched output exceeds the producer's message size limit."""
+    """One note whose enriched output would exceed a Kafka message; it must be dead-lettered."""
     if ctx.oversized is None:
         return {"produced": False}
     delivered = ctx.producer.produce_now(ctx.oversized)

@@ -133,10 +133,12 @@ class Fleet:
         self._signal_and_wait(index, signal.SIGKILL, timeout=30.0)
 
     def terminate(self, index: int, timeout: float = 60.0) -> int | None:
-        """SIGTERM slot ``index`` and wait up to ``timeout`` (then SIGKILL); its exit code."""
+        """SIGTERM slot ``index`` and wait up to ``timeout`` (then SIGABRT for a thread dump,
+        then SIGKILL); its exit code."""
         return self._signal_and_wait(index, signal.SIGTERM, timeout=timeout)
 
-    def _signal_and_wait(self, index: int, signum: int, *, timeout: float) -> int | None:
+    def _signal_and_wait(self, index: int, signum: int | None, *, timeout: float) -> int | None:
+        """Send ``signum`` (``None``: already sent) and wait for the exit."""
         with self._lock:
             slot = self.slots[index]
             process = slot.process
@@ -144,7 +146,7 @@ class Fleet:
                 return None
             slot.expected_exit = True
             self._sample(slot)
-            if process.poll() is None:
+            if signum is not None and process.poll() is None:
                 with contextlib.suppress(ProcessLookupError):
                     process.send_signal(signum)
         try:
@@ -174,7 +176,7 @@ class Fleet:
                     slot.expected_exit = True
                     with contextlib.suppress(ProcessLookupError):
                         slot.process.send_signal(signal.SIGTERM)
-        codes = {slot.index: self.terminate(slot.index, timeout) for slot in self.slots}
+        codes = {s.index: self._signal_and_wait(s.index, None, timeout=timeout) for s in self.slots}
         self._end_supervisor()
         return codes
 

@@ -56,7 +56,7 @@ class ChaosOptions:
     outage_s: float = 30.0
     slow_s: float = 60.0
     slow_delay_ms: int = 500
-    session_timeout_ms: int | None = None  # the worker's default (45 s)
+    session_timeout_ms: int | None = None  # the worker's default (15 s)
     torch_threads: int | None = None
     recover_timeout_s: float = 180.0
     stuck_after_s: float = 120.0
@@ -117,7 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--session-timeout-ms",
         type=int,
         default=None,
-        help="workers' session timeout (default: the worker's own, 45 s)",
+        help="workers' session timeout (default: the worker's own, 15 s)",
     )
     add(
         "--recover-timeout-s",

@@ -48,6 +48,7 @@ def render(result: dict[str, Any]) -> str:
             ("peak worker RSS (MiB)", result["workers"]["peak_hwm_mib"]),
             ("worker exits (unexpected)", result["workers"]["unexpected_exits"]),
             ("workers hung after a signal", result["workers"]["hung_after_signal"]),
+            ("input rate achieved (records/s)", result["input_rate"]),
             ("run time (s)", result["run_s"]),
         ],
     )
