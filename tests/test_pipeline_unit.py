@@ -428,3 +428,13 @@ def test_a_record_that_breaks_preparation_goes_alone_to_the_dead_letter_topic() 
     assert letter.value() == _note(2, "It will BREAK here.")
     assert dict(letter.headers())["x-biomarker-error-class"] == b"preparation_failed"
     assert sorted(o for _p, o in kit.sources()) == [0, 1, 3, 4, 5]
+
+
+def test_an_input_header_named_like_the_workers_never_sets_the_reason_label() -> None:
+    kit = Kit(partitions=1)
+    kit.broker.append(IN, b"{not json", headers=[("x-biomarker-error-class", b"Jane Doe")])
+    pipeline = kit.pipeline()
+    assert kit.run(pipeline, lambda: pipeline.delivered >= 1) == EXIT_OK
+    registry = pipeline.metrics.registry
+    assert registry.get_sample_value("biomarker_dead_letters_total", {"reason": "not_json"}) == 1
+    assert registry.get_sample_value("biomarker_dead_letters_total", {"reason": "Jane Doe"}) is None

@@ -23,6 +23,8 @@ class Outgoing:
     destination: Destination
     value: bytes | None
     headers: Headers | None
+    failure: InvalidEvent | None = None  # why, for a dead letter
+    truncated: bool = False  # a dead letter holding only the first bytes of the value
 
 
 def render_note(note: Note, *, provenance: Provenance, include_text: bool) -> bytes:
@@ -41,7 +43,7 @@ def render_note(note: Note, *, provenance: Provenance, include_text: bool) -> by
 def dead_letter(record: Record, failure: InvalidEvent) -> Outgoing:
     """The record's original bytes and headers, plus headers that say why."""
     headers = [*(record.headers or []), *dead_letter_headers(failure, record.source)]
-    return Outgoing("dead_letter", record.value, headers)
+    return Outgoing("dead_letter", record.value, headers, failure)
 
 
 def outgoing(record: Record, *, provenance: Provenance, include_text: bool) -> list[Outgoing]:

@@ -96,7 +96,7 @@ class KafkaSink:
             size = len(out.value or b"")
         if out.destination == "dead_letter":
             limit = self.max_dead_letter_bytes or size
-            if size > limit and not _truncated(out):
+            if size > limit and not out.truncated:
                 out = _truncate(out, min(limit, TRUNCATED_DEAD_LETTER_BYTES))
             _log_dead_letter(record, out)
         topic = self._topics.output if out.destination == "output" else self._topics.dead_letter
@@ -148,7 +148,7 @@ class KafkaSink:
             replacement = dead_letter(
                 record, InvalidEvent(reason, f"output refused: {error.str()}")
             )
-        elif not _truncated(out):
+        elif not out.truncated:
             replacement = _truncate(out, TRUNCATED_DEAD_LETTER_BYTES)
         else:
             self._errors.stop(FatalError(f"dead letter refused: {error.str()}"))
@@ -156,19 +156,9 @@ class KafkaSink:
         self._produce(record, replacement)
 
 
-def _header(out: Outgoing, wanted: str) -> str:
-    for name, value in out.headers or []:
-        if name == wanted and isinstance(value, bytes):
-            return value.decode(errors="replace")
-    return "unknown"
-
-
 def _reason(out: Outgoing) -> str:
-    return _header(out, "x-biomarker-error-class")
-
-
-def _truncated(out: Outgoing) -> bool:
-    return any(name == "x-biomarker-truncated" for name, _ in out.headers or [])
+    """The error class, from the worker's own reason (never from the input's headers)."""
+    return out.failure.reason if out.failure is not None else "unknown"
 
 
 def _truncate(out: Outgoing, limit: int) -> Outgoing:
@@ -180,7 +170,7 @@ def _truncate(out: Outgoing, limit: int) -> Outgoing:
         ("x-biomarker-original-size", str(len(value)).encode()),
         ("x-biomarker-original-sha256", hashlib.sha256(value).hexdigest().encode()),
     ]
-    return Outgoing("dead_letter", value[:limit], headers)
+    return Outgoing("dead_letter", value[:limit], headers, out.failure, truncated=True)
 
 
 def _log_dead_letter(record: Record, out: Outgoing) -> None:
@@ -191,6 +181,6 @@ def _log_dead_letter(record: Record, out: Outgoing) -> None:
         partition=source.partition,
         offset=source.offset,
         reason=_reason(out),
-        message=_header(out, "x-biomarker-error-message"),
-        truncated=_truncated(out),
+        message=out.failure.message if out.failure is not None else None,
+        truncated=out.truncated,
     )
