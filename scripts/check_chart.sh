@@ -48,7 +48,7 @@ helm() { "$BIN_DIR/helm" "$@"; }
 # if the cluster served them.
 api_flags() {
     case "$(basename "$1" .yaml)" in
-        keda) echo "--api-versions keda.sh/v1alpha1/ScaledObject --api-versions keda.sh/v1alpha1/TriggerAuthentication" ;;
+        keda|ehr-inputs) echo "--api-versions keda.sh/v1alpha1/ScaledObject --api-versions keda.sh/v1alpha1/TriggerAuthentication" ;;
         servicemonitor) echo "--api-versions monitoring.coreos.com/v1/ServiceMonitor" ;;
     esac
 }

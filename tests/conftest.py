@@ -7,10 +7,17 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import hypothesis
 import pytest
 
 from devkit.localkafka import LocalKafka
 from tests.kafka_helpers import STARTED, KafkaTestKit
+
+# Property tests draw the same examples on every run (a failure reproduces; CI never flakes);
+# HYPOTHESIS_PROFILE=explore draws new ones.
+hypothesis.settings.register_profile("repeatable", derandomize=True, database=None)
+hypothesis.settings.register_profile("explore", max_examples=2_000)
+hypothesis.settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "repeatable"))
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -137,3 +144,25 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     model.save_pretrained(directory)
     tokenizer.save_pretrained(directory)
     return directory
+
+
+#: Public EHR sample messages (HL7 v2, FHIR, C-CDA) with a SOURCE.md; read in place, never copied.
+EHR_DIR_ENV = "BIOMARKER_EHR_SAMPLES"
+
+
+def _ehr_samples_dir() -> Path | None:
+    candidates = [os.environ.get(EHR_DIR_ENV), "/work/shared/data/ehr"]
+    candidates.append(str(Path(__file__).resolve().parents[2] / "shared" / "data" / "ehr"))
+    for candidate in candidates:
+        if candidate and (Path(candidate) / "SOURCE.md").is_file():
+            return Path(candidate)
+    return None
+
+
+@pytest.fixture(scope="session")
+def ehr_samples() -> Path:
+    """The directory of public EHR sample messages (fails, never skips, when it is missing)."""
+    found = _ehr_samples_dir()
+    if found is None:
+        pytest.fail(f"EHR sample messages not found: set ${EHR_DIR_ENV} to their directory")
+    return found

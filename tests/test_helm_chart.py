@@ -9,6 +9,7 @@ never skip): CI installs the tools first. Schema validation (kubeconform) is in
 from __future__ import annotations
 
 import atexit
+import json
 import os
 import subprocess
 import tempfile
@@ -29,8 +30,12 @@ HELM = TOOLS_DIR / "bin" / "helm"
 RELEASE = "ci"
 KUBE_VERSION = "1.29.0"
 FULLNAME = f"{RELEASE}-biomarker-worker"
+CONFIG_NAME = f"{FULLNAME}-config"
+MAPPINGS_NAME = f"{FULLNAME}-mappings"
+KEDA_APIS = ("keda.sh/v1alpha1/ScaledObject", "keda.sh/v1alpha1/TriggerAuthentication")
 CRD_API_VERSIONS = {
-    "keda": ("keda.sh/v1alpha1/ScaledObject", "keda.sh/v1alpha1/TriggerAuthentication"),
+    "keda": KEDA_APIS,
+    "ehr-inputs": KEDA_APIS,
     "servicemonitor": ("monitoring.coreos.com/v1/ServiceMonitor",),
 }
 VALUE_SETS = sorted(path.stem for path in CI_VALUES.glob("*.yaml"))
@@ -92,9 +97,13 @@ def render(
     return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
 
 
-def render_error(value_set: str | None = None, sets: dict[str, Any] | None = None) -> str:
+def render_error(
+    value_set: str | None = None,
+    sets: dict[str, Any] | None = None,
+    extra_args: tuple[str, ...] = (),
+) -> str:
     """Render a chart that must fail; returns helm's error output."""
-    result = _helm("template", *_template_args(value_set, sets, ()))
+    result = _helm("template", *_template_args(value_set, sets, ()), *extra_args)
     assert result.returncode != 0, "helm template unexpectedly succeeded"
     return result.stderr
 
@@ -132,12 +141,34 @@ def container(pod_spec: Manifest, name: str | None = None) -> Manifest:
 
 
 def config_data(manifests: list[Manifest]) -> dict[str, str]:
-    data: dict[str, str] = one(manifests, "ConfigMap")["data"]
+    """The settings ConfigMap's data (the mapping files have a ConfigMap of their own)."""
+    (settings,) = (
+        m for m in by_kind(manifests, "ConfigMap") if m["metadata"]["name"] == CONFIG_NAME
+    )
+    data: dict[str, str] = settings["data"]
     return data
 
 
 def env_by_name(ctr: Manifest) -> dict[str, Manifest]:
     return {e["name"]: e for e in ctr.get("env", [])}
+
+
+def effective_env(manifests: list[Manifest], ctr: Manifest) -> dict[str, str]:
+    """The container's environment as Kubernetes builds it: the ConfigMap (``envFrom``), then
+    ``env``, which wins. Values from Secrets and the downward API are placeholders here."""
+    env = dict(config_data(manifests))
+    for item in ctr.get("env", []):
+        env[item["name"]] = item.get("value", "placeholder")
+    return env
+
+
+def use_env(patch: pytest.MonkeyPatch, env: dict[str, str]) -> None:
+    """Make ``env`` the only ``BIOMARKER_*`` variables of this process (within ``patch``)."""
+    for key in list(os.environ):
+        if key.startswith("BIOMARKER_"):
+            patch.delenv(key)
+    for key, value in env.items():
+        patch.setenv(key, value)
 
 
 @pytest.fixture(scope="module")
@@ -146,9 +177,15 @@ def rendered() -> dict[str, list[Manifest]]:
 
 
 def test_value_sets_exist() -> None:
-    assert {"default", "gpu", "statefulset", "keda", "backfill", "servicemonitor"} <= set(
-        VALUE_SETS
-    )
+    assert {
+        "default",
+        "gpu",
+        "statefulset",
+        "keda",
+        "backfill",
+        "servicemonitor",
+        "ehr-inputs",
+    } <= set(VALUE_SETS)
 
 
 @pytest.mark.parametrize("value_set", VALUE_SETS)
@@ -510,6 +547,18 @@ def test_inconsistent_values_fail_rendering(sets: dict[str, str], message: str) 
         {"replicaCount": "two"},
         {"autoscaling.keda.maxReplicas": 4},  # HPA's name under KEDA
         {"model.backend": "onnx"},  # measured and rejected: the worker accepts torch only
+        {"kafka.inputFormat": "xml"},
+        {"kafka.inputs": [{"topic": "a", "fmt": "hl7v2"}]},  # unknown key of an input
+        {"kafka.inputs": [{"format": "fhir"}]},  # no topic
+        {"kafka.inputs": [{"topic": "bad topic", "format": "fhir"}]},
+        {"kafka.inputs": [{"topic": "a", "format": "mapping"}]},  # format mapping, no mapping
+        {"kafka.inputs": "hl7-feed"},
+        {"mappings": {"bad/name": {"preset": "debezium"}}},
+        {"mappings": {"empty": ""}},
+        {"mappings": {"listed": ["id", "text"]}},
+        {"inference.includeNoteText": "yes"},
+        {"inference.maxInflightSentences": 0},
+        {"backfill.inputTopic": "bad topic"},
     ],
 )
 def test_values_typo_fails_lint_and_template(sets: dict[str, str]) -> None:
@@ -569,20 +618,332 @@ def test_rendered_settings_are_valid_worker_settings(
     from worker.config import ENV_PREFIX, WorkerSettings, load_settings
 
     manifests = rendered[value_set]
-    env = dict(config_data(manifests))
-    for _, spec in pod_specs(manifests):
-        for item in container(spec).get("env", []):
-            # Values from Secrets and the downward API are unknown here: use placeholders.
-            env.setdefault(item["name"], item.get("value", "placeholder"))
     not_settings = {"BIOMARKER_CACHE_DIR"}  # read by the model cache, not by WorkerSettings
     fields = {f"{ENV_PREFIX}{name.upper()}" for name in WorkerSettings.model_fields}
-    unknown = {k for k in env if k.startswith(ENV_PREFIX)} - fields - not_settings
-    assert not unknown, f"the chart sets variables the worker does not know: {sorted(unknown)}"
-    for key in list(os.environ):
-        if key.startswith(ENV_PREFIX):
-            monkeypatch.delenv(key)
-    for key, value in env.items():
-        monkeypatch.setenv(key, value)
-    settings = load_settings()
-    assert settings.metrics_port == 9108
-    assert settings.drain_timeout_s == float(env["BIOMARKER_DRAIN_TIMEOUT_S"])
+    for kind, spec in pod_specs(manifests):
+        env = effective_env(manifests, container(spec))
+        unknown = {k for k in env if k.startswith(ENV_PREFIX)} - fields - not_settings
+        assert not unknown, f"{kind} sets variables the worker does not know: {sorted(unknown)}"
+        with monkeypatch.context() as patch:
+            use_env(patch, env)
+            settings = load_settings()
+        assert settings.metrics_port == 9108, kind
+        assert settings.drain_timeout_s == float(env["BIOMARKER_DRAIN_TIMEOUT_S"]), kind
+
+
+# --- EHR input formats: kafka.inputFormat/inputMapping, kafka.inputs, mappings ------------------
+
+MAPPINGS_DIR = "/etc/biomarker/mappings"
+EHR_INPUTS = [
+    {"topic": "ehr.hl7v2.mdm", "format": "hl7v2"},
+    {"topic": "ehr.fhir.document-reference", "format": "fhir"},
+    {
+        "topic": "notesdb.public.clinical_notes",
+        "format": "mapping",
+        "mapping": f"{MAPPINGS_DIR}/debezium-notes.yaml",
+    },
+]
+
+
+def ehr_values() -> dict[str, Any]:
+    loaded: dict[str, Any] = yaml.safe_load((CI_VALUES / "ehr-inputs.yaml").read_text("utf-8"))
+    return loaded
+
+
+def mappings_config_map(manifests: list[Manifest]) -> Manifest:
+    found = [m for m in by_kind(manifests, "ConfigMap") if m["metadata"]["name"] == MAPPINGS_NAME]
+    assert len(found) == 1, f"expected one mappings ConfigMap, got {len(found)}"
+    return found[0]
+
+
+def settings_of(manifests: list[Manifest], ctr: Manifest, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """The worker settings a container of the rendered chart starts with (its args parsed by the
+    worker's own command-line parser, its environment as Kubernetes builds it)."""
+    import argparse
+
+    from worker.cli import replay
+    from worker.cli.options import settings_from_args
+    from worker.config import load_settings
+
+    with monkeypatch.context() as patch:
+        use_env(patch, effective_env(manifests, ctr))
+        if ctr["args"][0] != "replay":
+            return load_settings()
+        parser = argparse.ArgumentParser()
+        replay.register(parser.add_subparsers(dest="command"))
+        return settings_from_args(parser.parse_args(ctr["args"]))
+
+
+def test_ehr_inputs_render_the_inputs_setting(rendered: dict[str, list[Manifest]]) -> None:
+    data = config_data(rendered["ehr-inputs"])
+    assert json.loads(data["BIOMARKER_INPUTS"]) == EHR_INPUTS
+    # kafka.inputs replaces the single-topic settings: none of them is left to mislead.
+    for key in ("BIOMARKER_INPUT_TOPIC", "BIOMARKER_INPUT_FORMAT", "BIOMARKER_INPUT_MAPPING"):
+        assert key not in data
+    assert data["BIOMARKER_INCLUDE_NOTE_TEXT"] == "false"
+    assert data["BIOMARKER_MAX_INFLIGHT_SENTENCES"] == "20000"
+
+
+def test_ehr_inputs_worker_settings(
+    rendered: dict[str, list[Manifest]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    manifests = rendered["ehr-inputs"]
+    settings = settings_of(
+        manifests, container(workload(manifests)["spec"]["template"]["spec"]), monkeypatch
+    )
+    assert [item.model_dump() for item in settings.input_topics] == [
+        {"mapping": None, **item} if "mapping" not in item else item for item in EHR_INPUTS
+    ]
+    assert settings.include_note_text is False
+    assert settings.max_inflight_sentences == 20000
+
+
+def test_default_input_settings(rendered: dict[str, list[Manifest]]) -> None:
+    manifests = rendered["default"]
+    data = config_data(manifests)
+    assert data["BIOMARKER_INPUT_TOPIC"] == "clinical-notes"
+    assert data["BIOMARKER_INPUT_FORMAT"] == "note"
+    assert "BIOMARKER_INPUT_MAPPING" not in data
+    assert "BIOMARKER_INPUTS" not in data
+    assert data["BIOMARKER_INCLUDE_NOTE_TEXT"] == "true"
+    assert data["BIOMARKER_MAX_INFLIGHT_SENTENCES"] == "50000"
+    spec = workload(manifests)["spec"]["template"]["spec"]
+    assert "mappings" not in {v["name"] for v in spec["volumes"]}
+    assert "mappings" not in {m["name"] for m in container(spec)["volumeMounts"]}
+
+
+def test_mappings_are_mounted_read_only_where_the_settings_point(
+    rendered: dict[str, list[Manifest]], tmp_path: Path
+) -> None:
+    from worker.inputs.mapping import load_mapping
+
+    manifests = rendered["ehr-inputs"]
+    files = mappings_config_map(manifests)
+    assert set(files["data"]) == {"debezium-notes.yaml", "vendor-event.yaml"}
+    # A string entry is the file's text, verbatim; an object entry is its YAML.
+    values = ehr_values()["mappings"]
+    assert files["data"]["vendor-event.yaml"] == values["vendor-event"]
+    assert yaml.safe_load(files["data"]["debezium-notes.yaml"]) == values["debezium-notes"]
+    # Every file is a mapping the worker accepts.
+    for name, text in files["data"].items():
+        (tmp_path / name).write_text(text, encoding="utf-8")
+        load_mapping(tmp_path / name)
+    pods = list(pod_specs(manifests))
+    assert {kind for kind, _ in pods} == {"Deployment", "Job"}
+    for kind, spec in pods:
+        volume = next(v for v in spec["volumes"] if v["name"] == "mappings")
+        assert volume["configMap"]["name"] == files["metadata"]["name"], kind
+        assert volume["configMap"]["defaultMode"] == 0o444, kind
+        mount = next(m for m in container(spec)["volumeMounts"] if m["name"] == "mappings")
+        assert mount == {"name": "mappings", "mountPath": MAPPINGS_DIR, "readOnly": True}, kind
+    for item in json.loads(config_data(manifests)["BIOMARKER_INPUTS"]):
+        if "mapping" in item:
+            directory, _, name = item["mapping"].rpartition("/")
+            assert directory == MAPPINGS_DIR
+            assert name in files["data"]
+
+
+def test_single_topic_with_a_mapping(monkeypatch: pytest.MonkeyPatch) -> None:
+    manifests = render(
+        sets={
+            "kafka.inputTopic": "vendor-notes",
+            "kafka.inputFormat": "mapping",
+            "kafka.inputMapping": "acme",
+            "mappings.acme": {"id": "/id", "text": "/body"},
+        }
+    )
+    data = config_data(manifests)
+    assert data["BIOMARKER_INPUT_TOPIC"] == "vendor-notes"
+    assert data["BIOMARKER_INPUT_FORMAT"] == "mapping"
+    assert data["BIOMARKER_INPUT_MAPPING"] == f"{MAPPINGS_DIR}/acme.yaml"
+    assert "BIOMARKER_INPUTS" not in data
+    assert "acme.yaml" in mappings_config_map(manifests)["data"]
+    ctr = container(workload(manifests)["spec"]["template"]["spec"])
+    (only,) = settings_of(manifests, ctr, monkeypatch).input_topics
+    assert (only.topic, only.format, only.mapping) == (
+        "vendor-notes",
+        "mapping",
+        f"{MAPPINGS_DIR}/acme.yaml",
+    )
+
+
+@pytest.mark.parametrize("input_format", ["hl7v2", "fhir", "cda", "auto"])
+def test_single_topic_formats(input_format: str) -> None:
+    data = config_data(render(sets={"kafka.inputFormat": input_format}))
+    assert data["BIOMARKER_INPUT_FORMAT"] == input_format
+    assert data["BIOMARKER_INPUT_TOPIC"] == "clinical-notes"
+
+
+def test_ehr_inputs_keda_has_one_trigger_per_topic(rendered: dict[str, list[Manifest]]) -> None:
+    manifests = rendered["ehr-inputs"]
+    data = config_data(manifests)
+    triggers = one(manifests, "ScaledObject")["spec"]["triggers"]
+    assert [t["metadata"]["topic"] for t in triggers] == [i["topic"] for i in EHR_INPUTS]
+    for trigger in triggers:
+        assert trigger["type"] == "kafka"
+        assert trigger["metadata"]["consumerGroup"] == data["BIOMARKER_GROUP_ID"]
+        assert trigger["metadata"]["bootstrapServers"] == data["BIOMARKER_BOOTSTRAP_SERVERS"]
+        assert trigger["metadata"]["lagThreshold"] == "200"
+        assert all(isinstance(v, str) for v in trigger["metadata"].values())
+
+
+def test_mapping_change_rolls_pods(rendered: dict[str, list[Manifest]]) -> None:
+    def checksum(manifests: list[Manifest]) -> str:
+        annotations = workload(manifests)["spec"]["template"]["metadata"]["annotations"]
+        return str(annotations["checksum/config"])
+
+    base = rendered["ehr-inputs"]
+    for sets in (
+        {"mappings.debezium-notes.id_prefix": "notes-db-2:"},  # an object entry
+        {"mappings.vendor-event": "id: /id\ntext: /text\n"},  # a string entry, not referenced
+    ):
+        changed = render("ehr-inputs", sets=sets)
+        # The settings are the same; only the mounted file differs, and the pods must restart.
+        assert config_data(changed) == config_data(base)
+        assert mappings_config_map(changed)["data"] != mappings_config_map(base)["data"]
+        assert checksum(changed) != checksum(base), sets
+    assert checksum(render("ehr-inputs")) == checksum(base)
+
+
+def test_backfill_with_inputs_replays_the_first_input_topic(
+    rendered: dict[str, list[Manifest]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    manifests = rendered["ehr-inputs"]
+    ctr = container(one(manifests, "Job")["spec"]["template"]["spec"])
+    env = env_by_name(ctr)
+    assert env["BIOMARKER_INPUTS"]["value"] == "[]"
+    assert env["BIOMARKER_INPUT_TOPIC"]["value"] == "ehr.hl7v2.mdm"
+    assert env["BIOMARKER_INPUT_FORMAT"]["value"] == "hl7v2"
+    assert "BIOMARKER_INPUT_MAPPING" not in env
+    settings = settings_of(manifests, ctr, monkeypatch)
+    assert settings.input_topic == "ehr.hl7v2.mdm"
+    (only,) = settings.input_topics
+    assert (only.topic, only.format, only.mapping) == ("ehr.hl7v2.mdm", "hl7v2", None)
+    assert settings.output_topic == "clinical-notes-enriched-replay"
+    assert settings.group_id.startswith(f"{config_data(manifests)['BIOMARKER_GROUP_ID']}-backfill-")
+
+
+def test_backfill_input_topic_picks_the_topic_with_its_mapping(
+    rendered: dict[str, list[Manifest]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    manifests = render("ehr-inputs", sets={"backfill.inputTopic": "notesdb.public.clinical_notes"})
+    ctr = container(one(manifests, "Job")["spec"]["template"]["spec"])
+    (only,) = settings_of(manifests, ctr, monkeypatch).input_topics
+    assert (only.topic, only.format, only.mapping) == (
+        "notesdb.public.clinical_notes",
+        "mapping",
+        f"{MAPPINGS_DIR}/debezium-notes.yaml",
+    )
+
+    # The replay of each topic runs in its own consumer group.
+    def group(job_manifests: list[Manifest]) -> str:
+        args = container(one(job_manifests, "Job")["spec"]["template"]["spec"])["args"]
+        return str(args[args.index("--group-id") + 1])
+
+    assert group(manifests) != group(rendered["ehr-inputs"])
+
+
+def test_backfill_single_topic_reads_the_input_topic(
+    rendered: dict[str, list[Manifest]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    manifests = rendered["backfill"]
+    ctr = container(one(manifests, "Job")["spec"]["template"]["spec"])
+    assert "env" not in ctr, "a single-topic replay takes the worker's own input settings"
+    settings = settings_of(manifests, ctr, monkeypatch)
+    assert settings.input_topic == config_data(manifests)["BIOMARKER_INPUT_TOPIC"]
+
+
+@pytest.mark.parametrize(
+    ("value_set", "sets", "message"),
+    [
+        (
+            "ehr-inputs",
+            {"kafka.inputs": [{"topic": "cdc", "format": "mapping", "mapping": "debezium"}]},
+            'kafka.inputs[0] (topic "cdc"): mapping "debezium" is not an entry of mappings '
+            "(known: debezium-notes, vendor-event)",
+        ),
+        (
+            None,
+            {
+                "kafka.inputFormat": "mapping",
+                "kafka.inputMapping": "nope",
+                "mappings.acme": "id: /id",
+            },
+            'kafka.inputMapping "nope" is not an entry of mappings (known: acme)',
+        ),
+        (
+            None,
+            {"kafka.inputFormat": "mapping"},
+            "kafka.inputFormat=mapping needs kafka.inputMapping: the name of a mappings entry",
+        ),
+        (
+            "ehr-inputs",
+            {"kafka.inputMapping": "debezium-notes", "kafka.inputs": []},
+            'kafka.inputMapping "debezium-notes" is set with kafka.inputFormat=note: a mapping is '
+            "read only with format mapping",
+        ),
+        (
+            "ehr-inputs",
+            {
+                "kafka.inputs": [
+                    {"topic": "hl7-feed", "format": "hl7v2", "mapping": "debezium-notes"}
+                ]
+            },
+            'kafka.inputs[0] (topic "hl7-feed"): mapping "debezium-notes" is set with format hl7v2',
+        ),
+        (
+            None,
+            {"kafka.inputs": [{"topic": "a"}, {"topic": "clinical-notes-enriched"}]},
+            'kafka.inputs[1] (topic "clinical-notes-enriched"): an input topic must differ from '
+            "kafka.outputTopic and kafka.dlqTopic",
+        ),
+        (
+            None,
+            {"kafka.inputs": [{"topic": "clinical-notes-dlq", "format": "fhir"}]},
+            "an input topic must differ from kafka.outputTopic and kafka.dlqTopic",
+        ),
+        (
+            None,
+            {
+                "kafka.inputs": [
+                    {"topic": "a", "format": "hl7v2"},
+                    {"topic": "b"},
+                    {"topic": "a", "format": "fhir"},
+                ]
+            },
+            'kafka.inputs[2] (topic "a"): the topic is listed twice in kafka.inputs '
+            "(first at kafka.inputs[0])",
+        ),
+        (
+            None,
+            {"kafka.inputs": [{"topic": "a", "format": "hl7v2"}], "kafka.inputFormat": "fhir"},
+            "kafka.inputFormat=fhir does not apply when kafka.inputs is set",
+        ),
+        (
+            "ehr-inputs",
+            {"backfill.inputTopic": "clinical-notes"},
+            'backfill.inputTopic "clinical-notes" is not an input topic of the worker '
+            "(ehr.hl7v2.mdm, ehr.fhir.document-reference, notesdb.public.clinical_notes)",
+        ),
+        (
+            "ehr-inputs",
+            {"backfill.outputTopic": "ehr.fhir.document-reference"},
+            'backfill.outputTopic "ehr.fhir.document-reference" must differ from the input topics',
+        ),
+    ],
+)
+def test_inconsistent_inputs_fail_rendering(
+    value_set: str | None, sets: dict[str, Any], message: str
+) -> None:
+    error = render_error(value_set, sets)
+    assert message in error, error
+
+
+def test_mapping_format_without_mapping_fails_schema_and_template_check() -> None:
+    sets = {"kafka.inputs": [{"topic": "cdc", "format": "mapping"}]}
+    error = render_error(sets=sets)
+    assert "values don't meet the specifications of the schema" in error, error
+    assert "missing property 'mapping'" in error, error
+    # The template's own check says it too, even where the schema is skipped.
+    error = render_error(sets=sets, extra_args=("--skip-schema-validation",))
+    assert 'kafka.inputs[0] (topic "cdc"): format mapping needs mapping' in error, error

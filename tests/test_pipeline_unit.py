@@ -8,6 +8,7 @@ well under a second each.
 from __future__ import annotations
 
 import hashlib
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -165,6 +166,30 @@ def test_backpressure_pauses_then_resumes_and_loses_nothing() -> None:
     assert sorted(kit.sources()) == sorted((i % 2, i // 2) for i in range(200))
 
 
+def test_backpressure_bounds_sentences_waiting_for_the_model() -> None:
+    """Few notes but many sentences each: the sentence bound pauses fetching, not the count."""
+    kit = Kit()
+    long_note = " ".join(f"Sentence {i} was seen." for i in range(40))
+    for i in range(60):
+        kit.broker.append(IN, _note(i, long_note), partition=i % 2)
+    pipeline = kit.pipeline(
+        model=WordModel(delay_s=0.002), max_inflight_sentences=100, consume_batch_size=4
+    )
+    peak = 0
+
+    def done() -> bool:
+        nonlocal peak
+        peak = max(peak, pipeline._inference.queued_sentences)
+        return pipeline.delivered >= 60
+
+    assert kit.run(pipeline, done) == EXIT_OK
+    assert (pipeline.metrics.registry.get_sample_value("biomarker_pauses_total") or 0) >= 1
+    # past the bound: at most what was being prepared (two polls of 4 notes x 40 sentences)
+    # and one poll's worth fetched before the pause
+    assert peak <= 100 + 3 * 4 * 40
+    assert len(kit.outputs()) == 60
+
+
 def test_a_full_local_queue_is_waited_out() -> None:
     kit = Kit()
     kit.fill(10)
@@ -246,6 +271,29 @@ def test_an_aborted_transaction_rewinds_and_redelivers_exactly_once() -> None:
         )
         == 1
     )
+
+
+def test_a_transactional_call_that_hangs_past_its_deadline_is_fatal(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """librdkafka's send_offsets_to_transaction may block past its own timeout when the
+    coordinator dies: the worker gives up on the process instead of hanging with it."""
+    monkeypatch.setattr("worker.kafka.commits._TIMEOUT_S", 0.2)
+    monkeypatch.setattr("worker.kafka.commits._GRACE_S", 0.3)
+    kit = Kit(partitions=1)
+    kit.fill(5, partitions=1)
+    release = threading.Event()
+    kit.producer.send_offsets_to_transaction = lambda *args: release.wait(30)  # type: ignore[method-assign]
+    pipeline = kit.pipeline(processing_guarantee="exactly-once", commit_interval_ms=100)
+    started = time.monotonic()
+    try:
+        assert kit.run(pipeline, lambda: False, timeout_s=10) == EXIT_FATAL
+    finally:
+        release.set()
+    assert pipeline.hung
+    assert time.monotonic() - started < 8
+    assert kit.consumer.closed  # left the group, so its partitions move at once
+    assert kit.broker.committed.get((IN, 0)) is None
 
 
 def test_a_replay_reads_its_range_only_and_stops_by_itself() -> None:

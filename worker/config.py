@@ -12,11 +12,20 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from worker.backend_choices import backend_problem
 from worker.errors import UsageError
+from worker.inputs import InputFormat
 
 ENV_PREFIX = "BIOMARKER_"
 
@@ -45,6 +54,29 @@ OWNED_CLIENT_KEYS = {
 }
 
 
+class InputTopic(BaseModel):
+    """One input topic and the format of its records (``mapping``: the mapping file)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    topic: str
+    format: InputFormat = "note"
+    mapping: str | None = None
+
+    @field_validator("topic")
+    @classmethod
+    def _topic_named(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must not be empty")
+        return value.strip()
+
+    @model_validator(mode="after")
+    def _mapping_given(self) -> InputTopic:
+        if (self.format == "mapping") != (self.mapping is not None):
+            raise ValueError("a mapping file is given exactly when the format is mapping")
+        return self
+
+
 class WorkerSettings(BaseSettings):
     """All settings of the worker. Field names map to ``BIOMARKER_<NAME>`` variables."""
 
@@ -55,6 +87,19 @@ class WorkerSettings(BaseSettings):
     # --- Kafka topology
     bootstrap_servers: str = "127.0.0.1:9092"
     input_topic: str = "clinical-notes"
+    input_format: InputFormat = Field(
+        default="note",
+        description="Format of input_topic's records: note (the project's JSON event), hl7v2, "
+        "fhir, cda, mapping (with input_mapping) or auto.",
+    )
+    input_mapping: str | None = Field(
+        default=None, description="Mapping file (YAML/JSON) of input_format mapping."
+    )
+    inputs: tuple[InputTopic, ...] = Field(
+        default=(),
+        description="Several input topics, each with its format (replaces input_topic, "
+        "input_format and input_mapping), e.g. one HL7 v2 feed and one FHIR feed.",
+    )
     output_topic: str = "clinical-notes-enriched"
     dlq_topic: str = "clinical-notes-dlq"
     group_id: str = "biomarker-worker"
@@ -130,6 +175,11 @@ class WorkerSettings(BaseSettings):
         "batches in arrival order; false: one padded row per sentence, batches sorted by length.",
     )
     include_sentence_text: bool = False
+    include_note_text: bool = Field(
+        default=True,
+        description="Outputs of notes extracted from EHR formats carry the extracted text the "
+        "sentence offsets index (the note format's own fields always pass through).",
+    )
 
     # --- Input limits and flow control
     max_note_chars: int = Field(default=200_000, ge=1)
@@ -158,6 +208,12 @@ class WorkerSettings(BaseSettings):
         default=64 * 1024 * 1024,
         ge=1024,
         description="Pause fetching while this many bytes of input records are in flight.",
+    )
+    max_inflight_sentences: int = Field(
+        default=50_000,
+        ge=1,
+        description="Pause fetching while this many prepared sentences wait for the model "
+        "(bounds memory and time-to-drain when notes are long, whatever their count).",
     )
     consume_batch_size: int = Field(default=500, ge=1)
     drain_timeout_s: float = Field(default=25.0, ge=0.0)
@@ -211,11 +267,26 @@ class WorkerSettings(BaseSettings):
 
     @model_validator(mode="after")
     def _consistent(self) -> WorkerSettings:
-        if self.input_topic in (self.output_topic, self.dlq_topic):
-            raise ValueError("input_topic must differ from output_topic and dlq_topic")
+        topics = [item.topic for item in self.input_topics]
+        if set(topics) & {self.output_topic, self.dlq_topic}:
+            raise ValueError("input topics must differ from output_topic and dlq_topic")
+        if len(set(topics)) != len(topics):
+            raise ValueError("an input topic is listed twice in inputs")
+        if not self.inputs and (self.input_format == "mapping") != bool(self.input_mapping):
+            raise ValueError("input_mapping is set exactly when input_format is mapping")
         if self.security_protocol.startswith("SASL") and self.sasl_mechanism is None:
             raise ValueError("sasl_mechanism is required when security_protocol is SASL_*")
         return self
+
+    @property
+    def input_topics(self) -> tuple[InputTopic, ...]:
+        """Every input topic with its format: ``inputs``, else the single ``input_topic``."""
+        if self.inputs:
+            return self.inputs
+        only = InputTopic(
+            topic=self.input_topic, format=self.input_format, mapping=self.input_mapping
+        )
+        return (only,)
 
     def masked(self) -> dict[str, Any]:
         """The effective settings with secrets replaced by ``***`` (for ``config`` and logs)."""

@@ -50,14 +50,26 @@ class Provenance:
 
 @dataclass(frozen=True, slots=True)
 class NoteEvent:
-    """One decoded note event: its fields, and the original bytes of its JSON object when it
-    came as the project's own JSON event (its output then keeps those bytes as they are)."""
+    """One decoded note event: the fields its output starts from, and the original bytes of its
+    JSON object when it came as the project's own JSON event (its output then keeps those bytes
+    as they are).
+
+    Notes extracted from other formats (HL7 v2, FHIR, C-CDA, mapped JSON) carry their text in
+    ``body`` (the output may leave it out), their stable note id as the output ``key``, and a
+    retraction (a note withdrawn) has no text to score.
+    """
 
     fields: dict[str, Any]
     raw: bytes | None = None
+    body: str | None = None
+    key: bytes | None = None
+    retraction: bool = False
 
     @property
     def text(self) -> str:
+        """The text to split and score."""
+        if self.body is not None:
+            return self.body
         text: str = self.fields["text"]
         return text
 
@@ -140,9 +152,15 @@ def _describe(error: ValidationError) -> str:
     return f"{where}: violates {rule} {error.validator_value!r}"[:300]
 
 
-def output_id(source: SourceRef, model_sha256: str) -> str:
-    """Deterministic id: the same input through the same model always gets the same id."""
+def output_id(source: SourceRef, model_sha256: str, index: int = 0) -> str:
+    """Deterministic id: the same input through the same model always gets the same id.
+
+    ``index`` is the note's position in its record (a bundle or batch holds several); the first
+    note's id is the one a single-note record always had.
+    """
     material = f"{source.topic}\x1f{source.partition}\x1f{source.offset}\x1f{model_sha256}"
+    if index:
+        material += f"\x1f{index}"
     return hashlib.sha256(material.encode()).hexdigest()[:32]
 
 
@@ -155,6 +173,7 @@ def build_output(
     source: SourceRef,
     provenance: Provenance,
     include_text: bool,
+    note_index: int = 0,
 ) -> bytes:
     """The enriched event: the input's fields untouched plus results under ``biomarker``.
 
@@ -181,7 +200,7 @@ def build_output(
         sentences.append(sentence)
     result = {
         "schema_version": OUTPUT_SCHEMA_VERSION,
-        "output_id": output_id(source, provenance.model_sha256),
+        "output_id": output_id(source, provenance.model_sha256, note_index),
         "sentences": sentences,
         "summary": {
             "sentence_count": len(sentences),

@@ -23,6 +23,12 @@ class Metrics:
             ["reason"],
             registry=r,
         )
+        self.skipped = Counter(
+            "biomarker_skipped",
+            "Parts of input records with no note text to score (counted, not dead-lettered).",
+            ["reason"],
+            registry=r,
+        )
         self.sentences_in = Counter(
             "biomarker_sentences_in", "Sentences submitted for scoring.", registry=r
         )

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 from worker.errors import InvalidEvent
 from worker.events import Headers, NoteEvent, SourceRef
+from worker.inputs.extracted import Skip
 
 
 @dataclass(slots=True, eq=False)
@@ -58,6 +59,7 @@ class Record:
     value: bytes | None
     headers: Headers | None = None
     notes: list[Note] = field(default_factory=list)
+    skipped: list[Skip] = field(default_factory=list)  # parts with no note text, and why
     failure: InvalidEvent | None = None
     prepared: bool = False  # set by the owning thread once the preparation handed it back
     cancelled: bool = False

@@ -44,7 +44,9 @@ from worker.errors import FatalError
 from worker.events import Provenance
 from worker.heap import FreeMemoryReturner, startup_objects_frozen
 from worker.inference import InferenceLoop
+from worker.inputs.decoding import decoders_for
 from worker.kafka.commits import OffsetCommitter, StoredOffsets, TransactionalOffsets
+from worker.kafka.deadline import ClientHung, call_with_deadline
 from worker.kafka.errors import KafkaErrors
 from worker.kafka.offsets import OffsetTracker, PartitionState
 from worker.kafka.ports import KafkaClients, kafka_clients
@@ -66,6 +68,7 @@ EXIT_FATAL = 1
 _IDLE_POLL_S = 0.1
 _BUSY_POLL_S = 0.005
 _GAUGE_INTERVAL_S = 5.0
+_CLOSE_DEADLINE_S = 10.0
 
 
 class Model(Encoder, Scorer, Protocol):
@@ -117,6 +120,7 @@ class Pipeline:
             encoder=model,
             max_note_chars=settings.max_note_chars,
             max_sentence_tokens=settings.max_sentence_tokens,
+            decoders=decoders_for(settings),
         )
         self._preparation = PreparationThread(
             preparer=preparer, score=self._inference.submit, on_prepared=self._completed.put
@@ -154,6 +158,9 @@ class Pipeline:
         self._memory = FreeMemoryReturner()
         self.last_progress = time.monotonic()
         self._next_gauges = 0.0
+        #: A client call hung inside librdkafka: the process must exit without tearing the
+        #: clients down (``os._exit``), which would block on that same call.
+        self.hung = False
 
     # ------------------------------------------------------------------ lifecycle
     def request_stop(self) -> None:
@@ -165,7 +172,8 @@ class Pipeline:
     def run(self) -> int:
         """Consume until stopped (or a replay is finished); return the process exit code."""
         try:
-            wanted = [self.settings.input_topic, self._topics.output, self._topics.dead_letter]
+            inputs = [item.topic for item in self.settings.input_topics]
+            wanted = [*inputs, self._topics.output, self._topics.dead_letter]
             check_topics(
                 self._producer,
                 wanted,
@@ -178,13 +186,22 @@ class Pipeline:
             self._inference.start()
             self._preparation.start()
             self.source.start(self)
-            log.info("worker_started", input_topic=wanted[0], output_topic=wanted[1])
+            log.info(
+                "worker_started",
+                inputs={item.topic: item.format for item in self.settings.input_topics},
+                output_topic=self._topics.output,
+            )
             with startup_objects_frozen():
                 while not self._stopping.is_set():
                     self._step()
                     if self.source.finished():
                         self.request_stop()
                 self._drain()
+        except ClientHung as exc:  # the client is stuck inside librdkafka: do not touch it
+            log.error("client_hung", error=str(exc), in_flight=self.tracker.heads())
+            self.hung = True
+            self._abort()
+            return EXIT_FATAL
         except FatalError as exc:
             log.error("fatal_error", error=str(exc), in_flight=self.tracker.heads())
             self._abort()
@@ -240,7 +257,12 @@ class Pipeline:
         self._pump()
         self.source.release_held()
         self._committer.tick()
-        self.source.throttle(self.tracker.inflight, self.tracker.inflight_bytes)
+        self.source.throttle(
+            self.tracker.inflight,
+            self.tracker.inflight_bytes,
+            self._inference.queued_sentences,
+            preparing=self._preparation.pending,
+        )
         self.last_progress = time.monotonic()
         self._memory.tick(idle=not self.tracker.inflight, now=self.last_progress)
         if self.last_progress >= self._next_gauges:
@@ -261,6 +283,8 @@ class Pipeline:
             if isinstance(done, Record):
                 done.prepared = True
                 self.metrics.sentences_in.inc(sum(len(note.spans) for note in done.notes))
+                for skip in done.skipped:
+                    self.metrics.skipped.labels(reason=skip.reason).inc()
             else:
                 done.record.note_scored(done)
         for record in self.tracker.take_ready():
@@ -318,11 +342,12 @@ class Pipeline:
         log.info("drained", unfinished_notes=left)
 
     def _abort(self) -> None:
-        """Fatal path: leave the group; only delivered work was staged, so closing is safe."""
+        """Fatal path: leave the group (so the partitions move at once, not after the session
+        timeout); only delivered work was staged, so closing is safe."""
         try:
-            self.source.close()
-        except (KafkaException, RuntimeError) as exc:
-            log.warning("close_failed", error=str(exc))
+            call_with_deadline(self.source.close, seconds=_CLOSE_DEADLINE_S, what="close")
+        except (KafkaException, RuntimeError, ClientHung) as exc:
+            log.warning("close_failed", error_class=type(exc).__name__, error=str(exc))
 
 
 def _committable(states: list[PartitionState]) -> dict[tuple[str, int], int]:

@@ -4,9 +4,10 @@ Runs per batch of records, not per record: one tokenizer call covers every sente
 of the batch. Shared by the Kafka worker, ``classify`` and any other runtime: it knows records and
 notes (:mod:`worker.notes`), not where they came from.
 
-A record's value decodes to zero, one or several note events (:data:`Decoder`); the default
-decoder reads the project's JSON note event (:func:`worker.events.parse_note`). A value that
-cannot be decoded marks the record for the dead-letter topic.
+A record's value decodes to zero, one or several note events
+(:data:`~worker.inputs.decoding.Decoder`, one per input topic's format); the default decoder reads
+the project's JSON note event (:func:`worker.events.parse_note`). A value that cannot be decoded
+marks the record for the dead-letter topic.
 """
 
 from __future__ import annotations
@@ -14,14 +15,14 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import structlog
 
 from worker.errors import InvalidEvent
-from worker.events import NoteEvent, parse_note
+from worker.inputs.decoding import Decoder, json_notes
 from worker.logs import where_raised
 from worker.notes import Note, Record, SentenceJob
 from worker.segmentation import split_sentences
@@ -30,9 +31,6 @@ log = structlog.get_logger(__name__)
 
 #: Average characters per wordpiece in clinical text, to cap segment length before tokenising.
 CHARS_PER_TOKEN = 4
-
-#: Turns a record's value into its note events, or raises :class:`InvalidEvent`.
-Decoder = Callable[[bytes | None], list[NoteEvent]]
 
 
 class EncodedSentence(Protocol):
@@ -49,15 +47,6 @@ class Encoder(Protocol):
     def encode(self, texts: Sequence[str]) -> Sequence[EncodedSentence]: ...
 
 
-def json_notes(max_chars: int) -> Decoder:
-    """The default decoder: one JSON note event per record (``schemas/note-event.v1.json``)."""
-
-    def decode(value: bytes | None) -> list[NoteEvent]:
-        return [parse_note(value, max_chars=max_chars)]
-
-    return decode
-
-
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Preparer:
     """Turns records into notes whose sentence jobs are ready for the model.
@@ -72,7 +61,8 @@ class Preparer:
     max_note_chars: int
     max_sentence_tokens: int
     max_note_sentences: int | None = None
-    decoder: Decoder | None = None
+    #: Decoder per input topic; records of other topics (and from files) read note events.
+    decoders: Mapping[str, Decoder] = field(default_factory=dict)
 
     def prepare(self, records: Sequence[Record]) -> list[Note]:
         """Decode, segment and tokenise ``records``; return their notes. Each record then holds
@@ -98,12 +88,16 @@ class Preparer:
         return notes
 
     def _segmented(self, record: Record) -> list[Note]:
-        decode = self.decoder or json_notes(self.max_note_chars)
+        topic = record.source.topic
+        decode = self.decoders.get(topic or "") or json_notes(self.max_note_chars)
         max_chars = self.max_sentence_tokens * CHARS_PER_TOKEN
+        decoded = decode(record.value)
+        record.skipped = decoded.skipped
         notes = []
-        for event in decode(record.value):
+        for event in decoded.events:
             note = Note(record=record, event=event)
-            note.spans = split_sentences(event.text, max_chars=max_chars)
+            if not event.retraction:
+                note.spans = split_sentences(event.text, max_chars=max_chars)
             limit = self.max_note_sentences
             if limit is not None and len(note.spans) > limit:
                 raise InvalidEvent(
@@ -140,13 +134,22 @@ class PreparationThread:
         self._thread = threading.Thread(target=self._run, name="prepare", daemon=True)
         self.failure: BaseException | None = None
         self.last_progress = time.monotonic()
+        self._pending = 0  # records submitted and not yet handed back (or skipped)
+        self._lock = threading.Lock()
 
     def start(self) -> None:
         self._thread.start()
 
     def submit(self, records: list[Record]) -> None:
         if records:
+            with self._lock:
+                self._pending += len(records)
             self._queue.put(records)
+
+    @property
+    def pending(self) -> int:
+        """Records submitted and not yet prepared (their sentences are not known yet)."""
+        return self._pending
 
     def stop(self, timeout: float = 5.0) -> None:
         self._queue.put(None)
@@ -177,11 +180,14 @@ class PreparationThread:
         try:
             while (records := self._queue.get()) is not None:
                 for start in range(0, len(records), self._chunk):
-                    live = [r for r in records[start : start + self._chunk] if not r.cancelled]
+                    chunk = records[start : start + self._chunk]
+                    live = [record for record in chunk if not record.cancelled]
                     notes = self._prepare(live)
                     for record in live:
                         self._on_prepared(record)
                     self._score(notes)
+                    with self._lock:
+                        self._pending -= len(chunk)
                     self.last_progress = time.monotonic()
         except BaseException as exc:  # reported to the owner, which exits non-zero
             self.failure = exc

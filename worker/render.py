@@ -15,6 +15,9 @@ from worker.notes import Note, Record
 
 Destination = Literal["output", "dead_letter"]
 
+#: Header on the outputs of extracted notes: ``note`` or ``retraction``.
+EVENT_HEADER = "x-biomarker-event"
+
 
 @dataclass(frozen=True, slots=True)
 class Outgoing:
@@ -25,10 +28,11 @@ class Outgoing:
     headers: Headers | None
     failure: InvalidEvent | None = None  # why, for a dead letter
     truncated: bool = False  # a dead letter holding only the first bytes of the value
+    key: bytes | None = None  # the output's key when not the input record's (a note id)
 
 
-def render_note(note: Note, *, provenance: Provenance, include_text: bool) -> bytes:
-    """The enriched event of one scored note."""
+def render_note(note: Note, *, provenance: Provenance, include_text: bool, index: int = 0) -> bytes:
+    """The enriched event of one scored note (``index``: its place in its record)."""
     return build_output(
         note.event,
         spans=note.spans,
@@ -37,6 +41,7 @@ def render_note(note: Note, *, provenance: Provenance, include_text: bool) -> by
         source=note.record.source,
         provenance=provenance,
         include_text=include_text,
+        note_index=index,
     )
 
 
@@ -53,8 +58,17 @@ def outgoing(record: Record, *, provenance: Provenance, include_text: bool) -> l
     return [
         Outgoing(
             "output",
-            render_note(note, provenance=provenance, include_text=include_text),
-            record.headers,
+            render_note(note, provenance=provenance, include_text=include_text, index=index),
+            _headers(record, note),
+            key=note.event.key,
         )
-        for note in record.notes
+        for index, note in enumerate(record.notes)
     ]
+
+
+def _headers(record: Record, note: Note) -> Headers | None:
+    """The input's headers; an extracted note's output also says whether it is a retraction."""
+    if note.event.key is None:
+        return record.headers
+    kind = b"retraction" if note.event.retraction else b"note"
+    return [*(record.headers or []), (EVENT_HEADER, kind)]

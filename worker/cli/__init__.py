@@ -20,6 +20,7 @@ from worker.errors import UsageError
 COMMAND_MODULES: tuple[str, ...] = (
     "worker.cli.run",
     "worker.cli.classify",
+    "worker.cli.extract",
     "worker.cli.demo",
     "worker.cli.replay",
     "worker.cli.show_config",

@@ -1,8 +1,12 @@
-"""``biomarker-worker classify``: JSONL in (file or stdin), enriched JSONL out, no Kafka.
+"""``biomarker-worker classify``: notes in (files or stdin), enriched JSONL out, no Kafka.
 
 Note mode (default): each line is a note event; each output line is the enriched event, exactly
 as the Kafka worker would publish it (source topic ``null``, offset = line number). Lines that
 cannot be processed are reported on stderr as ``line N: <reason>: <message>`` and skipped.
+
+With ``--format`` hl7v2, fhir, cda, mapping or auto, each PATH is one message (``-``: one per
+stdin line) and each note it holds becomes one output line, as the worker would publish it;
+dead letters and skipped parts are reported on stderr.
 
 Sentence mode (``--sentences``): each line is ``{"id", "text"}`` and is one sentence (no
 splitting); each output line is ``{"id", "label", "score"}`` - the stable interface for
@@ -13,17 +17,20 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from itertools import islice
-from typing import IO, TYPE_CHECKING
+from typing import IO, TYPE_CHECKING, TypeVar
 
 import orjson
 
 from worker.batching import BatchingSettings, batching_for
+from worker.cli.messages import add_format_options, read_messages
 from worker.cli.options import add_settings_options, settings_from_args
 from worker.config import WorkerSettings
 from worker.errors import FatalError, UsageError
-from worker.events import NoteEvent, SourceRef
+from worker.events import NoteEvent, Provenance, SourceRef
+from worker.inputs.decoding import decoders_for
 from worker.logs import configure_logging
 from worker.notes import Note, Record, SentenceJob
 from worker.prepare import Preparer
@@ -34,11 +41,18 @@ if TYPE_CHECKING:
     from worker.model.classifier import SequenceClassifier
 
 _CHUNK = 256
+T = TypeVar("T")
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser("classify", help="classify JSONL notes or sentences offline")
-    parser.add_argument("input", nargs="?", default="-", help="JSONL file, or - for stdin")
+    parser.add_argument(
+        "inputs",
+        nargs="*",
+        default=["-"],
+        metavar="PATH",
+        help="JSONL file (note format) or message file (other formats), or - for stdin",
+    )
     parser.add_argument(
         "--sentences",
         action="store_true",
@@ -47,6 +61,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument(
         "--include-text", action="store_true", help="add each sentence's text to note output"
     )
+    add_format_options(parser, default="note")
     add_settings_options(parser)
     parser.set_defaults(handler=handle)
 
@@ -62,12 +77,24 @@ def _open(path: str) -> IO[bytes]:
 
 def _chunks(stream: IO[bytes]) -> Iterator[list[tuple[int, bytes]]]:
     numbered = ((i + 1, line) for i, line in enumerate(stream) if line.strip())
-    while chunk := list(islice(numbered, _CHUNK)):
+    return _batched(numbered, _CHUNK)
+
+
+def _batched(items: Iterable[T], size: int) -> Iterator[list[T]]:
+    iterator = iter(items)
+    while chunk := list(islice(iterator, size)):
         yield chunk
 
 
 def handle(args: argparse.Namespace) -> int:
-    settings = settings_from_args(args, log_level=args.log_level or "warning")
+    settings = settings_from_args(
+        args,
+        log_level=args.log_level or "warning",
+        input_format=args.input_format,
+        input_mapping=args.input_mapping,
+    )
+    first = settings.input_topics[0]
+    decoder = decoders_for(settings)[first.topic]  # a bad mapping file: a usage error
     configure_logging(settings.log_level)
     from worker.loading import load_classifier, provenance_for
 
@@ -81,36 +108,74 @@ def handle(args: argparse.Namespace) -> int:
         max_batch_sentences=settings.max_batch_sentences,
     )
     out = sys.stdout.buffer
-    with _open(args.input) as stream:
-        if args.sentences:
-            return _classify_sentences(stream, out, model, batching, settings)
-        preparer = Preparer(
-            encoder=model,
-            max_note_chars=settings.max_note_chars,
-            max_sentence_tokens=settings.max_sentence_tokens,
-        )
-        provenance = provenance_for(model, settings)
-        include_text = args.include_text or settings.include_sentence_text
-        name = "stdin" if args.input == "-" else args.input
-        for chunk in _chunks(stream):
-            records = [
-                Record(source=SourceRef(None, None, line - 1, None), key=None, value=value)
-                for line, value in chunk
-            ]
-            notes = preparer.prepare(records)
-            score_notes(
-                model, notes, batching, on_complete=lambda note: note.record.note_scored(note)
+    preparer = Preparer(
+        encoder=model,
+        max_note_chars=settings.max_note_chars,
+        max_sentence_tokens=settings.max_sentence_tokens,
+        decoders={"": decoder},
+    )
+    run = _NoteRun(
+        preparer=preparer,
+        model=model,
+        batching=batching,
+        provenance=provenance_for(model, settings),
+        include_text=args.include_text or settings.include_sentence_text,
+        out=out,
+    )
+    if first.format != "note":
+        for chunk in _batched(enumerate(read_messages(args.inputs)), _CHUNK):
+            run.records(
+                [
+                    (f"{m.source_file}" + (f": line {m.line}" if m.line else ""), i, m.value)
+                    for i, m in chunk
+                ]
             )
-            for record in records:
-                failure = record.failure
-                if failure is not None:
-                    line = (record.source.offset or 0) + 1
-                    sys.stderr.write(f"{name}: line {line}: {failure.reason}: {failure.message}\n")
-                    continue
-                for output in outgoing(record, provenance=provenance, include_text=include_text):
-                    out.write((output.value or b"") + b"\n")
+        out.flush()
+        return 0
+    for path in args.inputs:
+        with _open(path) as stream:
+            if args.sentences:
+                _classify_sentences(stream, out, model, batching, settings)
+                continue
+            name = "stdin" if path == "-" else path
+            for lines in _chunks(stream):
+                run.records([(f"{name}: line {line}", line - 1, value) for line, value in lines])
     out.flush()
     return 0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _NoteRun:
+    """Prepare, score and render records read from files; problems go to stderr."""
+
+    preparer: Preparer
+    model: SequenceClassifier
+    batching: BatchingSettings
+    provenance: Provenance
+    include_text: bool
+    out: IO[bytes]
+
+    def records(self, items: list[tuple[str, int, bytes]]) -> None:
+        """Each item: where it was read (for messages), its offset, its value."""
+        records = [
+            Record(source=SourceRef(None, None, offset, None), key=None, value=value)
+            for _, offset, value in items
+        ]
+        notes = self.preparer.prepare(records)
+        score_notes(
+            self.model, notes, self.batching, on_complete=lambda note: note.record.note_scored(note)
+        )
+        for (where, _, _), record in zip(items, records, strict=True):
+            failure = record.failure
+            if failure is not None:
+                sys.stderr.write(f"{where}: {failure.reason}: {failure.message}\n")
+                continue
+            for skip in record.skipped:
+                sys.stderr.write(f"{where}: skipped: {skip.reason}: {skip.detail}\n")
+            for output in outgoing(
+                record, provenance=self.provenance, include_text=self.include_text
+            ):
+                self.out.write((output.value or b"") + b"\n")
 
 
 def _classify_sentences(
@@ -119,7 +184,7 @@ def _classify_sentences(
     model: SequenceClassifier,
     batching: BatchingSettings,
     settings: WorkerSettings,
-) -> int:
+) -> None:
     for chunk in _chunks(stream):
         ids: list[object] = []
         texts: list[str] = []
@@ -148,7 +213,6 @@ def _classify_sentences(
             out.write(orjson.dumps({"id": row_id, "label": label, "score": round(score, 6)}))
             out.write(b"\n")
     out.flush()
-    return 0
 
 
 def _sentence_note() -> Note:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import os
 import signal
+import sys
 import threading
 from types import FrameType
 
@@ -68,10 +70,15 @@ def handle(args: argparse.Namespace) -> int:
         ).start()
         log.info("health_server_started", port=server.port)
     try:
-        return pipeline.run()
+        code = pipeline.run()
     finally:
         if server is not None:
             server.stop()
+    if pipeline.hung:  # tearing the stuck client down would block on the same call
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code
 
 
 def stop_on_signals(pipeline: Pipeline) -> None:

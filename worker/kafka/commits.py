@@ -19,6 +19,7 @@ import structlog
 from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
 from worker.errors import FatalError
+from worker.kafka.deadline import call_with_deadline
 from worker.kafka.offsets import PartitionKey
 from worker.kafka.ports import ConsumerPort, ProducerPort
 from worker.metrics import Metrics
@@ -27,6 +28,9 @@ log = structlog.get_logger(__name__)
 
 _TIMEOUT_S = 30.0
 _RETRIES = 5
+#: How far past its own timeout a transactional call may block before the worker gives up on
+#: the process (see :mod:`worker.kafka.deadline`).
+_GRACE_S = 15.0
 
 
 Offsets = dict[PartitionKey, int]
@@ -100,6 +104,7 @@ class TransactionalOffsets:
         collect: Callable[[], None],
         rewind: Callable[[], None],
     ) -> None:
+        self._timeout_s = _TIMEOUT_S
         self._consumer = consumer
         self._producer = producer
         self._metrics = metrics
@@ -112,7 +117,7 @@ class TransactionalOffsets:
 
     def initialise(self) -> None:
         """Fence earlier instances with the same transactional.id (aborts their open work)."""
-        self._call(lambda: self._producer.init_transactions(_TIMEOUT_S), "init")
+        self._call(lambda: self._producer.init_transactions(self._timeout_s), "init")
 
     def stage(self, offsets: Offsets) -> None:
         self._pending.update(offsets)
@@ -138,7 +143,7 @@ class TransactionalOffsets:
     def _commit_transaction(self) -> None:
         if not self._open:
             return
-        if self._producer.flush(_TIMEOUT_S) > 0:
+        if self._producer.flush(self._timeout_s) > 0:
             self._abort("outputs not delivered in time")
             return
         self._collect()
@@ -148,11 +153,11 @@ class TransactionalOffsets:
                 metadata = self._consumer.consumer_group_metadata()
                 self._call(
                     lambda: self._producer.send_offsets_to_transaction(
-                        offsets, metadata, _TIMEOUT_S
+                        offsets, metadata, self._timeout_s
                     ),
                     "send_offsets",
                 )
-            self._call(lambda: self._producer.commit_transaction(_TIMEOUT_S), "commit")
+            self._call(lambda: self._producer.commit_transaction(self._timeout_s), "commit")
         except _Abortable as exc:
             self._abort(str(exc))
             return
@@ -163,16 +168,18 @@ class TransactionalOffsets:
     def _abort(self, reason: str) -> None:
         log.warning("transaction_aborted", reason=reason)
         self._metrics.commits.labels(outcome="aborted").inc()
-        self._call(lambda: self._producer.abort_transaction(_TIMEOUT_S), "abort")
+        self._call(lambda: self._producer.abort_transaction(self._timeout_s), "abort")
         self._pending.clear()
         self._open = False
         self._rewind()
 
     def _call(self, action: Callable[[], object], what: str) -> None:
-        """Run a transactional call: retry retriable errors, classify the rest."""
+        """Run a transactional call: retry retriable errors, classify the rest; a call that
+        blocks past its timeout plus a grace period is :class:`ClientHung` (fatal)."""
+        deadline = self._timeout_s + _GRACE_S
         for attempt in range(_RETRIES):
             try:
-                action()
+                call_with_deadline(action, seconds=deadline, what=f"transaction {what}")
                 return
             except KafkaException as exc:
                 error: KafkaError = exc.args[0]

@@ -107,7 +107,7 @@ class KafkaSink:
                 self._producer.produce(
                     topic,
                     value=out.value,
-                    key=record.key,
+                    key=record.key if out.key is None else out.key,
                     headers=out.headers,
                     on_delivery=callback,
                 )

@@ -75,7 +75,7 @@ class KafkaSource:
         self._rebalancer.listener = listener
         if self._replay is None:
             self._consumer.subscribe(
-                [self._settings.input_topic],
+                [item.topic for item in self._settings.input_topics],
                 on_assign=self._rebalancer.on_assign,
                 on_revoke=self._rebalancer.on_revoke,
                 on_lost=self._rebalancer.on_lost,
@@ -176,22 +176,33 @@ class KafkaSource:
             self._consumer.resume(_topic_partitions([k for k in keys if k not in held]))
         self.paused = paused
 
-    def throttle(self, records: int, size: int) -> None:
-        """Backpressure: pause when ``records`` or ``size`` bytes in flight reach their limit,
-        resume once both are back to half of it."""
-        max_records = self._settings.max_inflight_notes
-        max_bytes = self._settings.max_inflight_bytes
+    def throttle(self, records: int, size: int, sentences: int = 0, preparing: int = 0) -> None:
+        """Backpressure: pause when ``records``, ``size`` bytes or ``sentences`` waiting for the
+        model reach their limit, or two polls' worth of records wait to be prepared (their
+        sentences are not known yet); resume once all are back to half of it."""
+        s = self._settings
+        limits = (
+            s.max_inflight_notes,
+            s.max_inflight_bytes,
+            s.max_inflight_sentences,
+            2 * s.consume_batch_size,
+        )
+        loads = (records, size, sentences, preparing)
         self._metrics.inflight_notes.set(records)
         self._metrics.inflight_bytes.set(size)
-        if not self.paused and (records >= max_records or size >= max_bytes):
+        if not self.paused and any(
+            load >= limit for load, limit in zip(loads, limits, strict=True)
+        ):
             self.set_paused(True)
             self._metrics.paused.set(1)
             self._metrics.pauses.inc()
-            log.debug("paused", inflight=records, inflight_bytes=size)
-        elif self.paused and records <= max_records // 2 and size <= max_bytes // 2:
+            log.debug("paused", inflight=records, inflight_bytes=size, sentences=sentences)
+        elif self.paused and all(
+            load <= limit // 2 for load, limit in zip(loads, limits, strict=True)
+        ):
             self.set_paused(False)
             self._metrics.paused.set(0)
-            log.debug("resumed", inflight=records, inflight_bytes=size)
+            log.debug("resumed", inflight=records, inflight_bytes=size, sentences=sentences)
 
     def finished(self) -> bool:
         """A replay is finished when every range is committable to its end."""

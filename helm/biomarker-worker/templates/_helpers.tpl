@@ -60,8 +60,57 @@ app.kubernetes.io/part-of: biomarker-worker
 {{- define "biomarker-worker.metricsName" -}}
 {{- printf "%s-metrics" (include "biomarker-worker.fullname" . | trunc 55 | trimSuffix "-") }}
 {{- end }}
+{{- define "biomarker-worker.mappingsName" -}}
+{{- printf "%s-mappings" (include "biomarker-worker.fullname" . | trunc 54 | trimSuffix "-") }}
+{{- end }}
 {{- define "biomarker-worker.credentialsSecretName" -}}
 {{- default (printf "%s-kafka" (include "biomarker-worker.fullname" . | trunc 57 | trimSuffix "-")) .Values.kafka.credentials.existingSecret }}
+{{- end }}
+
+{{/* Where the mappings ConfigMap is mounted (read-only), and the path of one mapping by name. */}}
+{{- define "biomarker-worker.mappingsDir" -}}
+/etc/biomarker/mappings
+{{- end }}
+{{- define "biomarker-worker.mappingPath" -}}
+{{- printf "%s/%s.yaml" (include "biomarker-worker.mappingsDir" .) . }}
+{{- end }}
+
+{{/* The files of the mappings ConfigMap as YAML (<name>.yaml: text); empty without mappings. */}}
+{{- define "biomarker-worker.mappingFiles" -}}
+{{- $files := dict }}
+{{- range $name, $content := .Values.mappings }}
+{{- $_ := set $files (printf "%s.yaml" $name) (ternary $content (toYaml $content) (kindIs "string" $content)) }}
+{{- end }}
+{{- if $files }}
+{{- toYaml $files }}
+{{- end }}
+{{- end }}
+
+{{/*
+The worker's input topics as JSON {"inputs": [{"topic", "format", "mapping"}]} (mapping: the name
+of a mappings entry, "" for none): kafka.inputs when set, else the single kafka.inputTopic.
+Use: (include "biomarker-worker.inputs" . | fromJson).inputs
+*/}}
+{{- define "biomarker-worker.inputs" -}}
+{{- $k := .Values.kafka }}
+{{- $items := list }}
+{{- if $k.inputs }}
+{{- range $k.inputs }}
+{{- $items = append $items (dict "topic" .topic "format" (.format | default "note") "mapping" (.mapping | default "")) }}
+{{- end }}
+{{- else }}
+{{- $items = list (dict "topic" $k.inputTopic "format" ($k.inputFormat | default "note") "mapping" ($k.inputMapping | default "")) }}
+{{- end }}
+{{- dict "inputs" $items | toJson }}
+{{- end }}
+
+{{/* checksum/config: the ConfigMap's data and the mapping files; a change rolls the pods. */}}
+{{- define "biomarker-worker.configChecksum" -}}
+{{- $data := include "biomarker-worker.configData" . }}
+{{- with include "biomarker-worker.mappingFiles" . }}
+{{- $data = printf "%s\n---\n%s" $data . }}
+{{- end }}
+{{- $data | sha256sum }}
 {{- end }}
 
 {{- define "biomarker-worker.gpuEnabled" -}}
@@ -172,9 +221,7 @@ app.kubernetes.io/part-of: biomarker-worker
 {{- if and (or .Values.kafka.tls.certKey .Values.kafka.tls.keyKey) (not .Values.kafka.tls.existingSecret) }}
 {{- fail "kafka.tls.certKey/keyKey need kafka.tls.existingSecret" }}
 {{- end }}
-{{- if has .Values.kafka.inputTopic (list .Values.kafka.outputTopic .Values.kafka.dlqTopic) }}
-{{- fail "kafka.inputTopic must differ from kafka.outputTopic and kafka.dlqTopic" }}
-{{- end }}
+{{- include "biomarker-worker.validateInputs" . }}
 {{- if and .Values.autoscaling.keda.enabled (eq $sec.saslMechanism "OAUTHBEARER") (not .Values.autoscaling.keda.triggerAuthenticationName) }}
 {{- fail "KEDA with OAUTHBEARER needs autoscaling.keda.triggerAuthenticationName (an existing TriggerAuthentication with KEDA's oauth parameters)" }}
 {{- end }}
@@ -193,12 +240,75 @@ app.kubernetes.io/part-of: biomarker-worker
 {{- $_ := include "biomarker-worker.terminationGracePeriodSeconds" . }}
 {{- end }}
 
+{{/* Checks of the input topics, their formats and mappings (kafka.inputTopic/inputFormat/inputMapping or kafka.inputs). */}}
+{{- define "biomarker-worker.validateInputs" -}}
+{{- $k := .Values.kafka }}
+{{- $multi := not (empty $k.inputs) }}
+{{- if $multi }}
+{{- if ne ($k.inputFormat | default "note") "note" }}
+{{- fail (printf "kafka.inputFormat=%s does not apply when kafka.inputs is set: give each item of kafka.inputs its format" $k.inputFormat) }}
+{{- end }}
+{{- if $k.inputMapping }}
+{{- fail "kafka.inputMapping does not apply when kafka.inputs is set: give the item of kafka.inputs with format mapping its mapping" }}
+{{- end }}
+{{- end }}
+{{- $known := keys (.Values.mappings | default dict) | sortAlpha }}
+{{- $seen := dict }}
+{{- range $i, $in := (include "biomarker-worker.inputs" . | fromJson).inputs }}
+{{- /* Where the item is and how its fields are called, for the messages. */}}
+{{- $at := printf "kafka.inputs[%d] (topic %q): " (int $i) $in.topic }}
+{{- $fmt := printf "format %s" $in.format }}
+{{- $map := "mapping" }}
+{{- if not $multi }}
+{{- $at = "" }}
+{{- $fmt = printf "kafka.inputFormat=%s" $in.format }}
+{{- $map = "kafka.inputMapping" }}
+{{- end }}
+{{- if has $in.topic (list $k.outputTopic $k.dlqTopic) }}
+{{- if $multi }}
+{{- fail (printf "%san input topic must differ from kafka.outputTopic and kafka.dlqTopic" $at) }}
+{{- else }}
+{{- fail "kafka.inputTopic must differ from kafka.outputTopic and kafka.dlqTopic" }}
+{{- end }}
+{{- end }}
+{{- if hasKey $seen $in.topic }}
+{{- fail (printf "%sthe topic is listed twice in kafka.inputs (first at kafka.inputs[%d]); one consumer group reads a topic once, in one format" $at (int (get $seen $in.topic))) }}
+{{- end }}
+{{- $_ := set $seen $in.topic $i }}
+{{- if and (eq $in.format "mapping") (not $in.mapping) }}
+{{- fail (printf "%s%s needs %s: the name of a mappings entry (known: %s)" $at $fmt $map (join ", " $known | default "none")) }}
+{{- end }}
+{{- if and $in.mapping (ne $in.format "mapping") }}
+{{- fail (printf "%s%s %q is set with %s: a mapping is read only with format mapping" $at $map $in.mapping $fmt) }}
+{{- end }}
+{{- if and $in.mapping (not (has $in.mapping $known)) }}
+{{- fail (printf "%s%s %q is not an entry of mappings (known: %s)" $at $map $in.mapping (join ", " $known | default "none")) }}
+{{- end }}
+{{- end }}
+{{- end }}
+
 {{/* Non-secret settings (the ConfigMap's data); its hash rolls the pods when it changes. */}}
 {{- define "biomarker-worker.configData" -}}
 {{- $k := .Values.kafka }}
 {{- $i := .Values.inference }}
 BIOMARKER_BOOTSTRAP_SERVERS: {{ $k.bootstrapServers | quote }}
+{{- if $k.inputs }}
+{{- $inputs := list }}
+{{- range (include "biomarker-worker.inputs" . | fromJson).inputs }}
+{{- $item := dict "topic" .topic "format" .format }}
+{{- with .mapping }}
+{{- $_ := set $item "mapping" (include "biomarker-worker.mappingPath" .) }}
+{{- end }}
+{{- $inputs = append $inputs $item }}
+{{- end }}
+BIOMARKER_INPUTS: {{ toJson $inputs | quote }}
+{{- else }}
 BIOMARKER_INPUT_TOPIC: {{ $k.inputTopic | quote }}
+BIOMARKER_INPUT_FORMAT: {{ $k.inputFormat | default "note" | quote }}
+{{- with $k.inputMapping }}
+BIOMARKER_INPUT_MAPPING: {{ include "biomarker-worker.mappingPath" . | quote }}
+{{- end }}
+{{- end }}
 BIOMARKER_OUTPUT_TOPIC: {{ $k.outputTopic | quote }}
 BIOMARKER_DLQ_TOPIC: {{ $k.dlqTopic | quote }}
 BIOMARKER_GROUP_ID: {{ $k.groupId | quote }}
@@ -246,9 +356,11 @@ BIOMARKER_MAX_BATCH_SENTENCES: {{ $i.maxBatchSentences | int | quote }}
 BIOMARKER_MAX_WAIT_MS: {{ $i.maxWaitMs | toString | quote }}
 BIOMARKER_PACK_SENTENCES: {{ $i.packSentences | toString | quote }}
 BIOMARKER_INCLUDE_SENTENCE_TEXT: {{ $i.includeSentenceText | toString | quote }}
+BIOMARKER_INCLUDE_NOTE_TEXT: {{ $i.includeNoteText | toString | quote }}
 BIOMARKER_MAX_NOTE_CHARS: {{ $i.maxNoteChars | int | quote }}
 BIOMARKER_MAX_INFLIGHT_NOTES: {{ $i.maxInflightNotes | int | quote }}
 BIOMARKER_MAX_INFLIGHT_BYTES: {{ $i.maxInflightBytes | int64 | quote }}
+BIOMARKER_MAX_INFLIGHT_SENTENCES: {{ $i.maxInflightSentences | int | quote }}
 {{- if not (kindIs "invalid" $i.maxNoteSentences) }}
 BIOMARKER_MAX_NOTE_SENTENCES: {{ $i.maxNoteSentences | int | quote }}
 {{- end }}
@@ -319,7 +431,8 @@ HF_HOME: {{ printf "%s/huggingface" .Values.cache.dir | quote }}
 {{/*
 Pod template shared by the Deployment, the StatefulSet and the backfill Job.
 Parameters (a dict): root (the chart context), component ("worker" or "backfill"), args (the
-container arguments), resources, probes (bool), staticMembership (bool), restartPolicy (optional).
+container arguments), resources, probes (bool), staticMembership (bool), restartPolicy (optional),
+env (optional: EnvVars of this container that override the ConfigMap's, e.g. the backfill's input).
 */}}
 {{- define "biomarker-worker.podTemplate" -}}
 {{- $root := .root }}
@@ -332,7 +445,7 @@ metadata:
     {{- toYaml . | nindent 4 }}
     {{- end }}
   annotations:
-    checksum/config: {{ include "biomarker-worker.configData" $root | sha256sum }}
+    checksum/config: {{ include "biomarker-worker.configChecksum" $root }}
     {{- /* No checksum of the credentials: an unsalted hash of a password in the pod spec invites guessing. */}}
     {{- with $v.podAnnotations }}
     {{- toYaml . | nindent 4 }}
@@ -395,7 +508,7 @@ spec:
         {{- toYaml . | nindent 8 }}
         {{- end }}
       {{- $env := include "biomarker-worker.secretEnv" $root }}
-      {{- if or $env .staticMembership $v.extraEnv }}
+      {{- if or $env .staticMembership .env $v.extraEnv }}
       env:
         {{- with $env }}
         {{- . | nindent 8 }}
@@ -405,6 +518,9 @@ spec:
           valueFrom:
             fieldRef:
               fieldPath: metadata.name
+        {{- end }}
+        {{- with .env }}
+        {{- toYaml . | nindent 8 }}
         {{- end }}
         {{- with $v.extraEnv }}
         {{- toYaml . | nindent 8 }}
@@ -464,6 +580,11 @@ spec:
           mountPath: {{ $v.kafka.tls.mountPath }}
           readOnly: true
         {{- end }}
+        {{- if $v.mappings }}
+        - name: mappings
+          mountPath: {{ include "biomarker-worker.mappingsDir" $root }}
+          readOnly: true
+        {{- end }}
         {{- with $v.extraVolumeMounts }}
         {{- toYaml . | nindent 8 }}
         {{- end }}
@@ -483,6 +604,12 @@ spec:
       secret:
         secretName: {{ $v.kafka.tls.existingSecret }}
         defaultMode: 288  # 0440: owner and group (fsGroup) read
+    {{- end }}
+    {{- if $v.mappings }}
+    - name: mappings
+      configMap:
+        name: {{ include "biomarker-worker.mappingsName" $root }}
+        defaultMode: 292  # 0444: read-only
     {{- end }}
     {{- with $v.extraVolumes }}
     {{- toYaml . | nindent 4 }}
