@@ -267,13 +267,13 @@ class WorkerSettings(BaseSettings):
 
     @model_validator(mode="after")
     def _consistent(self) -> WorkerSettings:
+        if not self.inputs and (self.input_format == "mapping") != bool(self.input_mapping):
+            raise ValueError("input_mapping is set exactly when input_format is mapping")
         topics = [item.topic for item in self.input_topics]
         if set(topics) & {self.output_topic, self.dlq_topic}:
             raise ValueError("input topics must differ from output_topic and dlq_topic")
         if len(set(topics)) != len(topics):
             raise ValueError("an input topic is listed twice in inputs")
-        if not self.inputs and (self.input_format == "mapping") != bool(self.input_mapping):
-            raise ValueError("input_mapping is set exactly when input_format is mapping")
         if self.security_protocol.startswith("SASL") and self.sasl_mechanism is None:
             raise ValueError("sasl_mechanism is required when security_protocol is SASL_*")
         return self
