@@ -7,7 +7,8 @@ the same notes as the project's own note events.
    text/plain) and Debezium change events (the ``mapping`` format).
 2. **End to end**, notes/s through the local broker and the real pipeline with the default model
    (``--notes`` MTSamples notes, backlog mode): the same texts as ``note`` events, as HL7 v2 and
-   as FHIR, in interleaved rounds; each format's ratio to the ``note`` run of the same round.
+   as FHIR, in interleaved rounds (the order rotates per round, so drift of a shared machine's
+   speed falls on each format in turn); each format's ratio to the ``note`` run of the same round.
 
 Prints the figures and writes ``bench/results/formats.json``::
 
@@ -166,8 +167,10 @@ def end_to_end(
     """Saturation runs of every format per round, interleaved; ratios to ``note`` per round."""
     runs: dict[str, list[float]] = {kind: [] for kind in WRAPPERS}
     with tempfile.TemporaryDirectory() as work, LocalKafka.start(workdir=Path(work)) as kafka:
+        kinds = list(WRAPPERS)
         for round_index in range(rounds + 1):  # the first round warms the broker up
-            for kind in WRAPPERS:
+            shift = round_index % len(kinds)  # each format runs first, second, third in turn
+            for kind in kinds[shift:] + kinds[:shift]:
                 tagged = [(f"{note_id}-{uuid.uuid4().hex[:6]}", text) for note_id, text in texts]
                 variant = _variant(corpus, tagged, kind)
                 run = e2e.PipelineRun(kafka.bootstrap_servers, 2, {"input_format": kind})

@@ -7,7 +7,9 @@ the worker's RSS (``/proc/PID/status``) throughout. Prints the figures and write
 
     python -m bench.memory [--large 40] [--idle-s 20] [--worker-path OTHER_CHECKOUT]
 
-``--worker-path`` runs the worker of another checkout (e.g. an older commit) for comparison.
+``--worker-path`` runs the worker of another checkout (e.g. an older commit) for comparison;
+``--bursts N`` sends the large notes N times and records the resting RSS after each burst (a
+plateau means bounded caches, growth would mean a leak).
 """
 
 from __future__ import annotations
@@ -68,7 +70,7 @@ def _wait(predicate: Callable[[], bool], timeout_s: float, pid: int, samples: li
         time.sleep(0.5)
 
 
-def run(large: int, idle_s: float, worker_path: str | None) -> dict[str, Any]:
+def run(large: int, idle_s: float, worker_path: str | None, bursts: int = 1) -> dict[str, Any]:
     _source, notes = demo_notes(400)
     ordinary = [orjson.dumps(note) for note in notes[:200]]
     text = " ".join(note["text"] for note in notes)
@@ -103,14 +105,17 @@ def run(large: int, idle_s: float, worker_path: str | None) -> dict[str, Any]:
             _wait(done(len(ordinary)), 600, worker.pid, samples)
             time.sleep(idle_s)
             baseline = _rss_mb(worker.pid)[0]
-            _produce(bootstrap, "mem-in", big)
+            after_bursts: list[float] = []
             started = time.monotonic()
-            _wait(done(len(ordinary) + large), 1800, worker.pid, samples)
-            large_s = time.monotonic() - started
-            rest: list[float] = []
-            for _ in range(int(idle_s)):
-                time.sleep(1)
-                rest.append(_rss_mb(worker.pid)[0])
+            for burst in range(bursts):
+                _produce(bootstrap, "mem-in", big)
+                _wait(done(len(ordinary) + large * (burst + 1)), 1800, worker.pid, samples)
+                rest: list[float] = []
+                for _ in range(int(idle_s)):
+                    time.sleep(1)
+                    rest.append(_rss_mb(worker.pid)[0])
+                after_bursts.append(round(rest[-1], 1))
+            large_s = time.monotonic() - started - bursts * int(idle_s)
             peak = _rss_mb(worker.pid)[1]
         finally:
             worker.terminate()
@@ -125,6 +130,8 @@ def run(large: int, idle_s: float, worker_path: str | None) -> dict[str, Any]:
         "idle_s": idle_s,
         "large_notes_seconds": round(large_s, 1),
         "back_to_baseline_within_mb": round(rest[-1] - baseline, 1),
+        "bursts": bursts,
+        "rss_mb_after_each_burst": after_bursts,
     }
 
 
@@ -132,10 +139,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.memory")
     parser.add_argument("--large", type=int, default=40)
     parser.add_argument("--idle-s", type=float, default=20.0)
+    parser.add_argument(
+        "--bursts", type=int, default=1, help="send the large notes this many times"
+    )
     parser.add_argument("--worker-path", help="run the worker of another checkout")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
-    result = run(args.large, args.idle_s, args.worker_path)
+    result = run(args.large, args.idle_s, args.worker_path, args.bursts)
     print(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode())
     existing = orjson.loads(args.out.read_bytes()) if args.out.exists() else {}
     existing[result["worker"]] = result

@@ -33,6 +33,7 @@ from typing import Any
 import orjson
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 
+from devkit.lifeline import die_with_parent
 from devkit.localkafka import LocalKafka, create_topics
 from worker.demo.notes import demo_notes
 
@@ -87,14 +88,14 @@ class _Workers:
     def start(self, name: str, extra: dict[str, str]) -> subprocess.Popen[bytes]:
         path = self._workdir / f"{name}-{len(self.processes)}.log"
         self.logs.append(path)
-        log = path.open("ab")
-        process = subprocess.Popen(
-            [sys.executable, "-m", "worker", "run"],
-            env={**self._env, **extra},
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            cwd=self._workdir,
-        )
+        with path.open("ab") as log:
+            process = subprocess.Popen(
+                [*die_with_parent(), sys.executable, "-m", "worker", "run"],
+                env={**self._env, **extra},
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=self._workdir,
+            )
         self.processes.append(process)
         return process
 
@@ -214,7 +215,10 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown scenario {unknown[0]!r}; known: {', '.join(SCENARIOS)}")
     results: dict[str, Any] = {}
-    with tempfile.TemporaryDirectory() as work, LocalKafka.start(workdir=Path(work)) as kafka:
+    with (
+        tempfile.TemporaryDirectory() as work,
+        LocalKafka.start(workdir=Path(work), die_with_parent=True) as kafka,
+    ):
         for name in names:
             results[name] = run_scenario(
                 name,
@@ -224,7 +228,8 @@ def main(argv: list[str] | None = None) -> int:
                 rate=args.rate,
             )
             print(f"{name:22s} recovery {results[name]['recovery_s']:6.1f} s", flush=True)
-    args.out.write_bytes(orjson.dumps(results, option=orjson.OPT_INDENT_2) + b"\n")
+    options = orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS
+    args.out.write_bytes(orjson.dumps(results, option=options) + b"\n")
     return 0
 
 

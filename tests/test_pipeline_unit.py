@@ -17,6 +17,7 @@ import orjson
 import pytest
 from confluent_kafka import KafkaError
 
+from tests.ehr_messages import bundle, document_reference
 from tests.fakes import FakeBroker, FakeConsumer, FakeProducer, WordModel
 from worker.config import load_settings
 from worker.events import Provenance
@@ -152,6 +153,37 @@ def test_lost_partitions_are_forgotten_without_a_commit() -> None:
         pipeline.metrics.registry.get_sample_value("biomarker_rebalances_total", {"kind": "lost"})
         == 1
     )
+
+
+def test_records_with_several_notes_retractions_and_skips() -> None:
+    """A FHIR topic: a Bundle's notes each get an output keyed by note id; a retraction comes
+    out under the retracted id; a record with no note is skipped and still committed."""
+    kit = Kit(partitions=1)
+    kit.broker.append(
+        IN,
+        bundle(
+            document_reference("a", "Serum PSA was 4.2 ng/mL. Seen today."),
+            document_reference("b", "HER2 positive.", replaces="old"),
+        ),
+    )
+    kit.broker.append(IN, b'{"resourceType": "Patient", "id": "p"}')
+    kit.broker.append(IN, b"<not fhir")
+    pipeline = kit.pipeline(input_format="fhir")
+    assert kit.run(pipeline, lambda: kit.broker.committed.get((IN, 0)) == 3) == EXIT_OK
+    outputs = kit.broker.read(OUT)
+    assert [(m.key(), dict(m.headers() or [])["x-biomarker-event"]) for m in outputs] == [
+        (b"DocumentReference/old", b"retraction"),
+        (b"DocumentReference/a", b"note"),
+        (b"DocumentReference/b", b"note"),
+    ]
+    ids = {orjson.loads(m.value() or b"")["biomarker"]["output_id"] for m in outputs}
+    assert len(ids) == 3
+    [letter] = kit.broker.read(DLQ)
+    assert dict(letter.headers() or [])["x-biomarker-error-class"] == b"not_fhir"
+    skipped = pipeline.metrics.registry.get_sample_value(
+        "biomarker_skipped_total", {"reason": "no_note_text"}
+    )
+    assert skipped == 1
 
 
 def test_backpressure_pauses_then_resumes_and_loses_nothing() -> None:

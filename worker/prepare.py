@@ -72,6 +72,7 @@ class Preparer:
             try:
                 record.notes = self._segmented(record)
             except InvalidEvent as exc:
+                record.skipped = []  # the whole record is a dead letter
                 record.fail(exc)
             record.unscored = len(record.notes)
             notes.extend(record.notes)
@@ -167,7 +168,7 @@ class PreparationThread:
         except Exception:  # isolated below, record by record
             notes: list[Note] = []
             for record in records:
-                record.notes, record.unscored, record.failure = [], 0, None
+                record.notes, record.skipped, record.unscored, record.failure = [], [], 0, None
                 try:
                     notes += self.preparer.prepare([record])
                 except Exception as exc:  # the record is dead-lettered with its class

@@ -11,6 +11,7 @@ from confluent_kafka import Consumer
 
 from worker.cli.options import add_settings_options, settings_from_args
 from worker.cli.run import stop_on_signals
+from worker.config import WorkerSettings
 from worker.errors import FatalError, UsageError
 from worker.kafka.clients import consumer_config
 from worker.kafka.replay import parse_offsets, parse_timestamp, plan_replay
@@ -44,7 +45,7 @@ def handle(args: argparse.Namespace) -> int:
         raise UsageError("give --to-timestamp or --to-offsets, not both")
     if args.rate_limit is not None and args.rate_limit <= 0:
         raise UsageError("--rate-limit must be positive")
-    settings = settings_from_args(args)
+    settings = _one_input(settings_from_args(args), args.input_topic)
     if not args.group_id:  # own group, stable across Job retries so a retry resumes
         settings = settings.model_copy(update={"group_id": f"{settings.group_id}-replay"})
     configure_logging(settings.log_level)
@@ -93,3 +94,19 @@ def handle(args: argparse.Namespace) -> int:
     )
     print(summary, file=sys.stderr if code else sys.stdout)
     return code
+
+
+def _one_input(settings: WorkerSettings, named: str | None) -> WorkerSettings:
+    """A replay reads one topic: with several ``inputs``, the one ``--input-topic`` names
+    (read with that input's format), or the only one."""
+    if not settings.inputs:
+        return settings
+    topics = {item.topic: item for item in settings.inputs}
+    if named is None and len(topics) > 1:
+        raise UsageError(
+            f"name the topic to replay with --input-topic (one of: {', '.join(topics)})"
+        )
+    chosen = topics.get(named) if named else settings.inputs[0]
+    if chosen is None:
+        raise UsageError(f"--input-topic {named!r} is not one of the inputs: {', '.join(topics)}")
+    return settings.model_copy(update={"inputs": (chosen,), "input_topic": chosen.topic})
