@@ -8,6 +8,7 @@ well under a second each.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import threading
 import time
 from collections.abc import Callable
@@ -220,6 +221,31 @@ def test_backpressure_bounds_sentences_waiting_for_the_model() -> None:
     # and one poll's worth fetched before the pause
     assert peak <= 100 + 3 * 4 * 40
     assert len(kit.outputs()) == 60
+
+
+def test_slow_preparation_never_stalls_polling() -> None:
+    """Tokenising takes 0.5 s per call (huge notes): the loop still polls every few ms, so
+    ``max.poll.interval.ms`` cannot be exceeded by note content."""
+
+    class SlowEncoder(WordModel):
+        def encode(self, texts: Any) -> Any:
+            time.sleep(0.5)
+            return super().encode(texts)
+
+    kit = Kit()
+    kit.fill(12)
+    polls: list[float] = []
+    consume = kit.consumer.consume
+
+    def timed_consume(num_messages: int, timeout: float) -> Any:
+        polls.append(time.monotonic())
+        return consume(num_messages, timeout)
+
+    kit.consumer.consume = timed_consume  # type: ignore[method-assign]
+    pipeline = kit.pipeline(model=SlowEncoder(), consume_batch_size=2)
+    assert kit.run(pipeline, lambda: pipeline.delivered >= 12) == EXIT_OK
+    gaps = [later - earlier for earlier, later in itertools.pairwise(polls)]
+    assert len(polls) > 20 and max(gaps) < 0.45  # 0.5 s preparations ran meanwhile
 
 
 def test_a_full_local_queue_is_waited_out() -> None:
