@@ -8,7 +8,8 @@ the same notes as the project's own note events.
 2. **End to end**, notes/s through the local broker and the real pipeline with the default model
    (``--notes`` MTSamples notes, backlog mode): the same texts as ``note`` events, as HL7 v2 and
    as FHIR, in interleaved rounds (the order rotates per round, so drift of a shared machine's
-   speed falls on each format in turn); each format's ratio to the ``note`` run of the same round.
+   speed falls on each format in turn); each format's ratio to the ``note`` run of the same round,
+   in wall-clock throughput and in process CPU time per note (the robust one on a shared machine).
 
 Prints the figures and writes ``bench/results/formats.json``::
 
@@ -166,6 +167,7 @@ def end_to_end(
 ) -> dict[str, Any]:
     """Saturation runs of every format per round, interleaved; ratios to ``note`` per round."""
     runs: dict[str, list[float]] = {kind: [] for kind in WRAPPERS}
+    cpu: dict[str, list[float]] = {kind: [] for kind in WRAPPERS}
     with tempfile.TemporaryDirectory() as work, LocalKafka.start(workdir=Path(work)) as kafka:
         kinds = list(WRAPPERS)
         for round_index in range(rounds + 1):  # the first round warms the broker up
@@ -174,12 +176,23 @@ def end_to_end(
                 tagged = [(f"{note_id}-{uuid.uuid4().hex[:6]}", text) for note_id, text in texts]
                 variant = _variant(corpus, tagged, kind)
                 run = e2e.PipelineRun(kafka.bootstrap_servers, 2, {"input_format": kind})
+                cpu_before = time.process_time()
                 result = e2e.saturation(run, model, variant)
+                cpu_per_note = (time.process_time() - cpu_before) / variant.notes
                 if round_index:
                     runs[kind].append(result["notes_per_s"])
-                print(f"round {round_index} {kind:6s} {result['notes_per_s']:8.1f} notes/s")
+                    cpu[kind].append(cpu_per_note)
+                print(
+                    f"round {round_index} {kind:6s} {result['notes_per_s']:8.1f} notes/s "
+                    f"{cpu_per_note * 1000:7.1f} ms CPU/note"
+                )
     ratios = {
         kind: [round(a / b, 3) for a, b in zip(runs[kind], runs["note"], strict=True)]
+        for kind in WRAPPERS
+        if kind != "note"
+    }
+    cpu_ratios = {
+        kind: [round(b / a, 3) for a, b in zip(cpu[kind], cpu["note"], strict=True)]
         for kind in WRAPPERS
         if kind != "note"
     }
@@ -189,6 +202,13 @@ def end_to_end(
         "notes_per_s": {kind: [round(r, 1) for r in values] for kind, values in runs.items()},
         "ratio_to_note": ratios,
         "median_ratio_to_note": {k: statistics.median(v) for k, v in ratios.items()},
+        # the whole process's CPU seconds per note (every thread: preparation, model, clients,
+        # and the benchmark's own producer and reader); robust to a busy machine's wall time
+        "cpu_ms_per_note": {k: [round(v * 1000, 1) for v in vs] for k, vs in cpu.items()},
+        "cpu_throughput_ratio_to_note": cpu_ratios,
+        "median_cpu_throughput_ratio_to_note": {
+            k: statistics.median(v) for k, v in cpu_ratios.items()
+        },
     }
 
 
