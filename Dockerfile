@@ -8,7 +8,7 @@
 # The default target (the last stage) is `cpu`. Both run as the numeric user 10001, start
 # `biomarker-worker run` and carry the default model pre-materialised in /opt/biomarker/cache.
 # The image is the service wheel alone (the `worker` package and its runtime dependencies):
-# training (training/, the [train] extra) and the benchmarks (bench/, the [bench,onnx,faust]
+# training (training/, the [train] extra) and the benchmarks (bench/, the [bench,onnx]
 # extras) are not in it; they run from a source checkout, `pip install -e '.[train]'` and so on.
 
 ARG PYTHON_IMAGE=python:3.12-slim-bookworm

@@ -531,6 +531,10 @@ def test_backfill_job_name_changes_with_its_range() -> None:
             "SASL needs credentials",
         ),
         ({"kafka.outputTopic": "clinical-notes"}, "must differ"),
+        (
+            {"runtime": "faust", "kafka.processingGuarantee": "exactly-once"},
+            "runtime=faust supports at-least-once only",
+        ),
     ],
 )
 def test_inconsistent_values_fail_rendering(sets: dict[str, str], message: str) -> None:

@@ -118,6 +118,11 @@ class WorkerSettings(BaseSettings):
     max_poll_interval_ms: int = Field(default=300_000, ge=10_000)
     commit_interval_ms: int = Field(default=1_000, ge=100)
     client_id: str = "biomarker-worker"
+    runtime: Literal["confluent", "faust"] = Field(
+        default="confluent",
+        description="Streaming runtime of `run`: confluent (confluent-kafka, the default) or "
+        "faust (faust-streaming; at-least-once only, see docs/FAUST.md).",
+    )
     processing_guarantee: Literal["at-least-once", "exactly-once"] = Field(
         default="at-least-once",
         description="exactly-once: outputs and input offsets commit in one producer transaction "
@@ -276,6 +281,11 @@ class WorkerSettings(BaseSettings):
             raise ValueError("an input topic is listed twice in inputs")
         if self.security_protocol.startswith("SASL") and self.sasl_mechanism is None:
             raise ValueError("sasl_mechanism is required when security_protocol is SASL_*")
+        if self.runtime == "faust" and self.processing_guarantee == "exactly-once":
+            raise ValueError(
+                "runtime faust supports at-least-once only (exactly-once is not proven on "
+                "faust-streaming; see docs/FAUST.md)"
+            )
         return self
 
     @property

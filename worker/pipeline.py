@@ -39,6 +39,7 @@ import structlog
 from confluent_kafka import KafkaException
 
 from worker.batching import batching_for
+from worker.completions import check_threads, take_completed
 from worker.config import WorkerSettings
 from worker.errors import FatalError
 from worker.events import Provenance
@@ -275,18 +276,7 @@ class Pipeline:
 
     def _pump(self, timeout: float = 0.0) -> None:
         """Take completions, produce every ready record, serve delivery reports, stage offsets."""
-        while True:
-            try:
-                done = self._completed.get_nowait()
-            except queue.Empty:
-                break
-            if isinstance(done, Record):
-                done.prepared = True
-                self.metrics.sentences_in.inc(sum(len(note.spans) for note in done.notes))
-                for skip in done.skipped:
-                    self.metrics.skipped.labels(reason=skip.reason).inc()
-            else:
-                done.record.note_scored(done)
+        take_completed(self._completed, self.metrics)
         for record in self.tracker.take_ready():
             include_text = self.settings.include_sentence_text
             self.sink.send(
@@ -303,11 +293,7 @@ class Pipeline:
 
     def _check_fatal(self) -> None:
         self.errors.check()
-        for name, thread in (("preparation", self._preparation), ("inference", self._inference)):
-            if not thread.alive():
-                failure = thread.failure
-                where = where_raised(failure) if failure is not None else "unknown"
-                raise FatalError(f"{name} thread stopped: {type(failure).__name__} at {where}")
+        check_threads({"preparation": self._preparation, "inference": self._inference})
 
     # ------------------------------------------------------------------ rebalances
     def revoking(self, states: list[PartitionState]) -> None:

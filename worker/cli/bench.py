@@ -14,7 +14,7 @@ from worker.cli.checkout import checkout_only
 from worker.errors import FatalError, UsageError
 
 #: What a full run needs: charts and baselines, the ONNX engines, the faust peer.
-BENCH_EXTRAS = "bench,onnx,faust"
+BENCH_EXTRAS = "bench,onnx"
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

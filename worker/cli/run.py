@@ -23,12 +23,21 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "run", help="consume notes from Kafka and publish enriched events (until SIGTERM)"
     )
     add_settings_options(parser)
+    parser.add_argument(
+        "--runtime",
+        choices=["confluent", "faust"],
+        help="streaming runtime (default: BIOMARKER_RUNTIME, else confluent); see docs/FAUST.md",
+    )
     parser.set_defaults(handler=handle)
 
 
 def handle(args: argparse.Namespace) -> int:
-    settings = settings_from_args(args)
+    settings = settings_from_args(args, runtime=getattr(args, "runtime", None))
     configure_logging(settings.log_level)
+    if settings.runtime == "faust":
+        from worker.faust_runtime.runner import run as run_faust
+
+        return run_faust(settings)
     log = structlog.get_logger("worker.run")
     stop_early = threading.Event()  # SIGTERM while the model loads: exit cleanly, join nothing
     for signum in (signal.SIGTERM, signal.SIGINT):

@@ -11,7 +11,6 @@ original's size and sha256. Errors that concern the whole producer are fatal (:c
 from __future__ import annotations
 
 import functools
-import hashlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ from worker.kafka.errors import KafkaErrors
 from worker.kafka.ports import ProducerPort
 from worker.metrics import Metrics
 from worker.notes import Record
+from worker.outbound import TRUNCATED_DEAD_LETTER_BYTES, reason_of, truncated, within_budget
 from worker.render import Outgoing, dead_letter
 
 log = structlog.get_logger(__name__)
@@ -38,7 +38,6 @@ _RECORD_ERRORS = {
     KafkaError.INVALID_MSG,
 }
 #: A dead letter too large to produce keeps this many bytes of the original value.
-TRUNCATED_DEAD_LETTER_BYTES = 65_536
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,16 +88,12 @@ class KafkaSink:
         return self._producer.flush(timeout)
 
     def _produce(self, record: Record, out: Outgoing) -> None:
-        size = len(out.value or b"")
-        if out.destination == "output" and size > (self.max_output_bytes or size):
-            message = f"output has {size} bytes, the limit is {self.max_output_bytes}"
-            out = dead_letter(record, InvalidEvent("output_too_large", message))
-            size = len(out.value or b"")
-        if out.destination == "dead_letter":
-            limit = self.max_dead_letter_bytes or size
-            if size > limit and not out.truncated:
-                out = _truncate(out, min(limit, TRUNCATED_DEAD_LETTER_BYTES))
-            _log_dead_letter(record, out)
+        out = within_budget(
+            record,
+            out,
+            max_output_bytes=self.max_output_bytes,
+            max_dead_letter_bytes=self.max_dead_letter_bytes,
+        )
         topic = self._topics.output if out.destination == "output" else self._topics.dead_letter
         callback = functools.partial(self._on_delivery, record, out)
         self._committer.before_produce()
@@ -127,7 +122,7 @@ class KafkaSink:
         if out.destination == "output":
             self._metrics.events_out.inc()
         else:
-            self._metrics.dead_letters.labels(reason=_reason(out)).inc()
+            self._metrics.dead_letters.labels(reason=reason_of(out)).inc()
         timestamp = record.source.timestamp
         if timestamp is not None:
             self._metrics.latency_seconds.observe(max(0.0, time.time() - timestamp / 1000))
@@ -149,38 +144,8 @@ class KafkaSink:
                 record, InvalidEvent(reason, f"output refused: {error.str()}")
             )
         elif not out.truncated:
-            replacement = _truncate(out, TRUNCATED_DEAD_LETTER_BYTES)
+            replacement = truncated(out, TRUNCATED_DEAD_LETTER_BYTES)
         else:
             self._errors.stop(FatalError(f"dead letter refused: {error.str()}"))
             return
         self._produce(record, replacement)
-
-
-def _reason(out: Outgoing) -> str:
-    """The error class, from the worker's own reason (never from the input's headers)."""
-    return out.failure.reason if out.failure is not None else "unknown"
-
-
-def _truncate(out: Outgoing, limit: int) -> Outgoing:
-    """A copy of a dead letter with at most ``limit`` bytes of its value, saying so."""
-    value = out.value or b""
-    headers = [
-        *(out.headers or []),
-        ("x-biomarker-truncated", b"true"),
-        ("x-biomarker-original-size", str(len(value)).encode()),
-        ("x-biomarker-original-sha256", hashlib.sha256(value).hexdigest().encode()),
-    ]
-    return Outgoing("dead_letter", value[:limit], headers, out.failure, truncated=True)
-
-
-def _log_dead_letter(record: Record, out: Outgoing) -> None:
-    source = record.source
-    log.warning(
-        "dead_letter",
-        topic=source.topic,
-        partition=source.partition,
-        offset=source.offset,
-        reason=_reason(out),
-        message=out.failure.message if out.failure is not None else None,
-        truncated=out.truncated,
-    )

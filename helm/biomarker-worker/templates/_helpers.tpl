@@ -192,6 +192,9 @@ Use: (include "biomarker-worker.inputs" . | fromJson).inputs
 
 {{/* Render-time checks of value combinations the schema cannot express. */}}
 {{- define "biomarker-worker.validate" -}}
+{{- if and (eq .Values.runtime "faust") (eq .Values.kafka.processingGuarantee "exactly-once") }}
+{{- fail "runtime=faust supports at-least-once only: set kafka.processingGuarantee=at-least-once or runtime=confluent (docs/FAUST.md)" }}
+{{- end }}
 {{- $sec := .Values.kafka.security }}
 {{- $c := .Values.kafka.credentials }}
 {{- if include "biomarker-worker.saslEnabled" . }}
@@ -372,6 +375,7 @@ BIOMARKER_CONSUME_BATCH_SIZE: {{ $i.consumeBatchSize | int | quote }}
 BIOMARKER_DRAIN_TIMEOUT_S: {{ .Values.shutdown.drainTimeoutSeconds | toString | quote }}
 BIOMARKER_REVOKE_TIMEOUT_S: {{ .Values.shutdown.revokeTimeoutSeconds | toString | quote }}
 BIOMARKER_LOG_LEVEL: {{ .Values.logLevel | quote }}
+BIOMARKER_RUNTIME: {{ .Values.runtime | quote }}
 BIOMARKER_METRICS_PORT: {{ .Values.metrics.port | int | quote }}
 BIOMARKER_METRICS_HOST: {{ .Values.metrics.host | quote }}
 BIOMARKER_LIVENESS_TIMEOUT_S: {{ .Values.livenessTimeoutSeconds | toString | quote }}

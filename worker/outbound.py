@@ -1,0 +1,70 @@
+"""What may leave the worker: an output over its budget becomes a dead letter, and a dead letter
+over its topic's limit keeps its first bytes (saying so in its headers). Shared by both
+runtimes' senders; logs every dead letter (coordinates and reason, never the value)."""
+
+from __future__ import annotations
+
+import hashlib
+
+import structlog
+
+from worker.errors import InvalidEvent
+from worker.notes import Record
+from worker.render import Outgoing, dead_letter
+
+log = structlog.get_logger(__name__)
+
+#: A dead letter too large for its topic keeps this many bytes of the original value.
+TRUNCATED_DEAD_LETTER_BYTES = 65_536
+
+
+def within_budget(
+    record: Record,
+    out: Outgoing,
+    *,
+    max_output_bytes: int | None,
+    max_dead_letter_bytes: int | None,
+) -> Outgoing:
+    """``out`` as it may be produced: an oversized output turns into the record's dead letter
+    (``output_too_large``); an oversized dead letter is truncated. Dead letters are logged."""
+    size = len(out.value or b"")
+    if out.destination == "output" and size > (max_output_bytes or size):
+        message = f"output has {size} bytes, the limit is {max_output_bytes}"
+        out = dead_letter(record, InvalidEvent("output_too_large", message))
+        size = len(out.value or b"")
+    if out.destination == "dead_letter":
+        limit = max_dead_letter_bytes or size
+        if size > limit and not out.truncated:
+            out = truncated(out, min(limit, TRUNCATED_DEAD_LETTER_BYTES))
+        log_dead_letter(record, out)
+    return out
+
+
+def reason_of(out: Outgoing) -> str:
+    """The error class, from the worker's own reason (never from the input's headers)."""
+    return out.failure.reason if out.failure is not None else "unknown"
+
+
+def truncated(out: Outgoing, limit: int) -> Outgoing:
+    """A copy of a dead letter with at most ``limit`` bytes of its value, saying so."""
+    value = out.value or b""
+    headers = [
+        *(out.headers or []),
+        ("x-biomarker-truncated", b"true"),
+        ("x-biomarker-original-size", str(len(value)).encode()),
+        ("x-biomarker-original-sha256", hashlib.sha256(value).hexdigest().encode()),
+    ]
+    return Outgoing("dead_letter", value[:limit], headers, out.failure, truncated=True)
+
+
+def log_dead_letter(record: Record, out: Outgoing) -> None:
+    source = record.source
+    log.warning(
+        "dead_letter",
+        topic=source.topic,
+        partition=source.partition,
+        offset=source.offset,
+        reason=reason_of(out),
+        message=out.failure.message if out.failure is not None else None,
+        truncated=out.truncated,
+    )
