@@ -216,3 +216,16 @@ def test_classify_with_a_format_writes_extracted_outputs(
     assert note["note_id"] == "DocumentReference/a" and note["text"].startswith("Serum PSA")
     assert retraction["retraction"]["reason"] == "entered-in-error"
     assert b"skipped: unsupported_content_type" in result.stderr
+
+
+def test_extract_reads_the_note_format_too() -> None:
+    lines = [b'{"note_id": "n1", "text": "PSA 4.2."}', b'{"x": 1}']
+    result = _cli("extract", "--format", "note", "-", stdin=b"\n".join(lines) + b"\n")
+    assert result.returncode == 0 and not result.stderr
+    first, second = (orjson.loads(line) for line in result.stdout.splitlines())
+    assert (first["note_id"], first["text"], first["origin"]) == (
+        "n1",
+        "PSA 4.2.",
+        {"format": "note"},
+    )
+    assert second["dead_letter"]["reason"] == "schema_violation"

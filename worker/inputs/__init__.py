@@ -18,10 +18,15 @@ FORMATS: tuple[str, ...] = get_args(InputFormat)
 
 
 def extractor_for(format_name: str, mapping: Path | None = None) -> Extractor:
-    """The extractor of a format other than ``note`` (``mapping`` needs its mapping file).
+    """The extractor of a format (``mapping`` needs its mapping file). The worker reads ``note``
+    events without it (their output keeps the input's bytes); ``extract`` uses it.
 
     Raises :class:`~worker.errors.UsageError` for a bad mapping file.
     """
+    if format_name == "note":  # the project's own event, read as one extracted note
+        from worker.inputs.detect import note_extraction
+
+        return note_extraction
     if format_name == "hl7v2":
         from worker.inputs.hl7v2 import extract_hl7v2
 

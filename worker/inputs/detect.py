@@ -67,13 +67,13 @@ def extract_any(value: bytes) -> Extraction:
     """Extract with the format :func:`detect` names (the note event is read as one note)."""
     kind = detect(value)
     if kind == "note":
-        return _note_event(value)
+        return note_extraction(value)
     from worker.inputs import extractor_for
 
     return extractor_for(kind)(value)
 
 
-def _note_event(value: bytes) -> Extraction:
+def note_extraction(value: bytes) -> Extraction:
     """The project's note event read as an extracted note (its other fields are not carried)."""
     from worker.events import parse_note
 
