@@ -18,6 +18,7 @@ import structlog
 from worker.config import WorkerSettings
 from worker.errors import FatalError, UsageError
 from worker.events import Headers
+from worker.faust_runtime.credentials import broker_credentials, unsupported
 from worker.faust_runtime.engine import Engine, Incoming
 from worker.kafka.offsets import PartitionKey
 from worker.metrics import Metrics
@@ -32,8 +33,9 @@ def refusal(settings: WorkerSettings, app: Any | None = None) -> str | None:
         return "exactly-once is not supported on faust (not proven); use the confluent runtime"
     if settings.group_protocol != "classic":
         return "group_protocol consumer (KIP-848) is not supported by aiokafka"
-    if settings.security_protocol != "PLAINTEXT":
-        return "the faust runtime supports PLAINTEXT only so far; use the confluent runtime"
+    security = unsupported(settings)
+    if security is not None:
+        return security
     if settings.kafka_extra:
         return "kafka_extra holds librdkafka properties, which the faust runtime cannot apply"
     guarantee = getattr(app.conf.processing_guarantee, "value", None) if app else "at_least_once"
@@ -67,6 +69,7 @@ def app_settings(settings: WorkerSettings) -> dict[str, Any]:
         "broker_max_poll_interval": settings.max_poll_interval_ms / 1000,
         "broker_commit_interval": settings.commit_interval_ms / 1000,
         "stream_wait_empty": False,
+        "broker_credentials": broker_credentials(settings),
     }
 
 
