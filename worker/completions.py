@@ -1,19 +1,29 @@
 """The hand-back from the worker threads, read by the thread that owns the records.
 
 The preparation thread hands back each prepared :class:`~worker.notes.Record`, the inference
-thread each scored :class:`~worker.notes.Note`, through one queue. Both runtimes' loops drain it
-with :func:`take_completed` and watch the threads with :func:`check_threads`.
+thread each scored :class:`~worker.notes.Note`, through one queue. Both runtimes build the two
+threads with :func:`worker_threads`, drain the queue with :func:`take_completed` and watch the
+threads with :func:`check_threads`.
 """
 
 from __future__ import annotations
 
 import queue
-from typing import Protocol
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Protocol
 
+from worker.batching import batching_for
 from worker.errors import FatalError
+from worker.inference import InferenceLoop
+from worker.inputs.decoding import decoders_for
 from worker.logs import where_raised
 from worker.metrics import Metrics
 from worker.notes import Note, Record
+from worker.prepare import PreparationThread, Preparer
+
+if TYPE_CHECKING:
+    from worker.config import WorkerSettings
+    from worker.pipeline import Model
 
 Completions = queue.SimpleQueue[Record | Note]
 
@@ -23,6 +33,37 @@ class WorkerThread(Protocol):
     def failure(self) -> BaseException | None: ...
 
     def alive(self) -> bool: ...
+
+
+def worker_threads(
+    settings: WorkerSettings,
+    model: Model,
+    metrics: Metrics,
+    hand_back: Callable[[Record | Note], None],
+) -> tuple[PreparationThread, InferenceLoop]:
+    """The preparation thread (one decoder per input topic) feeding the inference loop; both
+    hand their results back through ``hand_back``. Not started."""
+    inference = InferenceLoop(
+        scorer=model,
+        settings=batching_for(
+            model,
+            token_budget=settings.token_budget,
+            max_batch_sentences=settings.max_batch_sentences,
+            max_wait_s=settings.max_wait_ms / 1000,
+        ),
+        on_complete=hand_back,
+        observer=metrics,
+    )
+    preparer = Preparer(
+        encoder=model,
+        max_note_chars=settings.max_note_chars,
+        max_sentence_tokens=settings.max_sentence_tokens,
+        decoders=decoders_for(settings),
+    )
+    preparation = PreparationThread(
+        preparer=preparer, score=inference.submit, on_prepared=hand_back
+    )
+    return preparation, inference
 
 
 def take_completed(completed: Completions, metrics: Metrics) -> None:

@@ -265,3 +265,21 @@ def _loop_error(loop: asyncio.AbstractEventLoop, context: dict[str, object]) -> 
         message=str(context.get("message", "")),
         error=type(exc).__name__ if exc is not None else None,
     )
+
+
+def serve_probes(
+    *,
+    host: str,
+    port: int | None,
+    heartbeats: Callable[[], list[float]],
+    liveness_timeout_s: float,
+    readiness: Callable[[], tuple[bool, str]],
+    registry: CollectorRegistry,
+) -> HealthServer | None:
+    """Start the probe and metrics server for a runtime (None when ``port`` is unset)."""
+    if port is None:
+        return None
+    probes = Probes(live=progress_probe(heartbeats, liveness_timeout_s), ready=readiness)
+    server = HealthServer(host=host, port=port, probes=probes, registry=registry).start()
+    log.info("health_server_started", port=server.port)
+    return server

@@ -5,10 +5,12 @@ runtimes' senders; logs every dead letter (coordinates and reason, never the val
 from __future__ import annotations
 
 import hashlib
+import time
 
 import structlog
 
 from worker.errors import InvalidEvent
+from worker.metrics import Metrics
 from worker.notes import Record
 from worker.render import Outgoing, dead_letter
 
@@ -68,3 +70,14 @@ def log_dead_letter(record: Record, out: Outgoing) -> None:
         message=out.failure.message if out.failure is not None else None,
         truncated=out.truncated,
     )
+
+
+def count_delivered(metrics: Metrics, record: Record, out: Outgoing) -> None:
+    """Metrics of one acknowledged output or dead letter (and the record's end-to-end age)."""
+    if out.destination == "output":
+        metrics.events_out.inc()
+    else:
+        metrics.dead_letters.labels(reason=reason_of(out)).inc()
+    timestamp = record.source.timestamp
+    if timestamp is not None:
+        metrics.latency_seconds.observe(max(0.0, time.time() - timestamp / 1000))

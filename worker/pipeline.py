@@ -38,14 +38,11 @@ from typing import Protocol
 import structlog
 from confluent_kafka import KafkaException
 
-from worker.batching import batching_for
-from worker.completions import check_threads, take_completed
+from worker.completions import check_threads, take_completed, worker_threads
 from worker.config import WorkerSettings
 from worker.errors import FatalError
 from worker.events import Provenance
 from worker.heap import FreeMemoryReturner, startup_objects_frozen
-from worker.inference import InferenceLoop
-from worker.inputs.decoding import decoders_for
 from worker.kafka.commits import OffsetCommitter, StoredOffsets, TransactionalOffsets
 from worker.kafka.deadline import ClientHung, call_with_deadline
 from worker.kafka.errors import KafkaErrors
@@ -58,7 +55,7 @@ from worker.kafka.topics import budgets_for, check_topics
 from worker.logs import kafka_logger, where_raised
 from worker.metrics import Metrics
 from worker.notes import Note, Record
-from worker.prepare import Encoder, PreparationThread, Preparer
+from worker.prepare import Encoder
 from worker.render import outgoing
 from worker.scoring import Scorer
 
@@ -106,25 +103,8 @@ class Pipeline:
         self._topics = SinkTopics(output_topic or settings.output_topic, settings.dlq_topic)
         self.tracker = OffsetTracker()
         self._completed: queue.SimpleQueue[Record | Note] = queue.SimpleQueue()
-        self._inference = InferenceLoop(
-            scorer=model,
-            settings=batching_for(
-                model,
-                token_budget=settings.token_budget,
-                max_batch_sentences=settings.max_batch_sentences,
-                max_wait_s=settings.max_wait_ms / 1000,
-            ),
-            on_complete=self._completed.put,
-            observer=metrics,
-        )
-        preparer = Preparer(
-            encoder=model,
-            max_note_chars=settings.max_note_chars,
-            max_sentence_tokens=settings.max_sentence_tokens,
-            decoders=decoders_for(settings),
-        )
-        self._preparation = PreparationThread(
-            preparer=preparer, score=self._inference.submit, on_prepared=self._completed.put
+        self._preparation, self._inference = worker_threads(
+            settings, model, metrics, self._completed.put
         )
         self.source = KafkaSource(
             consumer=clients.consumer,

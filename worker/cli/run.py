@@ -13,7 +13,7 @@ import structlog
 
 from worker.cli.options import add_settings_options, settings_from_args
 from worker.errors import FatalError
-from worker.health import HealthServer, Probes, progress_probe
+from worker.health import serve_probes
 from worker.logs import configure_logging
 from worker.pipeline import EXIT_FATAL, EXIT_OK, Pipeline
 
@@ -65,19 +65,14 @@ def handle(args: argparse.Namespace) -> int:
     if stop_early.is_set():
         log.info("stopped_before_start")
         return EXIT_OK
-    server = None
-    if settings.metrics_port is not None:
-        probes = Probes(
-            live=progress_probe(pipeline.heartbeats, settings.liveness_timeout_s),
-            ready=pipeline.readiness,
-        )
-        server = HealthServer(
-            host=settings.metrics_host,
-            port=settings.metrics_port,
-            probes=probes,
-            registry=pipeline.metrics.registry,
-        ).start()
-        log.info("health_server_started", port=server.port)
+    server = serve_probes(
+        host=settings.metrics_host,
+        port=settings.metrics_port,
+        heartbeats=pipeline.heartbeats,
+        liveness_timeout_s=settings.liveness_timeout_s,
+        readiness=pipeline.readiness,
+        registry=pipeline.metrics.registry,
+    )
     try:
         code = pipeline.run()
     finally:

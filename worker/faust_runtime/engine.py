@@ -21,21 +21,17 @@ from dataclasses import dataclass, replace
 
 import structlog
 
-from worker.batching import batching_for
-from worker.completions import check_threads, take_completed
+from worker.completions import check_threads, take_completed, worker_threads
 from worker.config import WorkerSettings
 from worker.errors import FatalError
 from worker.events import Headers, Provenance, SourceRef
 from worker.faust_runtime.outputs import Outputs, Send, Sent
-from worker.inference import InferenceLoop
-from worker.inputs.decoding import decoders_for
 from worker.kafka.offsets import OffsetTracker, PartitionKey, PartitionState
 from worker.kafka.topics import Budgets
 from worker.logs import where_raised
 from worker.metrics import Metrics
 from worker.notes import Note, Record
 from worker.pipeline import Model
-from worker.prepare import PreparationThread, Preparer
 from worker.render import outgoing
 
 log = structlog.get_logger(__name__)
@@ -82,25 +78,8 @@ class Engine:
         self._on_fatal = on_fatal
         self.tracker = OffsetTracker()
         self._completed: queue.SimpleQueue[Record | Note] = queue.SimpleQueue()
-        self._inference = InferenceLoop(
-            scorer=model,
-            settings=batching_for(
-                model,
-                token_budget=settings.token_budget,
-                max_batch_sentences=settings.max_batch_sentences,
-                max_wait_s=settings.max_wait_ms / 1000,
-            ),
-            on_complete=self._completed_put,
-            observer=metrics,
-        )
-        preparer = Preparer(
-            encoder=model,
-            max_note_chars=settings.max_note_chars,
-            max_sentence_tokens=settings.max_sentence_tokens,
-            decoders=decoders_for(settings),
-        )
-        self._preparation = PreparationThread(
-            preparer=preparer, score=self._inference.submit, on_prepared=self._completed_put
+        self._preparation, self._inference = worker_threads(
+            settings, model, metrics, self._completed_put
         )
         self.outputs = Outputs(
             send=send,

@@ -10,7 +10,6 @@ record alone (too large, invalid) dead-letters the record; any other delivery er
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -18,7 +17,7 @@ from worker.errors import FatalError, InvalidEvent
 from worker.events import Headers
 from worker.metrics import Metrics
 from worker.notes import Record
-from worker.outbound import TRUNCATED_DEAD_LETTER_BYTES, reason_of, truncated, within_budget
+from worker.outbound import TRUNCATED_DEAD_LETTER_BYTES, count_delivered, truncated, within_budget
 from worker.render import Outgoing, dead_letter
 
 #: Produce one record: (topic, key, value, headers) -> a future resolved on delivery.
@@ -108,10 +107,4 @@ class Outputs:
 
     def _count(self, record: Record, out: Outgoing) -> None:
         self.delivered += 1
-        if out.destination == "output":
-            self._metrics.events_out.inc()
-        else:
-            self._metrics.dead_letters.labels(reason=reason_of(out)).inc()
-        timestamp = record.source.timestamp
-        if timestamp is not None:
-            self._metrics.latency_seconds.observe(max(0.0, time.time() - timestamp / 1000))
+        count_delivered(self._metrics, record, out)

@@ -20,7 +20,7 @@ from worker.errors import FatalError, UsageError
 from worker.faust_runtime.agent import add_classifier_agent, app_settings, engine_of, refusal
 from worker.faust_runtime.engine import Engine
 from worker.faust_runtime.logbridge import bridge_library_logs
-from worker.health import HealthServer, Probes, progress_probe
+from worker.health import serve_probes
 from worker.kafka.errors import KafkaErrors
 from worker.kafka.topics import Budgets, budgets_for, check_topics
 from worker.metrics import Metrics
@@ -114,17 +114,11 @@ def _run_worker(faust: Any, app: Any) -> int:
 
 
 def _health_server(settings: WorkerSettings, engine: Engine, metrics: Metrics) -> Any:
-    if settings.metrics_port is None:
-        return None
-    probes = Probes(
-        live=progress_probe(engine.heartbeats, settings.liveness_timeout_s),
-        ready=engine.readiness,
-    )
-    server = HealthServer(
+    return serve_probes(
         host=settings.metrics_host,
         port=settings.metrics_port,
-        probes=probes,
+        heartbeats=engine.heartbeats,
+        liveness_timeout_s=settings.liveness_timeout_s,
+        readiness=engine.readiness,
         registry=metrics.registry,
-    ).start()
-    log.info("health_server_started", port=server.port)
-    return server
+    )

@@ -11,7 +11,6 @@ original's size and sha256. Errors that concern the whole producer are fatal (:c
 from __future__ import annotations
 
 import functools
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -25,7 +24,7 @@ from worker.kafka.errors import KafkaErrors
 from worker.kafka.ports import ProducerPort
 from worker.metrics import Metrics
 from worker.notes import Record
-from worker.outbound import TRUNCATED_DEAD_LETTER_BYTES, reason_of, truncated, within_budget
+from worker.outbound import TRUNCATED_DEAD_LETTER_BYTES, count_delivered, truncated, within_budget
 from worker.render import Outgoing, dead_letter
 
 log = structlog.get_logger(__name__)
@@ -119,13 +118,7 @@ class KafkaSink:
             self._refused(record, out, error)
             return
         self.delivered += 1
-        if out.destination == "output":
-            self._metrics.events_out.inc()
-        else:
-            self._metrics.dead_letters.labels(reason=reason_of(out)).inc()
-        timestamp = record.source.timestamp
-        if timestamp is not None:
-            self._metrics.latency_seconds.observe(max(0.0, time.time() - timestamp / 1000))
+        count_delivered(self._metrics, record, out)
         record.unacked -= 1
         if record.unacked == 0:
             self._on_delivered(record)
