@@ -154,6 +154,11 @@ class WorkerSettings(BaseSettings):
     model_path: str | None = Field(
         default=None, description="Checkpoint directory or hub id; unset = embedded default model."
     )
+    model_sha256: str | None = Field(
+        default=None,
+        description="Expected content hash of the model (as `biomarker-worker config --model` "
+        "and the start-up log print it); start-up refuses a model whose hash differs.",
+    )
     backend: str = Field(
         default="torch",
         description="Inference engine: torch (int8 and ONNX Runtime were measured and rejected).",

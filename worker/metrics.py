@@ -7,6 +7,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 _BATCH_SENTENCES = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 _BATCH_TOKENS = (64, 256, 1024, 2048, 4096, 8192, 16384, 32768, 65536)
 _SECONDS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+#: End-to-end latency reaches hours when a backfill or a backlog is read.
+_LATENCY_SECONDS = (*_SECONDS, 60, 120, 300, 600, 1800, 3600, 7200, 14400, 43200, 86400)
 
 
 class Metrics:
@@ -57,7 +59,7 @@ class Metrics:
         self.latency_seconds = Histogram(
             "biomarker_end_to_end_seconds",
             "From the input record's timestamp to the output's delivery.",
-            buckets=_SECONDS,
+            buckets=_LATENCY_SECONDS,
             registry=r,
         )
         self.queue_sentences = Gauge(
@@ -84,8 +86,39 @@ class Metrics:
         )
         self.consumer_lag = Gauge(
             "biomarker_consumer_lag",
-            "High watermark minus position.",
-            ["partition"],
+            "High watermark minus position, for the partitions this worker owns.",
+            ["topic", "partition"],
+            registry=r,
+        )
+        self.sentences_flagged = Counter(
+            "biomarker_sentences_flagged",
+            "Scored sentences labelled as biomarker mentions (ratio to sentences_out: drift).",
+            registry=r,
+        )
+        self.delivery_errors = Counter(
+            "biomarker_delivery_errors",
+            "Produce requests the brokers failed (after librdkafka's retries), by topic kind "
+            "and Kafka error code.",
+            ["topic", "code"],
+            registry=r,
+        )
+        self.kafka_errors = Counter(
+            "biomarker_kafka_errors",
+            "Client-wide errors librdkafka reported, by Kafka error code.",
+            ["code"],
+            registry=r,
+        )
+        self.group_lag = Gauge(
+            "biomarker_group_lag",
+            "Log end offset minus the group's committed offset, for every partition of the "
+            "input topics (owned by any member or by none).",
+            ["topic", "partition"],
+            registry=r,
+        )
+        self.build_info = Gauge(
+            "biomarker_build_info",
+            "Always 1; labels name the worker version, runtime, model and device.",
+            ["version", "runtime", "model", "model_sha256", "device", "dtype"],
             registry=r,
         )
         self.device_memory = Gauge(

@@ -231,7 +231,9 @@ class KafkaSource:
             _low, high = self._consumer.get_watermark_offsets(tp, cached=True) or (-1, -1)
             done = state.committable if state.committable is not None else tp.offset
             if high >= 0 and done is not None and done >= 0:
-                self._metrics.consumer_lag.labels(partition=str(tp.partition)).set(high - done)
+                self._metrics.consumer_lag.labels(topic=tp.topic, partition=str(tp.partition)).set(
+                    high - done
+                )
 
     def rewind(self) -> None:
         """Forget in-flight records and seek every partition back to its committed offset."""
