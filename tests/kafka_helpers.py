@@ -14,6 +14,7 @@ from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPa
 from confluent_kafka.admin import AdminClient
 
 from devkit.localkafka import create_topics
+from worker.config import WorkerSettings, load_settings
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -57,6 +58,18 @@ class KafkaTestKit:
         create_topics(
             self.bootstrap, {self.input: partitions, self.output: partitions, self.dlq: 1}
         )
+
+    def settings(self, **overrides: Any) -> WorkerSettings:
+        """Validated worker settings on these topics (CPU), with ``overrides``."""
+        topology = {
+            "bootstrap_servers": self.bootstrap,
+            "input_topic": self.input,
+            "output_topic": self.output,
+            "dlq_topic": self.dlq,
+            "group_id": self.group,
+            "device": "cpu",
+        }
+        return load_settings(overrides={**topology, **overrides})
 
     def env(self, model_dir: Path, **extra: str) -> dict[str, str]:
         """BIOMARKER_* variables for a worker subprocess on these topics."""

@@ -54,7 +54,9 @@ def test_bad_arguments_and_config_are_one_line_exit_2(args: list[str], env: dict
 
 
 def test_unloadable_model_exits_1_with_json_log_line(tmp_path: Path) -> None:
-    result = _cli("run", "--model", str(tmp_path / "missing"), "--bootstrap-servers", "127.0.0.1:1")
+    # An existing directory passes the settings check; it holds no checkpoint (a missing
+    # directory is a configuration error, exit 2: see tests/test_config.py).
+    result = _cli("run", "--model", str(tmp_path), "--bootstrap-servers", "127.0.0.1:1")
     assert result.returncode == 1
     assert b"Traceback" not in result.stderr
     events = [orjson.loads(line) for line in result.stderr.splitlines() if line.startswith(b"{")]
@@ -67,6 +69,9 @@ def test_yaml_file_env_and_flags_precedence(
     config = tmp_path / "worker.yaml"
     config.write_text("threshold: 0.3\ngroup_id: from-file\ntoken_budget: 1024\n")
     monkeypatch.setenv("BIOMARKER_GROUP_ID", "from-env")
+    monkeypatch.setenv("BIOMARKER_SECURITY_PROTOCOL", "SASL_SSL")
+    monkeypatch.setenv("BIOMARKER_SASL_MECHANISM", "PLAIN")
+    monkeypatch.setenv("BIOMARKER_SASL_USERNAME", "worker")
     monkeypatch.setenv("BIOMARKER_SASL_PASSWORD", "hunter2")
     settings = load_settings(config_file=config, overrides={"token_budget": 2048})
     assert settings.threshold == 0.3 and settings.group_id == "from-env"

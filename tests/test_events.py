@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+from dataclasses import replace
 
 import orjson
 import pytest
@@ -88,14 +90,30 @@ def test_output_keeps_input_fields_and_validates() -> None:
         "max_score": 0.9,
         "truncated_sentence_count": 1,
     }
-    assert result["output_id"] == output_id(source, PROVENANCE.model_sha256)
+    assert result["output_id"] == output_id(source, PROVENANCE)
 
 
-def test_output_id_is_deterministic_and_model_specific() -> None:
+def test_output_id_is_deterministic_and_covers_what_decides_the_labels() -> None:
     source = SourceRef("t", 0, 5, None)
-    assert output_id(source, "a") == output_id(SourceRef("t", 0, 5, 123), "a")
-    assert output_id(source, "a") != output_id(source, "b")
-    assert output_id(source, "a") != output_id(SourceRef("t", 0, 6, None), "a")
+    first = output_id(source, PROVENANCE)
+    assert first == output_id(SourceRef("t", 0, 5, 123), PROVENANCE)  # not the timestamp
+    assert first == output_id(source, replace(PROVENANCE, model_name="other", model_version="2"))
+    assert first != output_id(SourceRef("t", 0, 6, None), PROVENANCE)
+    assert first != output_id(source, replace(PROVENANCE, model_sha256="cd" * 32))
+    assert first != output_id(source, replace(PROVENANCE, threshold=0.6))
+    assert first != output_id(source, replace(PROVENANCE, segmenter_version="s2"))
+    assert first != output_id(source, PROVENANCE, 1)
+
+
+def test_output_id_recipe_is_pinned() -> None:
+    """The documented recipe (schemas/enriched-note.v1.json); a change breaks consumers'
+    de-duplication across the upgrade, so it must be deliberate."""
+    source = SourceRef("notes", 3, 42, None)
+    material = "notes\x1f3\x1f42\x1f" + "ab" * 32 + "\x1f0.5\x1fs"
+    assert output_id(source, PROVENANCE) == hashlib.sha256(material.encode()).hexdigest()[:32]
+    indexed = hashlib.sha256((material + "\x1f2").encode()).hexdigest()[:32]
+    assert output_id(source, PROVENANCE, 2) == indexed
+    assert output_id(source, PROVENANCE) == "f226e00b0104ace1783af42d7c57c39b"
 
 
 def test_dead_letter_headers_validate() -> None:

@@ -30,17 +30,7 @@ def model(tiny_model_dir: Path) -> SequenceClassifier:
 
 
 def worker_settings(kit: KafkaTestKit, **overrides: Any) -> WorkerSettings:
-    return load_settings(
-        overrides={
-            "bootstrap_servers": kit.bootstrap,
-            "input_topic": kit.input,
-            "output_topic": kit.output,
-            "dlq_topic": kit.dlq,
-            "group_id": kit.group,
-            "device": "cpu",
-            **overrides,
-        }
-    )
+    return kit.settings(**overrides)
 
 
 def run_until(
@@ -266,7 +256,7 @@ def test_an_idle_worker_takes_a_lone_note_without_waiting_out_its_poll(
     delivered_at: list[float] = []
 
     def send_when_idle_then_finish(pipeline: Pipeline) -> bool:
-        if not sent_at and pipeline.readiness()[0] and not pipeline.tracker.inflight:
+        if not sent_at and pipeline.readiness() == (True, "ok") and not pipeline.tracker.inflight:
             kit.produce([note(1)])  # written just before the loop's next (idle) poll
             sent_at.append(time.monotonic())
         if pipeline.delivered and not delivered_at:

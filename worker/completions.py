@@ -2,8 +2,8 @@
 
 The preparation thread hands back each prepared :class:`~worker.notes.Record`, the inference
 thread each scored :class:`~worker.notes.Note`, through one queue. Both runtimes build the two
-threads with :func:`worker_threads`, drain the queue with :func:`take_completed` and watch the
-threads with :func:`check_threads`.
+threads with :func:`worker_threads`, drain the queue with :func:`take_completed` (which also
+counts sentences prepared and flagged) and watch the threads with :func:`check_threads`.
 """
 
 from __future__ import annotations
@@ -66,8 +66,10 @@ def worker_threads(
     return preparation, inference
 
 
-def take_completed(completed: Completions, metrics: Metrics) -> None:
-    """Mark records prepared (counting their sentences and skipped parts) and notes scored."""
+def take_completed(completed: Completions, metrics: Metrics, *, threshold: float) -> None:
+    """Mark records prepared (counting their sentences and skipped parts) and notes scored
+    (counting the sentences labelled as biomarker mentions: score >= ``threshold``, as in the
+    output event)."""
     while True:
         try:
             done = completed.get_nowait()
@@ -80,6 +82,13 @@ def take_completed(completed: Completions, metrics: Metrics) -> None:
                 metrics.skipped.labels(reason=skip.reason).inc()
         else:
             done.record.note_scored(done)
+            if done.error is None:  # a note that failed is dead-lettered: it labels nothing
+                metrics.sentences_flagged.inc(flagged(done, threshold))
+
+
+def flagged(note: Note, threshold: float) -> int:
+    """Sentences of a scored note labelled as biomarker mentions."""
+    return sum(1 for score in note.scores if score >= threshold)
 
 
 def check_threads(threads: dict[str, WorkerThread]) -> None:

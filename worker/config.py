@@ -1,15 +1,23 @@
 """Worker settings: environment variables (prefix ``BIOMARKER_``), an optional YAML file, flags.
 
 Precedence, highest first: command-line flags, environment variables, the YAML file
-(``BIOMARKER_CONFIG_FILE`` or ``--config``), defaults. Every key is validated at start-up; a bad
-key or value is reported in one line naming it (exit 2).
+(``BIOMARKER_CONFIG_FILE`` or ``--config``), defaults. ``BIOMARKER_<NAME>_FILE`` reads a setting
+from a file (mounted secrets). :func:`load_settings` is strict: an unknown key, a bad value, an
+inconsistent security setup or a missing file is an error, and every error is reported at once,
+one line each naming the key and where it came from (exit 2). docs/CONFIGURATION.md has the rules.
 """
 
 from __future__ import annotations
 
+import difflib
 import os
+import re
+from collections.abc import Iterator, Mapping
+from contextvars import ContextVar
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from types import MappingProxyType
+from typing import Any, Final, Literal
 
 import yaml
 from pydantic import (
@@ -21,16 +29,104 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_core import ErrorDetails
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
 
 from worker.backend_choices import backend_problem
-from worker.errors import UsageError
+from worker.errors import ConfigError
 from worker.inputs import InputFormat
 
 ENV_PREFIX = "BIOMARKER_"
+#: ``BIOMARKER_<NAME>_FILE=/path``: the content of /path (trailing newline stripped) is <NAME>.
+FILE_SUFFIX = "_FILE"
+
+#: ``BIOMARKER_*`` variables that are not worker settings, with what reads them. Any other
+#: ``BIOMARKER_*`` variable that is neither a setting nor a setting's ``_FILE`` is an error.
+NOT_SETTINGS: Final[Mapping[str, str]] = MappingProxyType(
+    {
+        "BIOMARKER_CONFIG_FILE": "the YAML settings file (same as --config)",
+        "BIOMARKER_CACHE_DIR": "the model cache directory (worker/cache.py; the image sets it)",
+        "BIOMARKER_DATA_DIR": "the training corpora (dataset, training, demo notes)",
+        "BIOMARKER_TOOLS_DIR": "the chart tools cache (scripts/check_chart.sh, chart tests)",
+        "BIOMARKER_KUBERNETES_VERSIONS": "the schemas the chart is validated against (scripts/)",
+        "BIOMARKER_KAFKA_VERSION": "the Apache Kafka release of the local broker (devkit/)",
+        "BIOMARKER_EHR_SAMPLES": "the EHR sample messages of the tests",
+    }
+)
 
 SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
 SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER"]
+
+#: Parts of a ``kafka_extra`` key that mark it as credential-bearing (masked by ``masked()``).
+SECRET_KEY_WORDS = (
+    "password",
+    "passphrase",
+    "secret",
+    "token",
+    "key",
+    "credential",
+    "oauthbearer.config",
+    "jaas",
+)
+#: librdkafka properties that carry credentials, masked whatever :data:`SECRET_KEY_WORDS` says.
+SECRET_CLIENT_KEYS = frozenset(
+    {
+        "sasl.password",
+        "sasl.oauthbearer.config",
+        "sasl.oauthbearer.client.secret",
+        "sasl.oauthbearer.client.credentials.client.secret",
+        "sasl.oauthbearer.assertion.private.key.pem",
+        "sasl.oauthbearer.assertion.private.key.passphrase",
+        "sasl.jaas.config",
+        "ssl.key.password",
+        "ssl.key.pem",
+        "ssl.keystore.password",
+        "ssl_key",
+    }
+)
+
+#: OIDC client credentials in ``kafka_extra`` (librdkafka property and its alias), used when
+#: OAUTHBEARER has no ``sasl_oauthbearer_config``; librdkafka requires all of them.
+OIDC_REQUIRED = (
+    ("sasl.oauthbearer.token.endpoint.url",),
+    ("sasl.oauthbearer.client.id", "sasl.oauthbearer.client.credentials.client.id"),
+    ("sasl.oauthbearer.client.secret", "sasl.oauthbearer.client.credentials.client.secret"),
+)
+#: With the JWT-bearer grant, a signing key replaces the client id and secret.
+JWT_BEARER = "urn:ietf:params:oauth:grant-type:jwt-bearer"
+JWT_BEARER_KEYS = (
+    "sasl.oauthbearer.assertion.private.key.file",
+    "sasl.oauthbearer.assertion.private.key.pem",
+    "sasl.oauthbearer.assertion.file",
+)
+
+#: A Hugging Face hub id (``org/name``), as ``model_path`` may give instead of a directory.
+HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*")
+
+_SASL_SETTINGS = ("sasl_mechanism", "sasl_username", "sasl_password", "sasl_oauthbearer_config")
+_SSL_SETTINGS = (
+    "ssl_ca_location",
+    "ssl_certificate_location",
+    "ssl_key_location",
+    "ssl_key_password",
+)
+_PASSWORD_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+
+#: Set by :func:`load_settings` while it validates: check that the files settings name exist.
+_CHECK_FILES: ContextVar[bool] = ContextVar("biomarker_check_files", default=False)
+
+
+class InconsistentSettings(ValueError):
+    """Settings that are valid one by one but not together: ``(setting, rule)`` pairs."""
+
+    def __init__(self, problems: list[tuple[str, str]]) -> None:
+        super().__init__("; ".join(rule for _, rule in problems))
+        self.problems = tuple(problems)
 
 
 #: librdkafka properties the worker sets from its own (validated) settings: ``kafka_extra``
@@ -78,7 +174,11 @@ class InputTopic(BaseModel):
 
 
 class WorkerSettings(BaseSettings):
-    """All settings of the worker. Field names map to ``BIOMARKER_<NAME>`` variables."""
+    """All settings of the worker. Field names map to ``BIOMARKER_<NAME>`` variables.
+
+    :func:`load_settings` reads the file, the environment and flags; constructing the class
+    directly validates the given values only (the environment is not read, files not checked).
+    """
 
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX, extra="forbid", validate_default=True, frozen=True
@@ -156,8 +256,10 @@ class WorkerSettings(BaseSettings):
     )
     model_sha256: str | None = Field(
         default=None,
-        description="Expected content hash of the model (as `biomarker-worker config --model` "
-        "and the start-up log print it); start-up refuses a model whose hash differs.",
+        pattern=r"^\s*[0-9a-fA-F]{12,64}\s*$",
+        description="Expected content hash of the model: its full sha256, or the first 12 or more "
+        "hex digits (the start-up log and biomarker_build_info show it); start-up refuses a model "
+        "whose hash differs.",
     )
     backend: str = Field(
         default="torch",
@@ -277,21 +379,101 @@ class WorkerSettings(BaseSettings):
 
     @model_validator(mode="after")
     def _consistent(self) -> WorkerSettings:
-        if not self.inputs and (self.input_format == "mapping") != bool(self.input_mapping):
-            raise ValueError("input_mapping is set exactly when input_format is mapping")
-        topics = [item.topic for item in self.input_topics]
-        if set(topics) & {self.output_topic, self.dlq_topic}:
-            raise ValueError("input topics must differ from output_topic and dlq_topic")
-        if len(set(topics)) != len(topics):
-            raise ValueError("an input topic is listed twice in inputs")
-        if self.security_protocol.startswith("SASL") and self.sasl_mechanism is None:
-            raise ValueError("sasl_mechanism is required when security_protocol is SASL_*")
-        if self.runtime == "faust" and self.processing_guarantee == "exactly-once":
-            raise ValueError(
-                "runtime faust supports at-least-once only (exactly-once is not proven on "
-                "faust-streaming; see docs/FAUST.md)"
-            )
+        problems = [*self._topology_problems(), *self._security_problems()]
+        if _CHECK_FILES.get():
+            problems += self._file_problems()
+        if problems:
+            raise InconsistentSettings(problems)
         return self
+
+    def _topology_problems(self) -> Iterator[tuple[str, str]]:
+        if not self.inputs and (self.input_format == "mapping") != bool(self.input_mapping):
+            where = "input_mapping" if self.input_mapping else "input_format"
+            yield where, "input_mapping is set exactly when input_format is mapping"
+        topics = [item.topic for item in self.inputs] or [self.input_topic]
+        where = "inputs" if self.inputs else "input_topic"
+        if set(topics) & {self.output_topic, self.dlq_topic}:
+            yield where, "input topics must differ from output_topic and dlq_topic"
+        if len(set(topics)) != len(topics):
+            yield where, "an input topic is listed twice in inputs"
+        if self.runtime == "faust" and self.processing_guarantee == "exactly-once":
+            yield (
+                "runtime",
+                "runtime faust supports at-least-once only (exactly-once is not proven on "
+                "faust-streaming; see docs/FAUST.md)",
+            )
+
+    def _security_problems(self) -> Iterator[tuple[str, str]]:
+        protocol = self.security_protocol
+        if not protocol.startswith("SASL"):
+            for name in _SASL_SETTINGS:
+                if self._has(name):
+                    yield name, f"{name} is set but security_protocol {protocol} has no SASL"
+        elif self.sasl_mechanism is None:
+            yield "security_protocol", "sasl_mechanism is required when security_protocol is SASL_*"
+        elif self.sasl_mechanism in _PASSWORD_MECHANISMS:
+            missing = [name for name in ("sasl_username", "sasl_password") if not self._has(name)]
+            if missing:
+                needs = " and ".join(missing)
+                yield "sasl_mechanism", f"sasl_mechanism {self.sasl_mechanism} needs {needs}"
+        elif (oauth := self._oauthbearer_problem()) is not None:
+            yield "sasl_mechanism", oauth
+        if protocol not in ("SSL", "SASL_SSL"):
+            for name in _SSL_SETTINGS:
+                if self._has(name):
+                    yield name, f"{name} is set but security_protocol {protocol} has no SSL"
+        extra = self.kafka_extra
+        has_cert = bool(self.ssl_certificate_location or extra.get("ssl.certificate.pem"))
+        has_key = bool(self.ssl_key_location or extra.get("ssl.key.pem"))
+        if self.ssl_certificate_location and not has_key:
+            yield "ssl_certificate_location", "ssl_certificate_location needs ssl_key_location"
+        if self.ssl_key_location and not has_cert:
+            yield "ssl_key_location", "ssl_key_location needs ssl_certificate_location"
+
+    def _has(self, name: str) -> bool:
+        """Whether a setting is given a non-empty value."""
+        value = getattr(self, name)
+        return bool(value.get_secret_value() if isinstance(value, SecretStr) else value)
+
+    def _oauthbearer_problem(self) -> str | None:
+        """Why OAUTHBEARER cannot get a token: no config, and OIDC in kafka_extra incomplete."""
+        extra = self.kafka_extra
+        if self._has("sasl_oauthbearer_config") or extra.get("sasl.oauthbearer.config"):
+            return None
+        needs = "sasl_mechanism OAUTHBEARER needs sasl_oauthbearer_config"
+        # Without a config the worker selects OIDC itself (worker/kafka/clients.py).
+        if extra.get("sasl.oauthbearer.method", "oidc") != "oidc":
+            return needs
+        required = list(OIDC_REQUIRED)
+        if extra.get("sasl.oauthbearer.grant.type") == JWT_BEARER:
+            required = [OIDC_REQUIRED[0], JWT_BEARER_KEYS]
+        missing = [" or ".join(keys) for keys in required if not any(extra.get(k) for k in keys)]
+        if not missing:
+            return None
+        return f"{needs} or OIDC in kafka_extra (missing {', '.join(missing)})"
+
+    def _file_problems(self) -> Iterator[tuple[str, str]]:
+        """Files and directories the settings name that do not exist (where the worker runs)."""
+        ca = self.ssl_ca_location
+        if ca and ca != "probe" and not Path(ca).exists():  # a file or a directory of CAs
+            yield "ssl_ca_location", f"ssl_ca_location {ca} does not exist"
+        for name in ("ssl_certificate_location", "ssl_key_location"):
+            location = getattr(self, name)
+            if location and not Path(location).is_file():
+                yield name, f"{name} {location} is not an existing file"
+        model = self.model_path
+        if model and not Path(model).is_dir() and not HUB_ID.fullmatch(model):
+            yield (
+                "model_path",
+                f"model_path {model} is neither an existing directory nor a hub id (org/name)",
+            )
+        for number, item in enumerate(self.inputs):
+            if item.mapping and not Path(item.mapping).is_file():
+                yield "inputs", f"inputs[{number}].mapping {item.mapping} is not an existing file"
+        mapping = self.input_mapping
+        used = not self.inputs and self.input_format == "mapping"
+        if used and mapping and not Path(mapping).is_file():
+            yield "input_mapping", f"input_mapping {mapping} is not an existing file"
 
     @property
     def input_topics(self) -> tuple[InputTopic, ...]:
@@ -311,7 +493,7 @@ class WorkerSettings(BaseSettings):
                 shown[name] = "***"
             elif name == "kafka_extra":
                 shown[name] = {
-                    key: ("***" if _looks_secret(key) else val) for key, val in value.items()
+                    key: ("***" if is_secret_client_key(key) else val) for key, val in value.items()
                 }
             else:
                 shown[name] = value
@@ -326,50 +508,217 @@ class WorkerSettings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return init_settings, env_settings
+        # The environment and the file are read by load_settings, which knows every value's
+        # source; constructing WorkerSettings directly takes the given values only.
+        return (init_settings,)
 
 
-def _looks_secret(key: str) -> bool:
-    return any(word in key.lower() for word in ("password", "secret", "token", "key"))
+def is_secret_client_key(key: str) -> bool:
+    """Whether a librdkafka property may carry a credential (its value is never shown)."""
+    lowered = key.lower()
+    return lowered in SECRET_CLIENT_KEYS or any(word in lowered for word in SECRET_KEY_WORDS)
 
 
-def _read_yaml(path: Path) -> dict[str, Any]:
-    try:
-        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise UsageError(f"cannot read config file {path}: {exc.strerror}") from exc
-    except yaml.YAMLError as exc:
-        raise UsageError(f"config file {path} is not valid YAML: {exc}") from exc
-    if loaded is None:
-        return {}
-    if not isinstance(loaded, dict):
-        raise UsageError(f"config file {path} must hold a mapping of settings")
-    return {str(key).lower().replace("-", "_"): value for key, value in loaded.items()}
+@dataclass(frozen=True)
+class _Given:
+    """A value for a setting and where it came from (``env BIOMARKER_X``, ``file p:k``...)."""
+
+    value: Any
+    source: str
 
 
 def load_settings(
-    *, overrides: dict[str, Any] | None = None, config_file: str | Path | None = None
+    *,
+    overrides: Mapping[str, Any] | None = None,
+    config_file: str | Path | None = None,
+    flags: Mapping[str, str] | None = None,
+    check_files: bool = True,
 ) -> WorkerSettings:
-    """Build validated settings; any problem becomes a one-line :class:`UsageError`."""
+    """Build validated settings from the file, the environment and ``overrides``.
+
+    ``flags`` names the command-line flag of each override (for the messages). With
+    ``check_files`` the files and directories the settings name must exist. Every problem
+    is collected and raised at once as a :class:`~worker.errors.ConfigError`.
+    """
+    problems: list[str] = []
     file_path = config_file or os.environ.get(f"{ENV_PREFIX}CONFIG_FILE")
-    from_file = _read_yaml(Path(file_path)) if file_path else {}
-    env_names = {
-        name for name in WorkerSettings.model_fields if f"{ENV_PREFIX}{name.upper()}" in os.environ
-    }
-    # Environment beats the file: drop file keys the environment sets.
-    values = {key: val for key, val in from_file.items() if key not in env_names}
-    values.update({key: val for key, val in (overrides or {}).items() if val is not None})
+    given = _from_file(str(file_path), problems) if file_path else {}
+    decoder = EnvSettingsSource(WorkerSettings)  # pydantic-settings' decoding of variables
+    given.update(_from_env(decoder, problems))
+    given.update(_from_overrides(decoder, overrides or {}, flags or {}, problems))
+    settings = _validated(given, problems, check_files)
+    if problems or settings is None:
+        raise ConfigError(problems)
+    return settings
+
+
+def _from_file(path: str, problems: list[str]) -> dict[str, _Given]:
+    """The settings of a YAML file; unknown keys and unreadable files go to ``problems``."""
     try:
-        return WorkerSettings(**values)
+        loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except OSError as exc:
+        problems.append(f"file {path}: cannot read the config file: {exc.strerror}")
+        return {}
+    except UnicodeDecodeError:
+        problems.append(f"file {path}: the config file is not UTF-8 text")
+        return {}
+    except yaml.YAMLError as exc:
+        problems.append(f"file {path}: the config file is not valid YAML{_yaml_where(exc)}")
+        return {}
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, dict):
+        problems.append(f"file {path}: the config file must hold a mapping of settings")
+        return {}
+    given: dict[str, _Given] = {}
+    for key, value in loaded.items():
+        name = str(key).lower().replace("-", "_")
+        if name in WorkerSettings.model_fields:
+            given[name] = _Given(value, f"file {path}:{key}")
+        else:
+            problems.append(f"file {path}:{key}: unknown setting{_suggest(name)}")
+    return given
+
+
+def _yaml_where(exc: yaml.YAMLError) -> str:
+    """Where and why a YAML file failed, without quoting its content (it may hold secrets)."""
+    if isinstance(exc, yaml.MarkedYAMLError) and exc.problem_mark is not None:
+        mark = exc.problem_mark
+        return f" ({exc.problem}, line {mark.line + 1} column {mark.column + 1})"
+    return ""
+
+
+def _from_env(decoder: EnvSettingsSource, problems: list[str]) -> dict[str, _Given]:
+    """The ``BIOMARKER_*`` settings of the environment, ``*_FILE`` variables read."""
+    fields = WorkerSettings.model_fields
+    direct: dict[str, str] = {}
+    from_files: dict[str, str] = {}
+    for variable in sorted(os.environ):
+        upper = variable.upper()
+        if not upper.startswith(ENV_PREFIX) or upper in NOT_SETTINGS:
+            continue
+        name = upper.removeprefix(ENV_PREFIX).lower()
+        stem = name.removesuffix(FILE_SUFFIX.lower())
+        if name in fields:
+            direct[name] = variable
+        elif stem != name and stem in fields:
+            from_files[stem] = variable
+        else:
+            problems.append(f"env {variable}: unknown setting{_suggest_variable(name)}")
+    given: dict[str, _Given] = {}
+    for name, variable in direct.items():
+        if name in from_files:
+            problems.append(
+                f"env {from_files.pop(name)}: {name} is also set by {variable}; set one of them"
+            )
+        item = _decoded(decoder, name, os.environ[variable], f"env {variable}", problems)
+        if item is not None:
+            given[name] = item
+    for name, variable in from_files.items():
+        content = _read_value_file(variable, problems)
+        if content is not None:
+            item = _decoded(decoder, name, content, f"env {variable}", problems)
+            if item is not None:
+                given[name] = item
+    return given
+
+
+def _from_overrides(
+    decoder: EnvSettingsSource,
+    overrides: Mapping[str, Any],
+    flags: Mapping[str, str],
+    problems: list[str],
+) -> dict[str, _Given]:
+    """The settings given in code or by flags (``None``: not given)."""
+    given: dict[str, _Given] = {}
+    for key, value in overrides.items():
+        if value is None:
+            continue
+        name = key.lower().replace("-", "_")
+        source = f"flag {flags[key]}" if key in flags else f"override {key}"
+        if name not in WorkerSettings.model_fields:
+            problems.append(f"{source}: unknown setting{_suggest(name)}")
+        elif (item := _decoded(decoder, name, value, source, problems)) is not None:
+            given[name] = item
+    return given
+
+
+def _read_value_file(variable: str, problems: list[str]) -> str | None:
+    """The content of the file a ``*_FILE`` variable names, trailing newline stripped."""
+    path = os.environ[variable]
+    try:
+        return Path(path).read_text(encoding="utf-8").rstrip("\r\n")
+    except OSError as exc:
+        problems.append(f"env {variable}: cannot read {path}: {exc.strerror}")
+    except UnicodeDecodeError:
+        problems.append(f"env {variable}: {path} is not UTF-8 text")
+    return None
+
+
+def _decoded(
+    decoder: EnvSettingsSource, name: str, value: Any, source: str, problems: list[str]
+) -> _Given | None:
+    """``value`` as pydantic-settings decodes a variable (JSON for dicts, lists and models)."""
+    if not isinstance(value, str):
+        return _Given(value, source)
+    try:
+        decoded = decoder.prepare_field_value(name, WorkerSettings.model_fields[name], value, False)
+    except ValueError as exc:  # json.JSONDecodeError: its message quotes no content
+        problems.append(f"{source}: {name} is not valid JSON ({exc})")
+        return None
+    return _Given(decoded, source)
+
+
+def _validated(
+    given: dict[str, _Given], problems: list[str], check_files: bool
+) -> WorkerSettings | None:
+    """The settings of ``given``, or ``None`` with every validation problem in ``problems``."""
+    token = _CHECK_FILES.set(check_files)
+    try:
+        return WorkerSettings(**{name: item.value for name, item in given.items()})
     except ValidationError as exc:
-        raise UsageError(_one_line(exc)) from exc
+        for error in exc.errors(include_url=False, include_input=False):
+            problems.extend(_error_lines(error, given))
+        return None
+    finally:
+        _CHECK_FILES.reset(token)
 
 
-def _one_line(exc: ValidationError) -> str:
-    first = exc.errors()[0]
-    location = ".".join(str(part) for part in first["loc"]) or "settings"
-    key = f"{ENV_PREFIX}{location.upper()}" if first["loc"] else location
-    more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
-    if first["type"] == "extra_forbidden":
-        return f"unknown setting {location!r}{more}"
-    return f"invalid setting {location} ({key}): {first['msg']}{more}"
+def _error_lines(error: ErrorDetails, given: dict[str, _Given]) -> Iterator[str]:
+    """One line per problem of a pydantic error; the value itself is never quoted."""
+    reason = error.get("ctx", {}).get("error")
+    if isinstance(reason, InconsistentSettings):
+        for name, rule in reason.problems:
+            yield f"{_source(name, given)}: {rule}"
+        return
+    loc = error["loc"]
+    name = str(loc[0]) if loc else "settings"
+    path = name + "".join(
+        f".{part}" if isinstance(part, str) and part.isidentifier() else f"[{part!r}]"
+        for part in loc[1:]
+    )
+    message = str(reason) if isinstance(reason, Exception) else error["msg"]
+    yield f"{_source(name, given)}: {path}: {message}"
+
+
+def _source(name: str, given: dict[str, _Given]) -> str:
+    item = given.get(name)
+    return item.source if item is not None else "default"
+
+
+def _suggest(name: str) -> str:
+    """``; did you mean X?`` for the setting closest to an unknown key, or nothing."""
+    close = difflib.get_close_matches(name, list(WorkerSettings.model_fields), n=1)
+    return f"; did you mean {close[0]}?" if close else ""
+
+
+def _suggest_variable(name: str) -> str:
+    """The closest ``BIOMARKER_*`` variable to an unknown one (``name`` without the prefix)."""
+    fields = list(WorkerSettings.model_fields)
+    known = [
+        *fields,
+        *(f"{field}{FILE_SUFFIX.lower()}" for field in fields),
+        *(variable.removeprefix(ENV_PREFIX).lower() for variable in NOT_SETTINGS),
+    ]
+    close = difflib.get_close_matches(name, known, n=1)
+    return f"; did you mean {ENV_PREFIX}{close[0].upper()}?" if close else ""

@@ -152,13 +152,24 @@ def _describe(error: ValidationError) -> str:
     return f"{where}: violates {rule} {error.validator_value!r}"[:300]
 
 
-def output_id(source: SourceRef, model_sha256: str, index: int = 0) -> str:
-    """Deterministic id: the same input through the same model always gets the same id.
+def output_id(source: SourceRef, provenance: Provenance, index: int = 0) -> str:
+    """Deterministic id of one output: the same input through the same labelling gets the same id.
 
-    ``index`` is the note's position in its record (a bundle or batch holds several); the first
-    note's id is the one a single-note record always had.
+    It covers the input's place (topic, partition, offset) and everything that decides the
+    labels: the model's content hash, the threshold and the segmenter version. The first 32 hex
+    digits of sha256 over those fields joined by ``\x1f`` (the threshold as Python's ``repr`` of
+    the float, e.g. ``0.5``), followed by ``\x1f`` and ``index`` when it is not 0: ``index`` is
+    the note's position in its record (a bundle or batch holds several).
     """
-    material = f"{source.topic}\x1f{source.partition}\x1f{source.offset}\x1f{model_sha256}"
+    fields = (
+        source.topic,
+        source.partition,
+        source.offset,
+        provenance.model_sha256,
+        repr(float(provenance.threshold)),
+        provenance.segmenter_version,
+    )
+    material = "\x1f".join(map(str, fields))
     if index:
         material += f"\x1f{index}"
     return hashlib.sha256(material.encode()).hexdigest()[:32]
@@ -200,7 +211,7 @@ def build_output(
         sentences.append(sentence)
     result = {
         "schema_version": OUTPUT_SCHEMA_VERSION,
-        "output_id": output_id(source, provenance.model_sha256, note_index),
+        "output_id": output_id(source, provenance, note_index),
         "sentences": sentences,
         "summary": {
             "sentence_count": len(sentences),

@@ -1,8 +1,11 @@
 """Probe and metrics HTTP endpoints: ``/livez``, ``/healthz``, ``/readyz``, ``/metrics``.
 
 Liveness means the main loop *and* the inference thread are making progress (a wedged model call
-or a stuck poll loop fails it), not merely that the process exists. Readiness means the model is
-loaded and warmed up and this member has partitions assigned.
+or a stuck poll loop fails it), not merely that the process exists. Readiness means able to work
+(:func:`readiness`, the same for both runtimes): not stopping, the model loaded and running, the
+brokers reachable, and the loop and the inference thread progressing within half the liveness
+timeout. A member that owns no partitions (more pods than partitions) is ready, reason ``idle``;
+``biomarker_assigned_partitions`` tells idle members apart.
 
 The server is one asyncio event loop on its own thread, so an idle or slow client costs a socket,
 not a thread. Each connection carries one request (``Connection: close``) and must complete it
@@ -18,7 +21,7 @@ import contextlib
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -65,6 +68,44 @@ def progress_probe(
         return True, "ok"
 
     return probe
+
+
+def readiness_window(liveness_timeout_s: float) -> float:
+    """Heartbeats older than this make a member not ready: half the liveness timeout, so a
+    stalled member leaves the Service well before it is restarted."""
+    return liveness_timeout_s / 2
+
+
+def readiness(
+    *,
+    stopping: bool,
+    model_running: bool,
+    brokers: str | None,
+    heartbeats: Mapping[str, float],
+    window_s: float,
+    partitions: int,
+    now: float | None = None,
+) -> tuple[bool, str]:
+    """Ready when able to work; (ready, reason), the first failing condition named.
+
+    ``model_running``: the model is loaded and the inference thread runs it. ``brokers``: why
+    the brokers cannot be used, None when they can. ``heartbeats``: monotonic times each named
+    thread last made progress. Owning no ``partitions`` is ready, reason ``idle``.
+    """
+    if stopping:
+        return False, "stopping"
+    if not model_running:
+        return False, "model not running"
+    if brokers is not None:
+        return False, brokers
+    now = time.monotonic() if now is None else now
+    for name, beat in heartbeats.items():
+        age = now - beat
+        if age > window_s:
+            return False, f"no progress for {age:.0f}s ({name})"
+    if not partitions:
+        return True, "idle"
+    return True, "ok"
 
 
 class HealthServer:

@@ -1,14 +1,51 @@
-"""Prometheus metrics of the worker. Labels carry topics and outcomes, never note content."""
+"""Prometheus metrics of the worker. Labels carry topics and outcomes, never note content.
+
+docs/METRICS.md lists every family exported here (tests/test_metrics_docs.py keeps them equal).
+"""
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+import weakref
+from typing import Protocol
+
+from prometheus_client import (
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    GCCollector,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+)
+
+from worker import __version__
 
 _BATCH_SENTENCES = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 _BATCH_TOKENS = (64, 256, 1024, 2048, 4096, 8192, 16384, 32768, 65536)
 _SECONDS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 #: End-to-end latency reaches hours when a backfill or a backlog is read.
 _LATENCY_SECONDS = (*_SECONDS, 60, 120, 300, 600, 1800, 3600, 7200, 14400, 43200, 86400)
+
+#: Registries that already collect process_*, python_info and python_gc_* (the global registry
+#: does from import time).
+_WITH_RUNTIME_COLLECTORS: weakref.WeakSet[CollectorRegistry] = weakref.WeakSet([REGISTRY])
+
+
+class ModelDescription(Protocol):
+    """What :func:`set_build_info` reads of a model's ``info``."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def sha256(self) -> str: ...
+
+    @property
+    def device(self) -> str: ...
+
+    @property
+    def dtype(self) -> str: ...
 
 
 class Metrics:
@@ -17,6 +54,7 @@ class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
         r = self.registry
+        _add_runtime_collectors(r)
         self.events_in = Counter("biomarker_events_in", "Input records read.", registry=r)
         self.events_out = Counter("biomarker_events_out", "Enriched events delivered.", registry=r)
         self.dead_letters = Counter(
@@ -97,8 +135,8 @@ class Metrics:
         )
         self.delivery_errors = Counter(
             "biomarker_delivery_errors",
-            "Produce requests the brokers failed (after librdkafka's retries), by topic kind "
-            "and Kafka error code.",
+            "Outputs and dead letters that could not be produced: refused by the client or "
+            "failed after the producer's retries; by topic kind (output, dlq) and error code.",
             ["topic", "code"],
             registry=r,
         )
@@ -135,3 +173,26 @@ class Metrics:
         self.padding_ratio.set(1.0 - tokens / padded_tokens if padded_tokens else 0.0)
         self.inference_seconds.observe(seconds)
         self.sentences_out.inc(sentences)
+
+
+def set_build_info(metrics: Metrics, *, runtime: str, model: ModelDescription) -> None:
+    """``biomarker_build_info`` = 1 with this process's version, runtime and model."""
+    metrics.build_info.labels(
+        version=__version__,
+        runtime=runtime,
+        model=model.name,
+        model_sha256=model.sha256,
+        device=model.device,
+        dtype=model.dtype,
+    ).set(1)
+
+
+def _add_runtime_collectors(registry: CollectorRegistry) -> None:
+    """Process (CPU, memory, file descriptors), platform and garbage-collector metrics, once per
+    registry."""
+    if registry in _WITH_RUNTIME_COLLECTORS:
+        return
+    ProcessCollector(registry=registry)
+    PlatformCollector(registry=registry)
+    GCCollector(registry=registry)
+    _WITH_RUNTIME_COLLECTORS.add(registry)

@@ -1,6 +1,7 @@
 """What may leave the worker: an output over its budget becomes a dead letter, and a dead letter
 over its topic's limit keeps its first bytes (saying so in its headers). Shared by both
-runtimes' senders; logs every dead letter (coordinates and reason, never the value)."""
+runtimes' senders: logs every dead letter (coordinates and reason, never the value) and counts
+what was delivered or refused."""
 
 from __future__ import annotations
 
@@ -81,3 +82,9 @@ def count_delivered(metrics: Metrics, record: Record, out: Outgoing) -> None:
     timestamp = record.source.timestamp
     if timestamp is not None:
         metrics.latency_seconds.observe(max(0.0, time.time() - timestamp / 1000))
+
+
+def count_refused(metrics: Metrics, out: Outgoing, code: str) -> None:
+    """An output or dead letter could not be produced (``code``: the Kafka error's name)."""
+    topic = "output" if out.destination == "output" else "dlq"
+    metrics.delivery_errors.labels(topic=topic, code=code).inc()

@@ -42,10 +42,12 @@ from worker.completions import check_threads, take_completed, worker_threads
 from worker.config import WorkerSettings
 from worker.errors import FatalError
 from worker.events import Provenance
+from worker.health import readiness, readiness_window
 from worker.heap import FreeMemoryReturner, startup_objects_frozen
 from worker.kafka.commits import OffsetCommitter, StoredOffsets, TransactionalOffsets
 from worker.kafka.deadline import ClientHung, call_with_deadline
 from worker.kafka.errors import KafkaErrors
+from worker.kafka.group_lag import GroupLagCollector
 from worker.kafka.offsets import OffsetTracker, PartitionState
 from worker.kafka.ports import KafkaClients, kafka_clients
 from worker.kafka.replay import ReplayPlan
@@ -94,8 +96,16 @@ class Pipeline:
         self.settings = settings
         self.metrics = metrics = metrics or Metrics()
         self.provenance = provenance
-        self.errors = KafkaErrors()
-        hooks = {"error_cb": self.errors.on_error, "logger": kafka_logger()}
+        self.errors = KafkaErrors(metrics)
+        hooks = {**self.errors.hooks(), "logger": kafka_logger()}
+        #: The whole group's lag, read from the brokers (not for fakes, nor a replay's range).
+        self._group_lag = (
+            GroupLagCollector(
+                settings, metrics, group_id=group_id, hooks={"logger": kafka_logger()}
+            )
+            if clients is None and replay is None
+            else None
+        )
         clients = clients or kafka_clients(settings, group_id=group_id, hooks=hooks)
         self._producer = clients.producer
         self._topic_limits = clients.topic_limits
@@ -167,6 +177,8 @@ class Pipeline:
             self._inference.start()
             self._preparation.start()
             self.source.start(self)
+            if self._group_lag is not None:
+                self._group_lag.start()
             log.info(
                 "worker_started",
                 inputs={item.topic: item.format for item in self.settings.input_topics},
@@ -197,6 +209,8 @@ class Pipeline:
             self._abort()
             return EXIT_FATAL
         finally:
+            if self._group_lag is not None:
+                self._group_lag.stop()
             self._preparation.stop()
             self._inference.stop()
         log.info("worker_stopped")
@@ -222,11 +236,15 @@ class Pipeline:
         return [self.last_progress, self._inference.last_progress]
 
     def readiness(self) -> tuple[bool, str]:
-        if self._stopping.is_set():
-            return False, "stopping"
-        if not self.tracker.partitions:
-            return False, "no partitions assigned"
-        return True, "ok"
+        """Able to work (:func:`worker.health.readiness`); owning no partitions is ``idle``."""
+        return readiness(
+            stopping=self._stopping.is_set() or self.errors.fatal is not None,
+            model_running=self._inference.alive(),
+            brokers=self.errors.brokers_problem(),
+            heartbeats={"loop": self.last_progress, "inference": self._inference.last_progress},
+            window_s=readiness_window(self.settings.liveness_timeout_s),
+            partitions=len(self.tracker.partitions),
+        )
 
     # ------------------------------------------------------------------ the loop
     def _step(self) -> None:
@@ -256,7 +274,7 @@ class Pipeline:
 
     def _pump(self, timeout: float = 0.0) -> None:
         """Take completions, produce every ready record, serve delivery reports, stage offsets."""
-        take_completed(self._completed, self.metrics)
+        take_completed(self._completed, self.metrics, threshold=self.provenance.threshold)
         for record in self.tracker.take_ready():
             include_text = self.settings.include_sentence_text
             self.sink.send(

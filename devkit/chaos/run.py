@@ -37,8 +37,8 @@ _JOIN_TIMEOUT_S = 300.0
 
 def worker_env(options: ChaosOptions, bootstrap: str) -> dict[str, str]:
     """The workers' environment: this one minus inherited worker settings, plus the run's."""
-    settings = {f"BIOMARKER_{name.upper()}" for name in WorkerSettings.model_fields}
-    settings.add("BIOMARKER_CONFIG_FILE")
+    names = [f"BIOMARKER_{name.upper()}" for name in WorkerSettings.model_fields]
+    settings = {*names, *(f"{name}_FILE" for name in names), "BIOMARKER_CONFIG_FILE"}
     env = {key: value for key, value in os.environ.items() if key not in settings}
     env.update(
         {

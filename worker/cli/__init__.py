@@ -23,6 +23,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "worker.cli.extract",
     "worker.cli.demo",
     "worker.cli.replay",
+    "worker.cli.redrive",
     "worker.cli.show_config",
     "worker.cli.build_dataset",
     "worker.cli.train",
@@ -60,7 +61,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         result: int = args.handler(args)
     except UsageError as exc:
-        sys.stderr.write(f"biomarker-worker {args.command}: error: {exc}\n")
+        for line in str(exc).splitlines() or [""]:  # a ConfigError has one line per problem
+            sys.stderr.write(f"biomarker-worker {args.command}: error: {line}\n")
         return EXIT_USAGE
     except KeyboardInterrupt:
         return 130

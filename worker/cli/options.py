@@ -30,25 +30,40 @@ def add_settings_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
-_FLAG_KEYS = (
-    "bootstrap_servers",
-    "input_topic",
-    "output_topic",
-    "dlq_topic",
-    "group_id",
-    "model_path",
-    "device",
-    "threshold",
-    "log_level",
-)
+#: The flag of each setting that add_settings_options adds (messages name the flag).
+_FLAGS = {
+    "bootstrap_servers": "--bootstrap-servers",
+    "input_topic": "--input-topic",
+    "output_topic": "--output-topic",
+    "dlq_topic": "--dlq-topic",
+    "group_id": "--group-id",
+    "model_path": "--model",
+    "device": "--device",
+    "threshold": "--threshold",
+    "log_level": "--log-level",
+}
+#: Flags of single commands whose values the commands pass to settings_from_args as ``extra``.
+_COMMAND_FLAGS = {"input_format": "--format", "input_mapping": "--mapping", "runtime": "--runtime"}
 
 
-def settings_from_args(args: argparse.Namespace, **extra: Any) -> WorkerSettings:
-    overrides: dict[str, Any] = {key: getattr(args, key, None) for key in _FLAG_KEYS}
+def settings_from_args(
+    args: argparse.Namespace, *, check_files: bool = True, **extra: Any
+) -> WorkerSettings:
+    """Settings of the file, the environment, the flags and ``extra`` (settings a command sets;
+    ``None``: not set). ``check_files``: see :func:`~worker.config.load_settings`."""
+    overrides: dict[str, Any] = {key: getattr(args, key, None) for key in _FLAGS}
+    flags = dict(_FLAGS)
     for item in args.set:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             raise UsageError(f"--set expects KEY=VALUE, got {item!r}")
-        overrides[key.strip().lower().replace("-", "_")] = value
-    overrides.update(extra)
-    return load_settings(overrides=overrides, config_file=args.config)
+        name = key.strip().lower().replace("-", "_")
+        overrides[name] = value
+        flags[name] = f"--set {key.strip()}"
+    for key, value in extra.items():
+        if value is not None:
+            overrides[key] = value
+            flags[key] = {**_FLAGS, **_COMMAND_FLAGS}.get(key, f"--{key.replace('_', '-')}")
+    return load_settings(
+        overrides=overrides, config_file=args.config, flags=flags, check_files=check_files
+    )

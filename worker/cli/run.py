@@ -15,6 +15,7 @@ from worker.cli.options import add_settings_options, settings_from_args
 from worker.errors import FatalError
 from worker.health import serve_probes
 from worker.logs import configure_logging
+from worker.metrics import set_build_info
 from worker.pipeline import EXIT_FATAL, EXIT_OK, Pipeline
 
 
@@ -61,6 +62,7 @@ def handle(args: argparse.Namespace) -> int:
         device=model.info.device,
         dtype=model.info.dtype,
     )
+    set_build_info(pipeline.metrics, runtime="confluent", model=model.info)
     stop_on_signals(pipeline)
     if stop_early.is_set():
         log.info("stopped_before_start")

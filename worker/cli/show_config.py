@@ -12,7 +12,11 @@ from worker.cli.options import add_settings_options, settings_from_args
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
-        "config", help="validate and print the effective configuration (secrets masked)"
+        "config",
+        help="validate and print the effective configuration (secrets masked)",
+        description="Validate the configuration as run does at start-up and print the effective "
+        "settings, secrets masked. Every problem is listed at once, one line each with its "
+        "source; exit code 2 (see docs/CONFIGURATION.md).",
     )
     add_settings_options(parser)
     parser.set_defaults(handler=handle)

@@ -144,10 +144,11 @@ def _connect_signals(app: Any, engine: Engine, inputs: set[str]) -> None:
         await engine.revoke(keys)
 
     async def assigned(_sender: Any, assigned: Any, **_kw: Any) -> None:
-        mine = sorted([tp.topic, tp.partition] for tp in assigned if tp.topic in inputs)
-        engine.metrics.rebalances.labels(kind="assigned").inc()
-        engine.metrics.assigned_partitions.set(len(mine))
-        log.info("partitions_assigned", partitions=mine)
+        mine: set[PartitionKey] = {
+            (tp.topic, tp.partition) for tp in assigned if tp.topic in inputs
+        }
+        engine.assigned(mine)
+        log.info("partitions_assigned", partitions=sorted(map(list, mine)))
         acking = set(app.topics.acking_topics) & inputs
         if acking:  # another agent acks these topics: faust would commit past our work
             _crash(app, FatalError(f"another agent reads {sorted(acking)} with acks on"))

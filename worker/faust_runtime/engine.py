@@ -26,6 +26,7 @@ from worker.config import WorkerSettings
 from worker.errors import FatalError
 from worker.events import Headers, Provenance, SourceRef
 from worker.faust_runtime.outputs import Outputs, Send, Sent
+from worker.health import readiness, readiness_window
 from worker.kafka.offsets import OffsetTracker, PartitionKey, PartitionState
 from worker.kafka.topics import Budgets
 from worker.logs import where_raised
@@ -77,6 +78,9 @@ class Engine:
         self._commit = commit
         self._on_fatal = on_fatal
         self.tracker = OffsetTracker()
+        #: Input partitions faust assigned to this member (the tracker knows only those with
+        #: records read).
+        self.assignment: set[PartitionKey] = set()
         self._completed: queue.SimpleQueue[Record | Note] = queue.SimpleQueue()
         self._preparation, self._inference = worker_threads(
             settings, model, metrics, self._completed_put
@@ -126,11 +130,19 @@ class Engine:
         return [self.last_progress, self._inference.last_progress]
 
     def readiness(self) -> tuple[bool, str]:
-        if self.stopping:
-            return False, "stopping"
-        if not self.started or not self.tracker.partitions:
-            return False, "no partitions assigned"
-        return True, "ok"
+        """Able to work, as the confluent pipeline means it (:func:`worker.health.readiness`).
+
+        Brokers: faust's client (aiokafka) reports no client-wide errors to hook, so nothing
+        marks them unreachable here; the start-up topic check reached them before faust started.
+        """
+        return readiness(
+            stopping=self.stopping or self.failure is not None,
+            model_running=self.started and self._inference.alive(),
+            brokers=None,
+            heartbeats={"loop": self.last_progress, "inference": self._inference.last_progress},
+            window_s=readiness_window(self.settings.liveness_timeout_s),
+            partitions=len(self.assignment),
+        )
 
     # ------------------------------------------------------------------ input
     async def accept(self, message: Incoming) -> None:
@@ -165,7 +177,6 @@ class Engine:
 
     def _assign(self, key: PartitionKey) -> PartitionState:
         [state] = self.tracker.assign([key])
-        self.metrics.assigned_partitions.set(len(self.tracker.partitions))
         return state
 
     def _flush_pending(self) -> None:
@@ -207,7 +218,7 @@ class Engine:
     async def _pump(self) -> None:
         self._check_threads()
         self._flush_pending()
-        take_completed(self._completed, self.metrics)
+        take_completed(self._completed, self.metrics, threshold=self.provenance.threshold)
         include_text = self.settings.include_sentence_text
         for record in list(self.tracker.take_ready()):
             outs = outgoing(record, provenance=self.provenance, include_text=include_text)
@@ -266,6 +277,12 @@ class Engine:
                     del self._to_commit[key]
 
     # ------------------------------------------------------------------ rebalances, stop
+    def assigned(self, keys: set[PartitionKey]) -> None:
+        """This member's whole new assignment (faust's rebalances are eager)."""
+        self.assignment = set(keys)
+        self.metrics.assigned_partitions.set(len(self.assignment))
+        self.metrics.rebalances.labels(kind="assign").inc()
+
     async def revoke(self, keys: set[PartitionKey]) -> None:
         """Partitions leave: finish their work for ``revoke_timeout_s``, commit, forget."""
         states = [s for k, s in self.tracker.partitions.items() if k in keys]
@@ -275,8 +292,10 @@ class Engine:
         for key in keys:
             self._to_commit.pop(key, None)
         self._pending = [r for r in self._pending if not r.cancelled]
-        self.metrics.assigned_partitions.set(len(self.tracker.partitions))
-        self.metrics.rebalances.labels(kind="revoked").inc()
+        self.assignment -= keys
+        self.metrics.assigned_partitions.set(len(self.assignment))
+        if keys:  # faust's rebalances are eager: an empty revoke starts the first assignment
+            self.metrics.rebalances.labels(kind="revoke").inc()
         log.info("partitions_revoked", partitions=sorted(map(list, keys)), unfinished=dropped)
         self._update_room()
 

@@ -4,7 +4,8 @@ The same rules as the confluent sink (:mod:`worker.kafka.sink`): an output over
 ``max_output_bytes`` is replaced by a dead letter (``output_too_large``); a dead letter over its
 topic's budget goes out truncated with size and sha256 headers; a refusal that concerns this
 record alone (too large, invalid) dead-letters the record; any other delivery error is fatal
-(the offset is never committed, the restart re-reads the record).
+(the offset is never committed, the restart re-reads the record). Every refusal counts in
+``biomarker_delivery_errors``, with the confluent runtime's error names where Kafka gave a code.
 """
 
 from __future__ import annotations
@@ -13,11 +14,19 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from confluent_kafka import KafkaError
+
 from worker.errors import FatalError, InvalidEvent
 from worker.events import Headers
 from worker.metrics import Metrics
 from worker.notes import Record
-from worker.outbound import TRUNCATED_DEAD_LETTER_BYTES, count_delivered, truncated, within_budget
+from worker.outbound import (
+    TRUNCATED_DEAD_LETTER_BYTES,
+    count_delivered,
+    count_refused,
+    truncated,
+    within_budget,
+)
 from worker.render import Outgoing, dead_letter
 
 #: Produce one record: (topic, key, value, headers) -> a future resolved on delivery.
@@ -42,6 +51,18 @@ def record_error(exc: BaseException) -> bool:
             return True
         seen = seen.__cause__
     return False
+
+
+def error_code(exc: BaseException) -> str:
+    """The Kafka error name of ``exc`` (or of what it wraps), as librdkafka spells it; the
+    exception's class name for a client-side error without a Kafka error code."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        errno = getattr(type(seen), "errno", None)  # aiokafka: a class attribute
+        if isinstance(errno, int) and errno != 0:
+            return str(KafkaError(errno).name())
+        seen = seen.__cause__
+    return type(exc).__name__
 
 
 class Outputs:
@@ -74,6 +95,7 @@ class Outputs:
             self._count(record, out)
 
     async def _refused(self, record: Record, out: Outgoing, exc: BaseException) -> None:
+        count_refused(self._metrics, out, error_code(exc))
         if not record_error(exc):
             raise FatalError(f"delivery failed: {type(exc).__name__}") from exc
         if out.destination == "output":

@@ -22,8 +22,10 @@ from worker.faust_runtime.engine import Engine
 from worker.faust_runtime.logbridge import bridge_library_logs
 from worker.health import serve_probes
 from worker.kafka.errors import KafkaErrors
+from worker.kafka.group_lag import GroupLagCollector
 from worker.kafka.topics import Budgets, budgets_for, check_topics
-from worker.metrics import Metrics
+from worker.logs import kafka_logger
+from worker.metrics import Metrics, set_build_info
 
 log = structlog.get_logger("worker.run")
 
@@ -81,17 +83,26 @@ def run(settings: WorkerSettings) -> int:
         log.error("startup_failed", error=str(exc))
         return EXIT_FATAL
     log.info("model_loaded", model=model.info.name, sha256=model.info.sha256[:12], runtime="faust")
+    set_build_info(metrics, runtime="faust", model=model.info)
     if stop_early.is_set():
         log.info("stopped_before_start")
         return EXIT_OK
-    app = faust.App(settings.group_id, **app_settings(settings))
+    from worker.faust_runtime.producer import IdempotentApp
+
+    app = IdempotentApp(settings.group_id, **app_settings(settings))
     agent = add_classifier_agent(app, settings, model, metrics=metrics)
     engine = engine_of(agent)
     engine.apply_budgets(budgets)
     server = _health_server(settings, engine, metrics)
+    # The group's lag as aiokafka reads: uncommitted records too (faust runs no transactions).
+    group_lag = GroupLagCollector(
+        settings, metrics, read_committed=False, hooks={"logger": kafka_logger()}
+    )
+    group_lag.start()
     try:
         code = _run_worker(faust, app)
     finally:
+        group_lag.stop()
         if server is not None:
             server.stop()
     failure = getattr(app, "biomarker_failure", None) or engine.failure

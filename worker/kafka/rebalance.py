@@ -4,12 +4,14 @@ their work when they go.
 On assign: track the partitions, count this attempt (:mod:`worker.kafka.crashes`), set their
 pause state explicitly. On revoke: the :class:`RebalanceListener` (the pipeline) first finishes
 and commits what it can of them, in bounded time; then they are forgotten. On loss: forgotten
-without a commit (the next owner re-reads them).
+without a commit (the next owner re-reads them). Forgotten partitions also leave
+``biomarker_consumer_lag``: only their new owner reports them, so a sum over members counts
+each partition once.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
 import structlog
@@ -80,12 +82,21 @@ class Rebalancer:
     def _counted(self, kind: str, partitions: list[Any], **fields: int) -> None:
         self._metrics.rebalances.labels(kind=kind).inc()
         self._metrics.assigned_partitions.set(len(self._tracker.partitions))
-        names = names_of(keys_of(partitions))
+        keys = keys_of(partitions)
+        if kind != "assign":
+            forget_lag(self._metrics, keys)
+        names = names_of(keys)
         if kind == "lost":
             log.warning("partitions_lost", partitions=names, **fields)
         else:
             event = "partitions_assigned" if kind == "assign" else "partitions_revoked"
             log.info(event, partitions=names, **fields)
+
+
+def forget_lag(metrics: Metrics, keys: Iterable[PartitionKey]) -> None:
+    """Drop the ``biomarker_consumer_lag`` series of partitions this member no longer owns."""
+    for topic, partition in keys:
+        metrics.consumer_lag.remove(topic, str(partition))
 
 
 def keys_of(partitions: list[Any]) -> list[PartitionKey]:

@@ -6,6 +6,7 @@ serving delivery reports. An output the brokers refuse for this record alone (to
 is replaced by a dead letter of the record (reason ``output_too_large`` or ``output_rejected``);
 a dead letter that is itself too large goes out as a truncated copy whose headers give the
 original's size and sha256. Errors that concern the whole producer are fatal (:class:`KafkaErrors`).
+Every refusal, local or in a delivery report, counts in ``biomarker_delivery_errors``.
 """
 
 from __future__ import annotations
@@ -24,7 +25,13 @@ from worker.kafka.errors import KafkaErrors
 from worker.kafka.ports import ProducerPort
 from worker.metrics import Metrics
 from worker.notes import Record
-from worker.outbound import TRUNCATED_DEAD_LETTER_BYTES, count_delivered, truncated, within_budget
+from worker.outbound import (
+    TRUNCATED_DEAD_LETTER_BYTES,
+    count_delivered,
+    count_refused,
+    truncated,
+    within_budget,
+)
 from worker.render import Outgoing, dead_letter
 
 log = structlog.get_logger(__name__)
@@ -36,7 +43,6 @@ _RECORD_ERRORS = {
     KafkaError.INVALID_RECORD,
     KafkaError.INVALID_MSG,
 }
-#: A dead letter too large to produce keeps this many bytes of the original value.
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +131,7 @@ class KafkaSink:
 
     def _refused(self, record: Record, out: Outgoing, error: KafkaError) -> None:
         """An output could not be produced: dead-letter the record if the error is its own."""
+        count_refused(self._metrics, out, error.name())
         if error.code() not in _RECORD_ERRORS:
             # The idempotent producer already retried until delivery.timeout.ms: stop without
             # storing this offset; the restarted worker re-reads it.

@@ -26,6 +26,14 @@ from worker.model.packing import DEFAULT_WIDTH, pack, packed_positions
 from worker.model.wordpieces import WordpieceEncoder
 
 _WEIGHT_FILES = ("config.json", "model.safetensors", "pytorch_model.bin")
+#: A sharded checkpoint's index and shards, hashed after :data:`_WEIGHT_FILES` in name order (an
+#: unsharded checkpoint has none, so its hash is what it always was).
+_SHARD_PATTERNS = (
+    "model.safetensors.index.json",
+    "model-*-of-*.safetensors",
+    "pytorch_model.bin.index.json",
+    "pytorch_model-*-of-*.bin",
+)
 _HASH_CHUNK = 1 << 20
 #: On a multi-core CPU, run one single-threaded batch per core rather than spreading each batch
 #: over every core: no per-operator barriers, so a core taken by Kafka I/O, tokenising or another
@@ -62,7 +70,8 @@ class Encoded:
 def content_hash(path: Path) -> str:
     """sha256 over the checkpoint's config and weight files (stable across copies)."""
     digest = hashlib.sha256()
-    for name in _WEIGHT_FILES:
+    shards = sorted({file.name for pattern in _SHARD_PATTERNS for file in path.glob(pattern)})
+    for name in (*_WEIGHT_FILES, *shards):
         file = path / name
         if file.is_file():
             digest.update(name.encode())
@@ -70,6 +79,20 @@ def content_hash(path: Path) -> str:
                 while chunk := handle.read(_HASH_CHUNK):
                     digest.update(chunk)
     return digest.hexdigest()
+
+
+def checkpoint_dir(path: str | Path, revision: str | None = None) -> Path:
+    """The local directory of a checkpoint: ``path`` itself, or for a hub id its snapshot in
+    the local hub cache (``$HF_HOME/hub``), which loading it has just filled. Never downloads."""
+    local = Path(path)
+    if local.is_dir():
+        return local
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(str(path), revision=revision, local_files_only=True))
+    except (OSError, ValueError) as exc:
+        raise FatalError(f"cannot find the files of model {path} to hash them: {exc}") from exc
 
 
 def resolve_device(device: str) -> torch.device:
@@ -165,6 +188,9 @@ class SequenceClassifier:
     ) -> SequenceClassifier:
         """Load a local checkpoint directory (or a hub id where the hub is reachable).
 
+        ``info.sha256`` is :func:`content_hash` of the files loaded: the directory, or for a hub
+        id its snapshot in the local hub cache (:func:`checkpoint_dir`).
+
         ``backend`` picks the engine (:mod:`worker.model.backends`); unsupported ones raise
         :class:`FatalError`. On CPU, ``threads`` cores (default: all usable) either each run a
         single-threaded batch of their own (``batch_parallel``, the default, see
@@ -196,7 +222,7 @@ class SequenceClassifier:
         info = ModelInfo(
             name=name or (local.name if local.exists() else str(path)),
             version=version or str(getattr(config, "model_version", "") or "unversioned"),
-            sha256=content_hash(local) if local.is_dir() else "unknown",
+            sha256=content_hash(checkpoint_dir(path)),
             device=str(torch_device),
             dtype=str(torch_dtype).removeprefix("torch."),
             max_length=min(max_length, limit),

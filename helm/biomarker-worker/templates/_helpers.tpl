@@ -33,13 +33,43 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 app.kubernetes.io/component: worker
 {{- end }}
 
-{{/* Labels of every resource. */}}
+{{/* Labels of every resource: the chart's own, then commonLabels (never in a selector). */}}
 {{- define "biomarker-worker.labels" -}}
 helm.sh/chart: {{ include "biomarker-worker.chart" . }}
 {{ include "biomarker-worker.selectorLabels" . }}
 app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+{{ include "biomarker-worker.ownerLabels" . }}
+{{- end }}
+
+{{/*
+Labels that do not change with the chart's version: the backfill Job's pod template carries only
+these (with commonLabels), because a Job's template is immutable and a chart upgrade must not
+have to replace a running replay.
+*/}}
+{{- define "biomarker-worker.stableLabels" -}}
+{{ include "biomarker-worker.selectorLabels" . }}
+{{ include "biomarker-worker.ownerLabels" . }}
+{{- end }}
+
+{{- define "biomarker-worker.ownerLabels" -}}
 app.kubernetes.io/managed-by: {{ .Release.Service }}
 app.kubernetes.io/part-of: biomarker-worker
+{{- with .Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{/* The label keys the chart sets itself; commonLabels, podLabels and the ServiceMonitor's labels may not set them. */}}
+{{- define "biomarker-worker.ownLabelKeys" -}}
+{{- list "helm.sh/chart" "app.kubernetes.io/name" "app.kubernetes.io/instance" "app.kubernetes.io/version" "app.kubernetes.io/managed-by" "app.kubernetes.io/part-of" "app.kubernetes.io/component" | toJson }}
+{{- end }}
+
+{{/*
+The live consumer group: kafka.groupId, else <namespace>.<fullname> (at most 63 + 1 + 63
+characters), so same-named releases in two namespaces of one Kafka cluster never share a group.
+*/}}
+{{- define "biomarker-worker.groupId" -}}
+{{- .Values.kafka.groupId | default (printf "%s.%s" .Release.Namespace (include "biomarker-worker.fullname" .)) | trunc 255 }}
 {{- end }}
 
 {{- define "biomarker-worker.serviceAccountName" -}}
@@ -149,15 +179,22 @@ Use: (include "biomarker-worker.inputs" . | fromJson).inputs
 {{- end }}
 {{- end }}
 
-{{/* The termination grace period: derived from the drain deadline, or the checked explicit value. */}}
+{{/*
+The termination grace period. After SIGTERM the worker drains in-flight work (up to
+shutdown.drainTimeoutSeconds), finishes the work of its revoked partitions as it leaves the group
+(up to shutdown.revokeTimeoutSeconds), then flushes the producer, commits and closes (allowed
+shutdown.closeAllowanceSeconds). Derived: the ceiling of those three plus
+shutdown.gracePeriodMarginSeconds; an explicit value must exceed their sum.
+*/}}
 {{- define "biomarker-worker.terminationGracePeriodSeconds" -}}
-{{- $drain := .Values.shutdown.drainTimeoutSeconds | float64 }}
-{{- if kindIs "invalid" .Values.shutdown.terminationGracePeriodSeconds }}
-{{- add (ceil $drain | int) .Values.shutdown.gracePeriodMarginSeconds }}
+{{- $s := .Values.shutdown }}
+{{- $needed := addf ($s.drainTimeoutSeconds | float64) ($s.revokeTimeoutSeconds | float64) ($s.closeAllowanceSeconds | float64) }}
+{{- if kindIs "invalid" $s.terminationGracePeriodSeconds }}
+{{- add (ceil $needed | int) $s.gracePeriodMarginSeconds }}
 {{- else }}
-{{- $grace := .Values.shutdown.terminationGracePeriodSeconds | int }}
-{{- if le ($grace | float64) $drain }}
-{{- fail (printf "shutdown.terminationGracePeriodSeconds (%d) must exceed shutdown.drainTimeoutSeconds (%v): the worker needs time to drain, flush, commit and leave the group after SIGTERM" $grace .Values.shutdown.drainTimeoutSeconds) }}
+{{- $grace := $s.terminationGracePeriodSeconds | int }}
+{{- if le ($grace | float64) $needed }}
+{{- fail (printf "shutdown.terminationGracePeriodSeconds (%d) must exceed shutdown.drainTimeoutSeconds (%v) + shutdown.revokeTimeoutSeconds (%v) + shutdown.closeAllowanceSeconds (%v) = %v s: after SIGTERM the worker drains in-flight work, finishes its revoked partitions, then flushes the producer, commits and leaves the group; a SIGKILL before that makes the next owner of the partitions process the uncommitted work again" $grace $s.drainTimeoutSeconds $s.revokeTimeoutSeconds $s.closeAllowanceSeconds $needed) }}
 {{- end }}
 {{- $grace }}
 {{- end }}
@@ -224,6 +261,12 @@ Use: (include "biomarker-worker.inputs" . | fromJson).inputs
 {{- if and (or .Values.kafka.tls.certKey .Values.kafka.tls.keyKey) (not .Values.kafka.tls.existingSecret) }}
 {{- fail "kafka.tls.certKey/keyKey need kafka.tls.existingSecret" }}
 {{- end }}
+{{- if and .Values.kafka.tls.keyEncrypted (not .Values.kafka.tls.keyKey) }}
+{{- fail "kafka.tls.keyEncrypted needs kafka.tls.keyKey: only a client key can be encrypted" }}
+{{- end }}
+{{- if and .Values.kafka.tls.keyEncrypted (not (or $c.existingSecret $c.sslKeyPassword)) }}
+{{- fail (printf "kafka.tls.keyEncrypted needs the key's password: kafka.credentials.existingSecret with the key %s, or kafka.credentials.sslKeyPassword" $c.keys.sslKeyPassword) }}
+{{- end }}
 {{- include "biomarker-worker.validateInputs" . }}
 {{- if and .Values.autoscaling.keda.enabled (eq $sec.saslMechanism "OAUTHBEARER") (not .Values.autoscaling.keda.triggerAuthenticationName) }}
 {{- fail "KEDA with OAUTHBEARER needs autoscaling.keda.triggerAuthenticationName (an existing TriggerAuthentication with KEDA's oauth parameters)" }}
@@ -234,6 +277,9 @@ Use: (include "biomarker-worker.inputs" . | fromJson).inputs
 {{- if and .Values.autoscaling.hpa.enabled (gt (int .Values.autoscaling.hpa.minReplicas) (int .Values.autoscaling.hpa.maxReplicas)) }}
 {{- fail "autoscaling.hpa.minReplicas must not exceed maxReplicas" }}
 {{- end }}
+{{- include "biomarker-worker.validatePartitions" . }}
+{{- include "biomarker-worker.validateDisruptionBudget" . }}
+{{- include "biomarker-worker.validateLabels" . }}
 {{- if eq .Values.cache.dir .Values.cache.imageDir }}
 {{- fail "cache.dir must differ from cache.imageDir: the emptyDir would hide the image's pre-materialised model" }}
 {{- end }}
@@ -241,6 +287,80 @@ Use: (include "biomarker-worker.inputs" . | fromJson).inputs
 {{- fail "gpu.enabled needs the cuda image: unset image.flavor or set it to cuda" }}
 {{- end }}
 {{- $_ := include "biomarker-worker.terminationGracePeriodSeconds" . }}
+{{- end }}
+
+{{/*
+Replicas against the input partitions (kafka.inputPartitions: the partition count of the input
+topic, the total over kafka.inputs). A partition has one consumer of the group at a time, so a
+member beyond the partition count is idle: ready, but it holds a pod and its resources for nothing
+and every such member joining or leaving is a rebalance. Required with autoscaling, whose maximum must not exceed it.
+*/}}
+{{- define "biomarker-worker.validatePartitions" -}}
+{{- $p := .Values.kafka.inputPartitions }}
+{{- $keda := .Values.autoscaling.keda }}
+{{- $hpa := .Values.autoscaling.hpa }}
+{{- if kindIs "invalid" $p }}
+{{- if or $keda.enabled $hpa.enabled }}
+{{- fail "kafka.inputPartitions is required with autoscaling (autoscaling.keda.enabled or autoscaling.hpa.enabled): set it to the input topic's partition count (the total over kafka.inputs), so that the chart can check the autoscaler's maximum replicas against it" }}
+{{- end }}
+{{- else }}
+{{- $p = int $p }}
+{{- $hint := "a partition is consumed by one member of the group at a time, so the extra replicas would sit idle (ready, but holding pods and adding rebalances for nothing); lower the maximum or add partitions first and raise kafka.inputPartitions" }}
+{{- if and $keda.enabled (not $keda.allowIdleConsumers) (gt (int $keda.maxReplicaCount) $p) }}
+{{- fail (printf "autoscaling.keda.maxReplicaCount (%d) exceeds kafka.inputPartitions (%d): %s (autoscaling.keda.allowIdleConsumers=true keeps idle members on purpose)" (int $keda.maxReplicaCount) $p $hint) }}
+{{- end }}
+{{- if and $hpa.enabled (gt (int $hpa.maxReplicas) $p) }}
+{{- fail (printf "autoscaling.hpa.maxReplicas (%d) exceeds kafka.inputPartitions (%d): %s" (int $hpa.maxReplicas) $p $hint) }}
+{{- end }}
+{{- if and (not (include "biomarker-worker.kedaActive" .)) (not (include "biomarker-worker.hpaActive" .)) (gt (int .Values.replicaCount) $p) }}
+{{- fail (printf "replicaCount (%d) exceeds kafka.inputPartitions (%d): %s" (int .Values.replicaCount) $p $hint) }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+The PodDisruptionBudget must leave a node drain something to evict at the fewest replicas the
+workload runs with (replicaCount, or the active autoscaler's minimum, at least 1): maxUnavailable
+0, or a minAvailable that amounts to every pod, would block drains for good.
+*/}}
+{{- define "biomarker-worker.validateDisruptionBudget" -}}
+{{- $pdb := .Values.podDisruptionBudget }}
+{{- if $pdb.enabled }}
+{{- $low := int .Values.replicaCount }}
+{{- if include "biomarker-worker.kedaActive" . }}
+{{- $low = max 1 (int .Values.autoscaling.keda.minReplicaCount) | int }}
+{{- else if include "biomarker-worker.hpaActive" . }}
+{{- $low = max 1 (int .Values.autoscaling.hpa.minReplicas) | int }}
+{{- end }}
+{{- if kindIs "invalid" $pdb.minAvailable }}
+{{- if has (toString $pdb.maxUnavailable) (list "0" "0%") }}
+{{- fail "podDisruptionBudget.maxUnavailable must not be 0: no worker could ever be evicted and node drains would hang; keep the default 1" }}
+{{- end }}
+{{- else if gt $low 0 }}
+{{- $min := toString $pdb.minAvailable }}
+{{- $required := 0 }}
+{{- if hasSuffix "%" $min }}
+{{- $required = ceil (divf (mul (trimSuffix "%" $min | atoi) $low) 100) | int }}
+{{- else }}
+{{- $required = atoi $min }}
+{{- end }}
+{{- if ge $required $low }}
+{{- fail (printf "podDisruptionBudget.minAvailable (%s) keeps all %d pod(s) the workload can run with available, so a node drain could never evict a worker: leave minAvailable null and use podDisruptionBudget.maxUnavailable (default 1)" $min $low) }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* commonLabels, podLabels and the ServiceMonitor's labels must not override the chart's own labels (selectors depend on them). */}}
+{{- define "biomarker-worker.validateLabels" -}}
+{{- $own := include "biomarker-worker.ownLabelKeys" . | fromJsonArray }}
+{{- range $value, $labels := dict "commonLabels" .Values.commonLabels "podLabels" .Values.podLabels "metrics.serviceMonitor.labels" .Values.metrics.serviceMonitor.labels }}
+{{- range $key, $_ := $labels }}
+{{- if has $key $own }}
+{{- fail (printf "%s must not set %s: the chart sets it (and selects pods by it)" $value $key) }}
+{{- end }}
+{{- end }}
+{{- end }}
 {{- end }}
 
 {{/* Checks of the input topics, their formats and mappings (kafka.inputTopic/inputFormat/inputMapping or kafka.inputs). */}}
@@ -314,7 +434,7 @@ BIOMARKER_INPUT_MAPPING: {{ include "biomarker-worker.mappingPath" . | quote }}
 {{- end }}
 BIOMARKER_OUTPUT_TOPIC: {{ $k.outputTopic | quote }}
 BIOMARKER_DLQ_TOPIC: {{ $k.dlqTopic | quote }}
-BIOMARKER_GROUP_ID: {{ $k.groupId | quote }}
+BIOMARKER_GROUP_ID: {{ include "biomarker-worker.groupId" . | quote }}
 BIOMARKER_GROUP_PROTOCOL: {{ $k.groupProtocol | quote }}
 BIOMARKER_PROCESSING_GUARANTEE: {{ $k.processingGuarantee | quote }}
 BIOMARKER_AUTO_OFFSET_RESET: {{ $k.autoOffsetReset | quote }}
@@ -338,11 +458,17 @@ BIOMARKER_SSL_CERTIFICATE_LOCATION: {{ printf "%s/%s" $k.tls.mountPath . | quote
 BIOMARKER_SSL_KEY_LOCATION: {{ printf "%s/%s" $k.tls.mountPath . | quote }}
 {{- end }}
 {{- end }}
+{{- range (include "biomarker-worker.credentialFiles" . | fromJson).files }}
+{{ .env }}: {{ printf "%s/%s" $k.credentials.mountPath .key | quote }}
+{{- end }}
 {{- with $k.extra }}
 BIOMARKER_KAFKA_EXTRA: {{ toJson . | quote }}
 {{- end }}
 {{- if or .Values.model.path .Values.model.volume }}
 BIOMARKER_MODEL_PATH: {{ .Values.model.path | default .Values.model.mountPath | quote }}
+{{- end }}
+{{- with .Values.model.sha256 }}
+BIOMARKER_MODEL_SHA256: {{ . | quote }}
 {{- end }}
 BIOMARKER_BACKEND: {{ .Values.model.backend | quote }}
 BIOMARKER_DEVICE: {{ include "biomarker-worker.device" . | quote }}
@@ -398,62 +524,65 @@ HF_HOME: {{ printf "%s/huggingface" .Values.cache.dir | quote }}
 {{- toYaml $res }}
 {{- end }}
 
-{{/* Environment from Secrets and the downward API; the rest comes from the ConfigMap. */}}
-{{- define "biomarker-worker.secretEnv" -}}
+{{/* True when the worker needs the password of an encrypted TLS client key (from the credentials Secret). */}}
+{{- define "biomarker-worker.sslKeyPasswordNeeded" -}}
 {{- $c := .Values.kafka.credentials }}
-{{- $secret := include "biomarker-worker.credentialsSecretName" . }}
+{{- $tls := .Values.kafka.tls }}
+{{- if and $tls.keyKey (or (and $c.existingSecret $tls.keyEncrypted) (and (not $c.existingSecret) $c.sslKeyPassword)) }}true{{ end }}
+{{- end }}
+
+{{/*
+The credentials the worker reads from the mounted credentials Secret, as JSON
+{"files": [{"env", "key"}]}: env is the BIOMARKER_<NAME>_FILE variable, key the Secret's key (and
+the file's name under kafka.credentials.mountPath). Only the keys the settings need: SASL
+username and password, or the OAUTHBEARER config, and the password of an encrypted client key.
+Use: (include "biomarker-worker.credentialFiles" . | fromJson).files
+*/}}
+{{- define "biomarker-worker.credentialFiles" -}}
+{{- $keys := .Values.kafka.credentials.keys }}
+{{- $files := list }}
 {{- if include "biomarker-worker.saslEnabled" . }}
 {{- if eq .Values.kafka.security.saslMechanism "OAUTHBEARER" }}
-- name: BIOMARKER_SASL_OAUTHBEARER_CONFIG
-  valueFrom:
-    secretKeyRef:
-      name: {{ $secret }}
-      key: {{ $c.keys.oauthbearerConfig }}
+{{- $files = append $files (dict "env" "BIOMARKER_SASL_OAUTHBEARER_CONFIG_FILE" "key" $keys.oauthbearerConfig) }}
 {{- else }}
-- name: BIOMARKER_SASL_USERNAME
-  valueFrom:
-    secretKeyRef:
-      name: {{ $secret }}
-      key: {{ $c.keys.username }}
-- name: BIOMARKER_SASL_PASSWORD
-  valueFrom:
-    secretKeyRef:
-      name: {{ $secret }}
-      key: {{ $c.keys.password }}
+{{- $files = append $files (dict "env" "BIOMARKER_SASL_USERNAME_FILE" "key" $keys.username) }}
+{{- $files = append $files (dict "env" "BIOMARKER_SASL_PASSWORD_FILE" "key" $keys.password) }}
 {{- end }}
 {{- end }}
-{{- if and .Values.kafka.tls.keyKey (or $c.existingSecret $c.sslKeyPassword) }}
-- name: BIOMARKER_SSL_KEY_PASSWORD
-  valueFrom:
-    secretKeyRef:
-      name: {{ $secret }}
-      key: {{ $c.keys.sslKeyPassword }}
-      optional: true
+{{- if include "biomarker-worker.sslKeyPasswordNeeded" . }}
+{{- $files = append $files (dict "env" "BIOMARKER_SSL_KEY_PASSWORD_FILE" "key" $keys.sslKeyPassword) }}
 {{- end }}
+{{- dict "files" $files | toJson }}
 {{- end }}
 
 {{/*
 Pod template shared by the Deployment, the StatefulSet and the backfill Job.
 Parameters (a dict): root (the chart context), component ("worker" or "backfill"), args (the
 container arguments), resources, probes (bool), staticMembership (bool), restartPolicy (optional),
-env (optional: EnvVars of this container that override the ConfigMap's, e.g. the backfill's input).
+env (optional: EnvVars of this container that override the ConfigMap's, e.g. the backfill's input),
+stable (optional bool: the backfill Job's immutable template, without the config checksum and the
+chart-version labels, so that a config change or a chart upgrade leaves a running Job as it is).
 */}}
 {{- define "biomarker-worker.podTemplate" -}}
 {{- $root := .root }}
 {{- $v := $root.Values }}
+{{- $credentialFiles := (include "biomarker-worker.credentialFiles" $root | fromJson).files }}
+{{- $labels := include (ternary "biomarker-worker.stableLabels" "biomarker-worker.labels" (default false .stable)) $root | fromYaml }}
+{{- $_ := set $labels "app.kubernetes.io/component" .component }}
+{{- $labels = merge (deepCopy ($v.podLabels | default dict)) $labels }}
 metadata:
   labels:
-    {{- include "biomarker-worker.labels" $root | nindent 4 }}
-    app.kubernetes.io/component: {{ .component }}
-    {{- with $v.podLabels }}
-    {{- toYaml . | nindent 4 }}
-    {{- end }}
+    {{- toYaml $labels | nindent 4 }}
+  {{- if or (not .stable) $v.podAnnotations }}
   annotations:
+    {{- if not .stable }}
     checksum/config: {{ include "biomarker-worker.configChecksum" $root }}
+    {{- end }}
     {{- /* No checksum of the credentials: an unsalted hash of a password in the pod spec invites guessing. */}}
     {{- with $v.podAnnotations }}
     {{- toYaml . | nindent 4 }}
     {{- end }}
+  {{- end }}
 spec:
   serviceAccountName: {{ include "biomarker-worker.serviceAccountName" $root }}
   automountServiceAccountToken: {{ $v.serviceAccount.automountServiceAccountToken }}
@@ -511,17 +640,21 @@ spec:
         {{- with $v.extraEnvFrom }}
         {{- toYaml . | nindent 8 }}
         {{- end }}
-      {{- $env := include "biomarker-worker.secretEnv" $root }}
-      {{- if or $env .staticMembership .env $v.extraEnv }}
+      {{- if or .staticMembership .env $v.extraEnv }}
       env:
-        {{- with $env }}
-        {{- . | nindent 8 }}
-        {{- end }}
         {{- if .staticMembership }}
-        - name: BIOMARKER_GROUP_INSTANCE_ID
+        {{- /* Static membership: <namespace>.<pod name>, so same-named StatefulSets in two namespaces
+        never share (and fence each other with) a group.instance.id. */}}
+        - name: POD_NAMESPACE
+          valueFrom:
+            fieldRef:
+              fieldPath: metadata.namespace
+        - name: POD_NAME
           valueFrom:
             fieldRef:
               fieldPath: metadata.name
+        - name: BIOMARKER_GROUP_INSTANCE_ID
+          value: $(POD_NAMESPACE).$(POD_NAME)
         {{- end }}
         {{- with .env }}
         {{- toYaml . | nindent 8 }}
@@ -584,6 +717,11 @@ spec:
           mountPath: {{ $v.kafka.tls.mountPath }}
           readOnly: true
         {{- end }}
+        {{- if $credentialFiles }}
+        - name: kafka-credentials
+          mountPath: {{ $v.kafka.credentials.mountPath }}
+          readOnly: true
+        {{- end }}
         {{- if $v.mappings }}
         - name: mappings
           mountPath: {{ include "biomarker-worker.mappingsDir" $root }}
@@ -608,6 +746,18 @@ spec:
       secret:
         secretName: {{ $v.kafka.tls.existingSecret }}
         defaultMode: 288  # 0440: owner and group (fsGroup) read
+    {{- end }}
+    {{- if $credentialFiles }}
+    # Only the keys the settings need (BIOMARKER_*_FILE); a missing key fails the pod's start.
+    - name: kafka-credentials
+      secret:
+        secretName: {{ include "biomarker-worker.credentialsSecretName" $root }}
+        defaultMode: 288  # 0440: owner and group (fsGroup) read
+        items:
+          {{- range $credentialFiles }}
+          - key: {{ .key }}
+            path: {{ .key }}
+          {{- end }}
     {{- end }}
     {{- if $v.mappings }}
     - name: mappings

@@ -1,0 +1,284 @@
+"""The worker's metrics against in-memory fakes: lag series follow the assignment, flagged
+sentences and refused deliveries are counted, build info and the standard collectors."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from concurrent.futures import Future
+from dataclasses import dataclass
+from types import SimpleNamespace
+from typing import Any
+
+import orjson
+from confluent_kafka import ConsumerGroupTopicPartitions, KafkaError, KafkaException, TopicPartition
+from confluent_kafka.admin import OffsetSpec
+from prometheus_client import CollectorRegistry
+
+from tests.fakes import FakeBroker, FakeConsumer, FakeProducer, WordModel
+from worker.config import WorkerSettings, load_settings
+from worker.events import Provenance, SourceRef
+from worker.faust_runtime.engine import Engine, Incoming
+from worker.faust_runtime.outputs import Outputs
+from worker.kafka.errors import KafkaErrors
+from worker.kafka.group_lag import GroupLagCollector
+from worker.kafka.offsets import OffsetTracker, PartitionState
+from worker.kafka.ports import KafkaClients
+from worker.kafka.source import KafkaSource
+from worker.metrics import Metrics, _add_runtime_collectors, set_build_info
+from worker.notes import Record
+from worker.pipeline import EXIT_OK, Pipeline
+from worker.render import Outgoing
+from worker.runs import run_until
+
+IN, OUT, DLQ = "notes", "enriched", "dlq"
+PROVENANCE = Provenance("word", "1", "0" * 64, 0.5, "rules")
+#: Three sentences, one of them about PSA: WordModel scores it 0.9, the others 0.1.
+TEXT = "Seen today. PSA was 4.2 ng/mL. Follow up."
+
+
+def settings(**overrides: Any) -> WorkerSettings:
+    return load_settings(
+        overrides={"input_topic": IN, "output_topic": OUT, "dlq_topic": DLQ, **overrides}
+    )
+
+
+def series(metrics: Metrics, family: str) -> dict[tuple[str, ...], float]:
+    """Label values -> value of every sample of ``family``."""
+    return {
+        tuple(sample.labels.values()): sample.value
+        for metric in metrics.registry.collect()
+        if metric.name == family
+        for sample in metric.samples
+        if not sample.name.endswith("_created")
+    }
+
+
+class _Listener:
+    def revoking(self, states: list[PartitionState]) -> None:
+        return None
+
+    def lost(self) -> None:
+        return None
+
+
+def test_revoked_and_lost_partitions_leave_the_consumer_lag() -> None:
+    broker = FakeBroker()
+    broker.create(IN, 3)
+    for partition in range(3):
+        for _ in range(4):
+            broker.append(IN, b"{}", partition=partition)
+    consumer = FakeConsumer(broker)
+    metrics = Metrics()
+    source = KafkaSource(
+        consumer=consumer,
+        tracker=OffsetTracker(),
+        settings=settings(consume_batch_size=1),
+        errors=KafkaErrors(),
+        metrics=metrics,
+    )
+    source.start(_Listener())
+    source.poll(0)  # the assignment, then one record of partition 0
+    source.update_lag()
+    assert series(metrics, "biomarker_consumer_lag") == {
+        (IN, "0"): 3,
+        (IN, "1"): 4,
+        (IN, "2"): 4,
+    }
+    consumer.rebalance("revoke", [(IN, 1)])
+    source.poll(0)
+    assert set(series(metrics, "biomarker_consumer_lag")) == {(IN, "0"), (IN, "2")}
+    consumer.rebalance("lost", [(IN, 2)])
+    source.poll(0)
+    source.update_lag()
+    assert set(series(metrics, "biomarker_consumer_lag")) == {(IN, "0")}
+    assert series(metrics, "biomarker_assigned_partitions") == {(): 1}
+
+
+def _pipeline(broker: FakeBroker, producer: FakeProducer) -> Pipeline:
+    return Pipeline(
+        settings=settings(),
+        model=WordModel(),
+        provenance=PROVENANCE,
+        clients=KafkaClients(consumer=FakeConsumer(broker), producer=producer),
+    )
+
+
+def _run(pipeline: Pipeline, expected: int) -> int:
+    deadline = time.monotonic() + 20
+    return run_until(
+        pipeline, lambda: pipeline.delivered >= expected or time.monotonic() > deadline
+    )
+
+
+def test_flagged_sentences_are_counted_once_per_sentence_and_refusals_by_topic_and_code() -> None:
+    broker = FakeBroker()
+    for topic in (IN, OUT, DLQ):
+        broker.create(topic)
+    for i in range(6):
+        broker.append(IN, orjson.dumps({"note_id": f"n{i}", "text": TEXT}))
+    producer = FakeProducer(broker)
+    too_large = KafkaError(KafkaError.MSG_SIZE_TOO_LARGE)
+    producer.refuse = lambda topic, value: (
+        too_large if topic == OUT and b'"n2"' in (value or b"") else None
+    )
+    pipeline = _pipeline(broker, producer)
+    assert _run(pipeline, 6) == EXIT_OK
+    registry = pipeline.metrics.registry
+    assert registry.get_sample_value("biomarker_sentences_out_total") == 18
+    assert registry.get_sample_value("biomarker_sentences_flagged_total") == 6
+    assert series(pipeline.metrics, "biomarker_delivery_errors") == {
+        ("output", "MSG_SIZE_TOO_LARGE"): 1
+    }
+    assert len(broker.read(DLQ)) == 1  # the refused output's record, dead-lettered
+
+
+def test_a_failed_dead_letter_delivery_is_counted_under_dlq() -> None:
+    broker = FakeBroker()
+    for topic in (IN, OUT, DLQ):
+        broker.create(topic)
+    broker.append(IN, b"{not json")
+    producer = FakeProducer(broker)
+    timed_out = KafkaError(KafkaError._MSG_TIMED_OUT)
+    producer.refuse = lambda topic, value: timed_out if topic == DLQ else None
+    pipeline = _pipeline(broker, producer)
+    _run(pipeline, 1)  # fatal: the worker stops
+    assert series(pipeline.metrics, "biomarker_delivery_errors") == {("dlq", "_MSG_TIMED_OUT"): 1}
+
+
+class MessageSizeTooLargeError(Exception):
+    """Stands for aiokafka's error of the same name (a broker error with its code)."""
+
+    errno = 10
+
+
+def test_the_faust_output_path_counts_refusals_with_the_same_codes() -> None:
+    metrics = Metrics()
+
+    async def send(topic: str, key: Any, value: Any, headers: Any) -> asyncio.Future[Any]:
+        future = asyncio.get_running_loop().create_future()
+        if topic == OUT:
+            future.set_exception(MessageSizeTooLargeError())
+        else:
+            future.set_result(None)
+        return future
+
+    async def deliver() -> None:
+        outputs = Outputs(send=send, output_topic=OUT, dead_letter_topic=DLQ, metrics=metrics)
+        record = Record(source=SourceRef(IN, 0, 0, None), key=None, value=b"{}")
+        out = Outgoing("output", b"{}", None)
+        await outputs.wait(record, await outputs.send(record, [out]))
+
+    asyncio.run(deliver())
+    assert series(metrics, "biomarker_delivery_errors") == {("output", "MSG_SIZE_TOO_LARGE"): 1}
+    assert series(metrics, "biomarker_dead_letters") == {("output_too_large",): 1}
+
+
+def test_the_faust_assignment_gauge_counts_assigned_partitions_not_those_with_records() -> None:
+    async def commit(offsets: Any) -> bool:
+        return True
+
+    async def send(topic: str, key: Any, value: Any, headers: Any) -> Any:
+        raise AssertionError("nothing is produced here")
+
+    engine = Engine(
+        settings=settings(revoke_timeout_s=0.05),
+        model=WordModel(),
+        provenance=PROVENANCE,
+        send=send,
+        commit=commit,
+    )
+
+    async def rebalance() -> None:
+        engine.assigned({(IN, 0), (IN, 1), (IN, 2)})
+        await engine.accept(Incoming(IN, 0, 0, None, None, b"{}", None))
+        assert series(engine.metrics, "biomarker_assigned_partitions") == {(): 3}
+        await engine.revoke({(IN, 0)})
+
+    asyncio.run(rebalance())
+    assert series(engine.metrics, "biomarker_assigned_partitions") == {(): 2}
+    assert series(engine.metrics, "biomarker_rebalances") == {("assign",): 1, ("revoke",): 1}
+
+
+@dataclass(frozen=True)
+class _Info:
+    name: str = "bert-biomarker"
+    sha256: str = "ab" * 32
+    device: str = "cpu"
+    dtype: str = "float32"
+
+
+def test_build_info_names_version_runtime_and_model() -> None:
+    from worker import __version__
+
+    metrics = Metrics()
+    set_build_info(metrics, runtime="faust", model=_Info())
+    labels = {
+        "version": __version__,
+        "runtime": "faust",
+        "model": "bert-biomarker",
+        "model_sha256": "ab" * 32,
+        "device": "cpu",
+        "dtype": "float32",
+    }
+    assert metrics.registry.get_sample_value("biomarker_build_info", labels) == 1
+
+
+def test_process_platform_and_gc_collectors_are_registered_once() -> None:
+    registry = CollectorRegistry()
+    Metrics(registry)
+    _add_runtime_collectors(registry)  # a second time: no duplicate series
+    names = [sample.name for family in registry.collect() for sample in family.samples]
+    assert names.count("python_info") == 1
+    assert names.count("process_cpu_seconds_total") == 1
+    assert any(name.startswith("python_gc_") for name in names)
+
+
+class _Admin:
+    """An ``AdminClient`` over two partitions: 5 records each, the group committed 2 on
+    partition 0 and nothing on 1, whose log starts at 1; ``down`` makes every call fail."""
+
+    def __init__(self) -> None:
+        self.down = False
+
+    def list_topics(self, timeout: float) -> Any:
+        if self.down:
+            raise KafkaException(KafkaError(KafkaError._TRANSPORT, "brokers down"))
+        return SimpleNamespace(topics={IN: SimpleNamespace(error=None, partitions={0: 0, 1: 0})})
+
+    def list_consumer_group_offsets(self, requests: list[Any], request_timeout: float) -> Any:
+        [request] = requests
+        committed = [TopicPartition(IN, 0, 2), TopicPartition(IN, 1, -1001)]
+        return {request.group_id: _done(ConsumerGroupTopicPartitions(request.group_id, committed))}
+
+    def list_offsets(self, specs: dict[Any, Any], **_options: Any) -> Any:
+        latest = OffsetSpec.latest()
+        return {
+            tp: _done(SimpleNamespace(offset=5 if spec == latest else 1))
+            for tp, spec in specs.items()
+        }
+
+
+def _done(result: Any) -> Future[Any]:
+    future: Future[Any] = Future()
+    future.set_result(result)
+    return future
+
+
+def test_group_lag_counts_uncommitted_partitions_from_the_log_start_or_not_at_all() -> None:
+    earliest, latest = Metrics(), Metrics()
+    assert GroupLagCollector(settings(), earliest, admin=_Admin()).collect_once()
+    assert series(earliest, "biomarker_group_lag") == {(IN, "0"): 3, (IN, "1"): 4}
+    late = settings(auto_offset_reset="latest")
+    assert GroupLagCollector(late, latest, admin=_Admin()).collect_once()
+    assert series(latest, "biomarker_group_lag") == {(IN, "0"): 3, (IN, "1"): 0}
+
+
+def test_a_failed_group_lag_round_drops_the_members_series_and_does_not_raise() -> None:
+    metrics = Metrics()
+    admin = _Admin()
+    collector = GroupLagCollector(settings(), metrics, admin=admin)
+    assert collector.collect_once()
+    admin.down = True
+    assert collector.collect_once() is False
+    assert series(metrics, "biomarker_group_lag") == {}

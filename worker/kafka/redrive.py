@@ -1,0 +1,633 @@
+"""Re-driving dead letters: the original records of the dead-letter topic go back to their input
+topic once the cause of their failure is fixed.
+
+A dead letter is the input record's key, value and headers followed by the headers the worker
+added (:func:`worker.events.dead_letter_headers`, ``x-biomarker-error-class`` first). The
+originals are the headers before the worker's last ``x-biomarker-error-class``. A re-driven record
+carries them unchanged plus one :data:`REDRIVE_HEADER` (its count and the dead letter's
+coordinates) in place of any earlier one; the worker keeps input headers in a dead letter, so a
+record that fails again still shows how often it was re-driven, and the loop limit holds.
+
+A run is bounded and resumable: the dead-letter topic's end offsets are fixed at start (and
+``--since``/``--until`` become offset bounds as in a replay); it reads from its own group's
+committed offsets, re-produces each batch with the idempotent producer (``acks=all``), waits for
+every delivery report and only then commits the batch. A crash re-drives at most the batch in
+flight again (at-least-once). Logs carry counts, coordinates and reasons, never keys or values.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, TypeVar
+
+import orjson
+import structlog
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+
+from worker.config import WorkerSettings
+from worker.errors import FatalError, UsageError
+from worker.events import Headers
+from worker.kafka.clients import consumer_config, producer_config
+from worker.kafka.errors import KafkaErrors
+from worker.kafka.replay import parse_timestamp, plan_replay
+from worker.logs import kafka_logger
+
+log = structlog.get_logger("worker.redrive")
+T = TypeVar("T")
+
+#: Added to every re-driven record: JSON ``{"count", "dlq_topic", "dlq_partition",
+#: "dlq_offset", "reason", "at"}``; ``count`` is how many times the record was re-driven.
+REDRIVE_HEADER = "x-biomarker-redrive"
+ERROR_CLASS_HEADER = "x-biomarker-error-class"
+SOURCE_TOPIC_HEADER = "x-biomarker-source-topic"
+SOURCE_PARTITION_HEADER = "x-biomarker-source-partition"
+SOURCE_OFFSET_HEADER = "x-biomarker-source-offset"
+FAILED_AT_HEADER = "x-biomarker-failed-at"
+TRUNCATED_HEADER = "x-biomarker-truncated"
+
+DEFAULT_MAX_REDRIVES = 3
+GROUP_SUFFIX = "-redrive"
+
+_TIMEOUT_S = 30.0
+_BATCH = 500
+_POLL_S = 0.5
+#: A run that reads nothing for this long while partitions are short of their end stops.
+_STALL_S = 120.0
+_REASON = re.compile(r"^[a-z][a-z0-9_]*$")
+_RELATIVE = re.compile(r"^(\d+)([smhdw])$")
+_UNIT_MS = {"s": 1_000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_800_000}
+
+
+# --------------------------------------------------------------------------- reading dead letters
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """One dead letter: where it sits in the dead-letter topic, the original record and why."""
+
+    topic: str
+    partition: int
+    offset: int
+    timestamp: int | None  # epoch ms of the dead letter
+    key: bytes | None
+    value: bytes | None
+    original_headers: Headers
+    reason: str
+    source_topic: str | None
+    source_partition: int | None
+    source_offset: int | None
+    redrives: int | None  # re-drives so far; None when the marker cannot be read
+    truncated: bool  # the value holds only the first bytes of the original
+
+
+def read_dead_letter(
+    *,
+    topic: str,
+    partition: int,
+    offset: int,
+    timestamp: int | None,
+    key: bytes | None,
+    value: bytes | None,
+    headers: Headers | None,
+) -> DeadLetter | None:
+    """The dead letter a record of the dead-letter topic holds; ``None`` when the record is not
+    one the worker wrote (it has no ``x-biomarker-error-class`` header)."""
+    items = list(headers or [])
+    starts = [i for i, (name, _) in enumerate(items) if name == ERROR_CLASS_HEADER]
+    if not starts:
+        return None
+    original, added = items[: starts[-1]], dict(items[starts[-1] :])
+    reason = _text(added.get(ERROR_CLASS_HEADER))
+    if not reason:
+        return None
+    if timestamp is None:
+        timestamp = _int(added.get(FAILED_AT_HEADER))
+    return DeadLetter(
+        topic=topic,
+        partition=partition,
+        offset=offset,
+        timestamp=timestamp,
+        key=key,
+        value=value,
+        original_headers=original,
+        reason=reason,
+        source_topic=_text(added.get(SOURCE_TOPIC_HEADER)) or None,
+        source_partition=_int(added.get(SOURCE_PARTITION_HEADER)),
+        source_offset=_int(added.get(SOURCE_OFFSET_HEADER)),
+        redrives=redrive_count(original),
+        truncated=_text(added.get(TRUNCATED_HEADER)) == "true",
+    )
+
+
+def from_message(message: Message) -> DeadLetter | None:
+    kind, timestamp = message.timestamp()
+    return read_dead_letter(
+        topic=message.topic() or "",
+        partition=message.partition() or 0,
+        offset=message.offset() or 0,
+        timestamp=timestamp if kind != 0 and timestamp > 0 else None,  # 0: not available
+        key=_bytes(message.key()),
+        value=_bytes(message.value()),
+        headers=_headers(message.headers()),
+    )
+
+
+def _headers(raw: dict[str, str | bytes | None] | Headers | None) -> Headers:
+    if raw is None:
+        return []
+    return list(raw.items()) if isinstance(raw, dict) else list(raw)
+
+
+def redrive_count(headers: Headers) -> int | None:
+    """How many times a record with these headers was re-driven (its last marker's count): 0
+    without a marker, ``None`` when the marker cannot be read."""
+    markers = [value for name, value in headers if name == REDRIVE_HEADER]
+    if not markers:
+        return 0
+    try:
+        count = orjson.loads(markers[-1] or b"")["count"]
+    except (orjson.JSONDecodeError, TypeError, KeyError):
+        return None
+    return count if isinstance(count, int) and not isinstance(count, bool) and count >= 0 else None
+
+
+def marker(letter: DeadLetter, count: int, *, now_ms: int) -> bytes:
+    """The :data:`REDRIVE_HEADER` value of a re-driven record."""
+    return orjson.dumps(
+        {
+            "count": count,
+            "dlq_topic": letter.topic,
+            "dlq_partition": letter.partition,
+            "dlq_offset": letter.offset,
+            "reason": letter.reason,
+            "at": now_ms,
+        }
+    )
+
+
+def redriven_headers(letter: DeadLetter, *, now_ms: int) -> Headers:
+    """The original headers (any earlier marker left out) and the new marker, last."""
+    count = (letter.redrives or 0) + 1
+    kept = [(name, value) for name, value in letter.original_headers if name != REDRIVE_HEADER]
+    return [*kept, (REDRIVE_HEADER, marker(letter, count, now_ms=now_ms))]
+
+
+def _bytes(value: str | bytes | None) -> bytes | None:
+    return value.encode() if isinstance(value, str) else value
+
+
+def _text(value: str | bytes | None) -> str:
+    if value is None:
+        return ""
+    return value if isinstance(value, str) else value.decode("utf-8", "replace")
+
+
+def _int(value: str | bytes | None) -> int | None:
+    text = _text(value).strip()
+    return int(text) if text.lstrip("-").isdigit() else None
+
+
+# --------------------------------------------------------------------------- what to re-drive
+@dataclass(frozen=True, slots=True)
+class Filters:
+    """Which dead letters to re-drive; an empty set or ``None`` does not filter."""
+
+    reasons: frozenset[str] = frozenset()
+    source_topics: frozenset[str] = frozenset()
+    source_partitions: frozenset[int] = frozenset()
+    since: int | None = None  # epoch ms, inclusive, of the dead letter's timestamp
+    until: int | None = None  # epoch ms, exclusive
+
+    def matches(self, letter: DeadLetter) -> bool:
+        if self.reasons and letter.reason not in self.reasons:
+            return False
+        if self.source_topics and letter.source_topic not in self.source_topics:
+            return False
+        if self.source_partitions and letter.source_partition not in self.source_partitions:
+            return False
+        if self.since is not None or self.until is not None:
+            stamp = letter.timestamp
+            if stamp is None:
+                return False
+            if self.since is not None and stamp < self.since:
+                return False
+            if self.until is not None and stamp >= self.until:
+                return False
+        return True
+
+
+class Outcome(Enum):
+    NOT_DEAD_LETTER = "skipped_not_dead_letter"
+    FILTERED = "skipped_filter"
+    TRUNCATED = "skipped_truncated"
+    MAX_REDRIVES = "skipped_max_redrives"
+    REDRIVE = "redrive"
+
+
+def decide(letter: DeadLetter | None, filters: Filters, *, max_redrives: int) -> Outcome:
+    """What to do with one record of the dead-letter topic."""
+    if letter is None:
+        return Outcome.NOT_DEAD_LETTER
+    if not filters.matches(letter):
+        return Outcome.FILTERED
+    if letter.truncated:  # the original value is gone: re-driving would send a fragment
+        return Outcome.TRUNCATED
+    if letter.redrives is None or letter.redrives >= max_redrives:
+        return Outcome.MAX_REDRIVES
+    return Outcome.REDRIVE
+
+
+def parse_time(value: str, *, now_ms: int | None = None) -> int:
+    """Epoch ms from an ISO-8601 time, epoch ms, or a time ago such as ``30m``, ``2h``, ``7d``."""
+    relative = _RELATIVE.match(value.strip())
+    if relative is not None:
+        now = int(time.time() * 1000) if now_ms is None else now_ms
+        return now - int(relative.group(1)) * _UNIT_MS[relative.group(2)]
+    try:
+        return parse_timestamp(value.strip())
+    except UsageError:
+        raise UsageError(
+            f"not a time (ISO-8601, epoch ms, or an age like 30m, 2h, 7d): {value!r}"
+        ) from None
+
+
+def parse_reason(value: str) -> str:
+    reason = value.strip()
+    if not _REASON.match(reason):
+        raise UsageError(f"not a dead-letter reason (e.g. schema_violation): {value!r}")
+    return reason
+
+
+# --------------------------------------------------------------------------- one run
+@dataclass(frozen=True, slots=True)
+class RedriveOptions:
+    dlq_topic: str
+    group: str
+    filters: Filters = Filters()
+    to_topic: str | None = None  # default: each dead letter's source topic
+    max_redrives: int = DEFAULT_MAX_REDRIVES
+    max_records: int | None = None  # dead letters read at most
+    dry_run: bool = False
+
+
+@dataclass(slots=True)
+class Summary:
+    """What a run did; ``redriven`` counts delivered records (in a dry run, none)."""
+
+    dlq_topic: str
+    group: str
+    dry_run: bool
+    read: int = 0
+    redriven: int = 0
+    counts: Counter[str] = field(default_factory=Counter)
+    by_reason: Counter[str] = field(default_factory=Counter)
+    by_source_partition: Counter[str] = field(default_factory=Counter)
+    stopped: str = "end"  # end, max_records, signal or error
+    error: str | None = None
+
+    @property
+    def matched(self) -> int:
+        return (
+            self.read
+            - self.counts[Outcome.FILTERED.value]
+            - self.counts[Outcome.NOT_DEAD_LETTER.value]
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        result: dict[str, Any] = {
+            "dlq_topic": self.dlq_topic,
+            "group": self.group,
+            "dry_run": self.dry_run,
+            "read": self.read,
+            "matched": self.matched,
+            "redriven": self.redriven,
+        }
+        if self.dry_run:
+            result["would_redrive"] = self.counts[Outcome.REDRIVE.value]
+        for outcome in Outcome:
+            if outcome is not Outcome.REDRIVE:
+                result[outcome.value] = self.counts[outcome.value]
+        result["by_reason"] = dict(sorted(self.by_reason.items()))
+        result["by_source_partition"] = dict(sorted(self.by_source_partition.items()))
+        result["stopped"] = self.stopped
+        if self.error is not None:
+            result["error"] = self.error
+        return result
+
+
+class Redriver:
+    """One bounded re-drive of the dead-letter topic (see the module docstring)."""
+
+    def __init__(self, settings: WorkerSettings, options: RedriveOptions) -> None:
+        if options.to_topic is not None and options.to_topic == options.dlq_topic:
+            raise UsageError("--to-topic must not be the dead-letter topic")
+        self._options = options
+        self._errors = KafkaErrors()
+        hooks = {"error_cb": self._errors.on_error, "logger": kafka_logger()}
+        config = consumer_config(settings, group_id=options.group)
+        config.pop("group.instance.id", None)  # assigned, never a group member
+        config.update(
+            {
+                "enable.auto.commit": False,
+                "enable.partition.eof": True,
+                "auto.offset.reset": "earliest",  # a start deleted by retention: the log start
+                "isolation.level": "read_committed",  # never dead letters of aborted transactions
+                **hooks,
+            }
+        )
+        self._producer: Producer | None = None
+        try:
+            self._consumer = Consumer(config)
+            if not options.dry_run:
+                produce = producer_config(settings)
+                produce.pop("transactional.id", None)  # delivery reports, then the commit
+                self._producer = Producer({**produce, **hooks})
+        except KafkaException as exc:
+            raise UsageError(f"invalid Kafka client configuration: {exc.args[0]}") from exc
+        self._stopping = False
+        self._delivery_error: KafkaError | None = None
+        self._partitions: dict[str, int] = {}  # target topic -> partition count
+        self.summary = Summary(options.dlq_topic, options.group, options.dry_run)
+        self._ends: dict[int, int] = {}  # end offset (exclusive) fixed at start, per partition
+        self._position: dict[int, int] = {}  # next offset to handle, per partition
+        self._pending: set[int] = set()  # partitions short of their end
+
+    def request_stop(self) -> None:
+        """Stop after the batch in flight (delivered and committed)."""
+        self._stopping = True
+
+    def run(self) -> Summary:
+        """Re-drive to the end offsets at start (or ``max_records``); raise :class:`FatalError`
+        when a delivery, commit or the connection fails (the batch in flight stays
+        uncommitted), :class:`UsageError` for a missing topic."""
+        try:
+            self._run()
+        except (FatalError, UsageError) as exc:
+            self.summary.stopped = "error"
+            self.summary.error = str(exc)
+            raise
+        finally:
+            if self._producer is not None:
+                self._producer.flush(_TIMEOUT_S)
+            self._consumer.close()
+        return self.summary
+
+    # ------------------------------------------------------------------ the loop
+    def _run(self) -> None:
+        ends, starts = self._plan()
+        self._ends, self._position = ends, dict(starts)
+        self._pending = {p for p in ends if starts[p] < ends[p]}
+        topic = self._options.dlq_topic
+        if self._pending:
+            self._consumer.assign(
+                [TopicPartition(topic, p, starts[p]) for p in sorted(self._pending)]
+            )
+        last_progress = time.monotonic()
+        while self._pending and self._going_on():
+            moved = self._take(self._consumer.consume(_BATCH, _POLL_S))
+            if moved:
+                last_progress = time.monotonic()
+                self._deliver_and_commit({p: self._position[p] for p in moved})
+            elif time.monotonic() - last_progress > _STALL_S:
+                raise FatalError(
+                    f"no progress for {_STALL_S:.0f}s with partitions "
+                    f"{sorted(self._pending)} of {topic} short of their end"
+                )
+        log.info("redrive_finished", **self.summary.as_dict())
+
+    def _going_on(self) -> bool:
+        if self._stopping:
+            self.summary.stopped = "signal"
+            return False
+        if self._full():
+            self.summary.stopped = "max_records"
+            return False
+        return True
+
+    def _full(self) -> bool:
+        limit = self._options.max_records
+        return limit is not None and self.summary.read >= limit
+
+    def _take(self, messages: list[Message]) -> set[int]:
+        """Handle one batch of messages; the partitions whose position moved."""
+        self._errors.check()
+        moved: set[int] = set()
+        for message in messages:
+            partition, offset = message.partition(), message.offset()
+            if partition is None or offset is None or partition not in self._pending:
+                continue
+            if self._full():
+                break
+            if self._advance(message, partition, offset):
+                moved.add(partition)
+            if self._position[partition] >= self._ends[partition]:
+                self._pending.discard(partition)
+                self._consumer.pause([TopicPartition(self._options.dlq_topic, partition)])
+        return moved
+
+    def _advance(self, message: Message, partition: int, offset: int) -> bool:
+        """Handle one message (a record, or the end of a partition); whether the partition's
+        position moved. Positions never pass the end offset fixed at start."""
+        end, position = self._ends[partition], self._position[partition]
+        error = message.error()
+        if error is not None and error.code() != KafkaError._PARTITION_EOF:
+            self._consumer_error(error)
+            return False
+        if error is None and offset < end:
+            self._handle(message)
+            self._position[partition] = offset + 1
+            return True
+        # At or past the end (a later record, or the end of the log after transaction
+        # markers): everything before ``offset`` was seen.
+        reached = min(offset, end)
+        if reached > position:
+            self._position[partition] = reached
+            return True
+        return False
+
+    def _plan(self) -> tuple[dict[int, int], dict[int, int]]:
+        """End offsets (exclusive) and where to start, per partition of the dead-letter topic."""
+        options = self._options
+        plan = _retrying(
+            lambda: plan_replay(
+                self._consumer,
+                options.dlq_topic,
+                from_timestamp=options.filters.since,
+                to_timestamp=options.filters.until,
+            ),
+            f"cannot read the end offsets of {options.dlq_topic}",
+        )
+        self._errors.connected = True
+        every = [TopicPartition(options.dlq_topic, p) for p in plan.ranges]
+        found = _retrying(
+            lambda: self._consumer.committed(every, timeout=_TIMEOUT_S),
+            f"cannot read the offsets of group {options.group}",
+        )
+        committed = {tp.partition: tp.offset for tp in found if tp.offset >= 0}
+        ends = {p: end for p, (_, end) in plan.ranges.items()}
+        starts = {p: max(start, committed.get(p, start)) for p, (start, _) in plan.ranges.items()}
+        log.info(
+            "redrive_planned",
+            topic=options.dlq_topic,
+            group=options.group,
+            dry_run=options.dry_run,
+            ranges={str(p): [starts[p], ends[p]] for p in sorted(ends)},
+            records=sum(max(0, ends[p] - starts[p]) for p in ends),
+        )
+        return ends, starts
+
+    def _handle(self, message: Message) -> None:
+        options, summary = self._options, self.summary
+        summary.read += 1
+        letter = from_message(message)
+        outcome = decide(letter, options.filters, max_redrives=options.max_redrives)
+        summary.counts[outcome.value] += 1
+        if letter is None or outcome in (Outcome.NOT_DEAD_LETTER, Outcome.FILTERED):
+            return
+        if outcome is not Outcome.REDRIVE:
+            log.warning(
+                "redrive_skipped",
+                why=outcome.value,
+                dlq_partition=letter.partition,
+                dlq_offset=letter.offset,
+                reason=letter.reason,
+                source_topic=letter.source_topic,
+                source_partition=letter.source_partition,
+                source_offset=letter.source_offset,
+                redrives=letter.redrives,
+            )
+            return
+        summary.by_reason[letter.reason] += 1
+        summary.by_source_partition[f"{letter.source_topic}:{letter.source_partition}"] += 1
+        topic, partition = self._target(letter)
+        if self._producer is not None:
+            self._produce(self._producer, letter, topic, partition)
+
+    def _target(self, letter: DeadLetter) -> tuple[str, int]:
+        """The topic to re-drive to and the partition (-1: by key): back to the source
+        partition when going back to the source topic."""
+        topic = self._options.to_topic or letter.source_topic
+        if topic is None:
+            raise UsageError(
+                f"the dead letter at {letter.topic}/{letter.partition}/{letter.offset} names no "
+                "source topic: give --to-topic"
+            )
+        if topic == self._options.dlq_topic:
+            raise UsageError(f"refusing to re-drive into the dead-letter topic {topic}")
+        count = self._partitions.get(topic)
+        if count is None:
+            count = self._partitions[topic] = self._partition_count(topic)
+        source = letter.source_partition
+        if self._options.to_topic is None and source is not None and 0 <= source < count:
+            return topic, source
+        return topic, -1
+
+    def _partition_count(self, topic: str) -> int:
+        try:
+            metadata = self._consumer.list_topics(topic, timeout=_TIMEOUT_S)
+        except KafkaException as exc:
+            raise FatalError(f"cannot describe topic {topic}: {exc}") from exc
+        described = metadata.topics.get(topic)
+        if described is None or described.error is not None:
+            raise UsageError(f"target topic {topic!r} does not exist (or is not readable)")
+        return len(described.partitions)
+
+    def _produce(self, producer: Producer, letter: DeadLetter, topic: str, partition: int) -> None:
+        headers = redriven_headers(letter, now_ms=int(time.time() * 1000))
+        while True:
+            try:
+                producer.produce(
+                    topic,
+                    value=letter.value,
+                    key=letter.key,
+                    partition=partition,
+                    headers=headers,
+                    on_delivery=self._on_delivery,
+                )
+                return
+            except BufferError:  # local queue full: serve delivery reports, then retry
+                producer.poll(0.05)
+            except KafkaException as exc:
+                raise FatalError(
+                    f"cannot re-drive {letter.topic}/{letter.partition}/{letter.offset} to "
+                    f"{topic}: {exc.args[0].str()}"
+                ) from exc
+
+    def _on_delivery(self, error: KafkaError | None, _message: Message) -> None:
+        if error is not None:
+            if self._delivery_error is None:
+                self._delivery_error = error
+            return
+        self.summary.redriven += 1
+
+    def _deliver_and_commit(self, offsets: dict[int, int]) -> None:
+        """Wait for every delivery report of the batch; then commit ``offsets``."""
+        producer = self._producer
+        if producer is None:  # dry run: nothing produced, nothing committed
+            return
+        while producer.flush(1.0) > 0:
+            self._errors.check()
+        if self._delivery_error is not None:
+            raise FatalError(f"delivery failed: {self._delivery_error.str()}")
+        self._errors.check()
+        topic = self._options.dlq_topic
+        commit = [TopicPartition(topic, p, o) for p, o in sorted(offsets.items())]
+        _retrying(
+            lambda: self._consumer.commit(offsets=commit, asynchronous=False), "commit failed"
+        )
+        log.info(
+            "redrive_committed",
+            topic=topic,
+            offsets={str(p): o for p, o in sorted(offsets.items())},
+            read=self.summary.read,
+            redriven=self.summary.redriven,
+        )
+
+    def _consumer_error(self, error: KafkaError) -> None:
+        """A fetch error: fatal ones (authorization, a fatal client) stop the run."""
+        self._errors.on_error(error)
+        self._errors.check()
+
+
+def _retrying(call: Callable[[], T], what: str) -> T:
+    """``call()``, retried while Kafka says its error is retriable (a coordinator loading or
+    moving), for up to the client timeout; otherwise a :class:`FatalError` saying ``what``."""
+    deadline = time.monotonic() + _TIMEOUT_S
+    while True:
+        try:
+            return call()
+        except KafkaException as exc:
+            error = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
+            if error is None or not error.retriable() or time.monotonic() >= deadline:
+                raise FatalError(f"{what}: {exc}") from exc
+            time.sleep(0.25)
+
+
+def redrive(
+    settings: WorkerSettings,
+    options: RedriveOptions,
+    *,
+    on_start: Callable[[Redriver], None] = lambda _r: None,
+) -> Summary:
+    """Build the clients and run one re-drive (``on_start`` sees it first, e.g. for signals)."""
+    redriver = Redriver(settings, options)
+    on_start(redriver)
+    return redriver.run()
+
+
+def reasons_known() -> frozenset[str]:
+    """The reasons the dead-letter schema lists."""
+    from worker.schemas import DEAD_LETTER_SCHEMA, load_schema
+
+    schema = load_schema(DEAD_LETTER_SCHEMA)
+    enum: Sequence[str] = schema["properties"][ERROR_CLASS_HEADER]["enum"]
+    return frozenset(enum)
+
+
+def unknown_reasons(reasons: Iterable[str]) -> list[str]:
+    """Reasons the schema does not list (perhaps a typo, perhaps a newer worker)."""
+    known = reasons_known()
+    return sorted(reason for reason in reasons if reason not in known)
