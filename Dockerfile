@@ -10,12 +10,17 @@
 # The image is the service wheel alone (the `worker` package and its runtime dependencies):
 # training (training/, the [train] extra) and the benchmarks (bench/, the [bench,onnx]
 # extras) are not in it; they run from a source checkout, `pip install -e '.[train]'` and so on.
+#
+# Reproducible: every Python package comes from a lock file in requirements/ with its sha256
+# (pip --require-hashes --no-deps; refresh with scripts/lock.sh), the project's wheel is built
+# without build isolation from the hashed build backend, and the base image can be pinned by
+# digest: --build-arg PYTHON_IMAGE=python:3.12-slim-bookworm@sha256:<digest>. docs/IMAGES.md
+# lists the build arguments, the NVIDIA driver each CUDA line needs and the measured sizes.
 
 ARG PYTHON_IMAGE=python:3.12-slim-bookworm
-ARG TORCH_VERSION=2.15.0
 
 # ---------------------------------------------------------------------------------------------
-# build: a venv and the dependency list, shared by the dependency and wheel stages.
+# build: a venv and the lock files, shared by the dependency and wheel stages.
 FROM ${PYTHON_IMAGE} AS build
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
@@ -23,27 +28,58 @@ ENV PIP_NO_CACHE_DIR=1 \
     PYTHONDONTWRITEBYTECODE=1
 WORKDIR /src
 RUN python -m venv /opt/venv
-# Dependencies are installed from pyproject.toml alone, so code changes reuse the (large) layer.
-COPY pyproject.toml ./
-RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" >/tmp/requirements.txt
+# Dependencies come from the lock files alone, so code changes reuse the (large) layers.
+COPY requirements/ ./requirements/
 
-# deps-cpu: torch's CPU-only build first; the other requirements then find torch satisfied.
+# deps-cpu: everything but torch from requirements/cpu.lock, then torch's CPU build (no
+# dependencies of its own: they are in cpu.lock) from the PyTorch CPU index.
+# WHEELHOUSE: a directory of wheels (e.g. mounted into the build) to install from instead of
+# the indexes, for offline builds; hashes are checked all the same.
 FROM build AS deps-cpu
-ARG TORCH_VERSION
+ARG WHEELHOUSE=""
 ARG TORCH_CPU_INDEX_URL=https://download.pytorch.org/whl/cpu
-RUN /opt/venv/bin/pip install --index-url "${TORCH_CPU_INDEX_URL}" "torch==${TORCH_VERSION}" \
-    && /opt/venv/bin/pip install -r /tmp/requirements.txt
+ARG TORCH_CPU_LOCK=requirements/torch-cpu.lock
+ARG TORCH_CPU_REQUIRE_HASHES=0
+RUN /opt/venv/bin/pip install --require-hashes --no-deps \
+        ${WHEELHOUSE:+--no-index --find-links "$WHEELHOUSE"} -r requirements/cpu.lock \
+    && if grep -q -- '--hash=sha256:' "${TORCH_CPU_LOCK}"; then \
+        /opt/venv/bin/pip install --require-hashes --no-deps --index-url "${TORCH_CPU_INDEX_URL}" \
+            ${WHEELHOUSE:+--no-index --find-links "$WHEELHOUSE"} -r "${TORCH_CPU_LOCK}" \
+        && echo "torch: hash-checked against ${TORCH_CPU_LOCK}" >/opt/venv/torch-provenance.txt; \
+    elif [ "${TORCH_CPU_REQUIRE_HASHES}" = 1 ]; then \
+        echo "${TORCH_CPU_LOCK} has no hashes (run scripts/lock.sh where ${TORCH_CPU_INDEX_URL} is reachable)" >&2; \
+        exit 1; \
+    else \
+        echo "WARNING: ${TORCH_CPU_LOCK} has no hashes: torch is pinned by version only" >&2 \
+        && /opt/venv/bin/pip install --no-deps --index-url "${TORCH_CPU_INDEX_URL}" \
+            ${WHEELHOUSE:+--no-index --find-links "$WHEELHOUSE"} -r "${TORCH_CPU_LOCK}" \
+        && echo "torch: pinned by version only (${TORCH_CPU_LOCK}, ${TORCH_CPU_INDEX_URL}), not hash-checked" \
+            >/opt/venv/torch-provenance.txt; \
+    fi \
+    && /opt/venv/bin/pip check
 
-# deps-cuda: torch from PyPI, whose Linux wheels are CUDA builds with nvidia-* wheel dependencies.
+# deps-cuda: torch and its nvidia-* wheels from requirements/cuda-${TORCH_CUDA}.lock. cu132 is
+# PyPI's default build (no extra index); another line needs its lock (TORCH_CUDA_LINES=cu128
+# scripts/lock.sh) and TORCH_CUDA_INDEX_URL=https://download.pytorch.org/whl/cu128.
 FROM build AS deps-cuda
-ARG TORCH_VERSION
-RUN /opt/venv/bin/pip install "torch==${TORCH_VERSION}" \
-    && /opt/venv/bin/pip install -r /tmp/requirements.txt
+ARG WHEELHOUSE=""
+ARG TORCH_CUDA=cu132
+ARG TORCH_CUDA_INDEX_URL=""
+RUN /opt/venv/bin/pip install --require-hashes --no-deps \
+        ${TORCH_CUDA_INDEX_URL:+--extra-index-url "$TORCH_CUDA_INDEX_URL"} \
+        ${WHEELHOUSE:+--no-index --find-links "$WHEELHOUSE"} -r "requirements/cuda-${TORCH_CUDA}.lock" \
+    && echo "torch: hash-checked against requirements/cuda-${TORCH_CUDA}.lock" >/opt/venv/torch-provenance.txt \
+    && /opt/venv/bin/pip check
 
-# wheel: the project's own wheel (hatchling, fetched by pip's isolated build).
+# wheel: the project's own wheel, built without isolation by the hashed build backend
+# (requirements/build.lock) in a venv of its own.
 FROM build AS wheel
+ARG WHEELHOUSE=""
+RUN python -m venv /opt/buildenv \
+    && /opt/buildenv/bin/pip install --require-hashes --no-deps \
+        ${WHEELHOUSE:+--no-index --find-links "$WHEELHOUSE"} -r requirements/build.lock
 COPY . .
-RUN /opt/venv/bin/pip wheel --no-deps --wheel-dir /dist .
+RUN /opt/buildenv/bin/pip wheel --no-deps --no-build-isolation --wheel-dir /dist .
 
 FROM deps-cpu AS venv-cpu
 COPY --from=wheel /dist /dist
@@ -67,12 +103,16 @@ LABEL org.opencontainers.image.title="biomarker-worker" \
       org.opencontainers.image.created="${CREATED}" \
       org.opencontainers.image.source="${SOURCE}" \
       org.opencontainers.image.licenses="Apache-2.0"
+# HF_HUB_OFFLINE / TRANSFORMERS_OFFLINE: the image never reaches the Hugging Face Hub; models come
+# from the image or a mounted path. Override both with 0 to allow hub downloads.
 ENV PATH=/opt/venv/bin:${PATH} \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     BIOMARKER_CACHE_DIR=/opt/biomarker/cache \
     HF_HOME=/opt/biomarker/cache/huggingface \
     HF_HUB_DISABLE_TELEMETRY=1 \
+    HF_HUB_OFFLINE=1 \
+    TRANSFORMERS_OFFLINE=1 \
     BIOMARKER_METRICS_PORT=9108
 RUN groupadd --gid 10001 biomarker \
     && useradd --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent \
