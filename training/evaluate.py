@@ -1,20 +1,28 @@
-"""Score labelled JSONL with a saved checkpoint through the project's classifier wrapper."""
+"""Score labelled rows with a saved checkpoint through the project's classifier wrapper.
+
+The rows come from labelled JSONL (:func:`training.jsonl.read_labelled`) or from a hand-labelled
+evaluation set (:func:`handlabelled_rows`); the report is :func:`training.metrics.error_report`.
+"""
 
 from __future__ import annotations
 
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from tqdm import tqdm
 
-from training.jsonl import LabelledRow
-from training.metrics import evaluation_report
+from training.jsonl import LabelledRow, row_from_json
+from training.metrics import error_report
 from training.predict import length_sorted_batches
 from worker.errors import FatalError, UsageError
 
-__all__ = ["evaluate_model", "score_texts"]
+__all__ = ["HANDLABELLED_SETS", "evaluate_model", "handlabelled_rows", "score_texts"]
+
+#: The hand-labelled evaluation sets (:mod:`training.handlabels`).
+HANDLABELLED_SETS = ("clinical", "literature")
 
 
 def score_texts(
@@ -51,6 +59,32 @@ def score_texts(
     return probs, timing
 
 
+def handlabelled_rows(name: str, data_dir: Path | None = None) -> list[LabelledRow]:
+    """The hand-labelled set ``name`` as rows: domain ``name``, the sentence id, family, unsure.
+
+    The text is read back from the corpora in ``data_dir`` (default: the one
+    :mod:`training.handlabels` uses); a missing label file or corpus is a :class:`UsageError`.
+    """
+    from training import handlabels
+
+    if name not in HANDLABELLED_SETS:
+        raise UsageError(f"no hand-labelled set {name!r} (one of {', '.join(HANDLABELLED_SETS)})")
+    try:
+        pairs = handlabels.load_labels(name, data_dir or handlabels.DEFAULT_DATA_DIR)
+    except FileNotFoundError as exc:
+        raise UsageError(f"hand-labelled set {name}: {exc.filename} not found") from exc
+    except (ValueError, KeyError) as exc:
+        raise UsageError(f"hand-labelled set {name}: {exc}") from exc
+    rows = []
+    for sentence, record in pairs:
+        where = f"hand-labelled set {name}, id {sentence.id}"
+        row = row_from_json({**record, "id": sentence.id}, where, text=sentence.text)
+        rows.append(replace(row, source=name))
+    if not rows:
+        raise UsageError(f"hand-labelled set {name} has no rows")
+    return rows
+
+
 def evaluate_model(
     model_dir: Path,
     rows: list[LabelledRow],
@@ -59,8 +93,12 @@ def evaluate_model(
     batch_size: int = 32,
     max_length: int = 512,
     threads: int | None = None,
+    resamples: int = 1000,
+    seed: int = 0,
+    worst: int = 10,
+    show_text: bool = False,
 ) -> dict[str, Any]:
-    """Metrics report (overall and per source) of ``model_dir`` on ``rows``."""
+    """Evaluation report of ``model_dir`` on ``rows`` (see :func:`error_report`)."""
     if not model_dir.is_dir():
         raise UsageError(f"{model_dir} is not a model directory")
     probs, timing = score_texts(
@@ -70,8 +108,14 @@ def evaluate_model(
         max_length=max_length,
         threads=threads,
     )
-    report = evaluation_report(
-        [row.label for row in rows], probs, [row.source for row in rows], threshold
+    report = error_report(
+        rows,
+        probs,
+        threshold=threshold,
+        resamples=resamples,
+        seed=seed,
+        worst=worst,
+        show_text=show_text,
     )
     report["model"] = str(model_dir)
     report["timing"] = {**timing, "batch_size": batch_size}
