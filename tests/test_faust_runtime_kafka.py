@@ -1,8 +1,8 @@
 """The faust runtime against the real broker: the default runtime's guarantees, re-proven.
 
-Counts are smaller than tests/test_pipeline_kafka.py and tests/test_resilience_kafka.py (2-core
-machine); each test still crosses the property it proves (mid-stream kill, mid-stream stop,
-members joining and leaving with work in flight).
+The crash, membership and drain tests run for both runtimes in tests/test_resilience_kafka.py;
+here: 1,000 notes with one output each, every bad-input kind, and the refused configurations.
+Counts are smaller than tests/test_pipeline_kafka.py's (2-core machine).
 """
 
 from __future__ import annotations
@@ -17,13 +17,7 @@ import pytest
 
 from tests.kafka_helpers import REPO, KafkaTestKit, note, start_worker
 from tests.test_pipeline_kafka import BAD_INPUTS
-from tests.test_resilience_kafka import (
-    _LONG,
-    inputs_per_partition,
-    sources,
-    stop,
-    wait_for,
-)
+from tests.test_resilience_kafka import sources, stop, wait_for
 from worker.schemas import DEAD_LETTER_SCHEMA, OUTPUT_SCHEMA, validator
 
 pytestmark = pytest.mark.kafka
@@ -31,10 +25,6 @@ pytestmark = pytest.mark.kafka
 
 def faust_env(kit: KafkaTestKit, model_dir: Path, **extra: str) -> dict[str, str]:
     return kit.env(model_dir, runtime="faust", **extra)
-
-
-def joined(log_path: Path) -> bool:
-    return "partitions_assigned" in log_path.read_text()
 
 
 def test_thousand_notes_one_output_each(
@@ -97,100 +87,6 @@ def test_every_bad_input_kind_goes_to_the_dead_letter_topic_and_logs_hold_no_tex
     assert lines and all(line.startswith("{") for line in lines if line.strip())
     assert any(orjson.loads(line)["event"] == "dead_letter" for line in lines)
     assert not [line for line in lines if marker in line]
-
-
-def test_sigkill_mid_batch_then_restart_loses_nothing(
-    kit: KafkaTestKit, tiny_model_dir: Path, tmp_path: Path
-) -> None:
-    kit.create(partitions=3)
-    count = 1500
-    kit.produce([note(i, _LONG) for i in range(count)])
-    env = faust_env(kit, tiny_model_dir, token_budget="512", max_inflight_notes="400")
-    worker = start_worker(env, tmp_path / "w1.log")
-    samples: list[dict[int, int]] = []
-
-    def progressed() -> bool:
-        samples.append(kit.committed())
-        return sum(samples[-1].values()) >= 200
-
-    wait_for(progressed, 120, "first commits")
-    worker.kill()
-    worker.wait(timeout=30)
-    at_kill = kit.committed()
-    delivered = sources(kit.read(kit.output, count, timeout=5))
-    assert sum(at_kill.values()) < count, "the kill must land mid-stream"
-    for sample in [*samples, at_kill]:
-        for partition, committed in sample.items():
-            missing = [o for o in range(committed) if (partition, o) not in delivered]
-            assert not missing, f"committed {committed} on p{partition} without {missing[:5]}"
-
-    worker = start_worker(env, tmp_path / "w2.log")
-    wait_for(lambda: sum(kit.committed().values()) == count, 180, "all inputs committed")
-    assert stop(worker) == 0
-    final = sources(kit.read(kit.output, count))
-    per_partition = inputs_per_partition(kit, count)
-    assert sum(per_partition.values()) == count
-    assert all((p, o) in final for p, size in per_partition.items() for o in range(size))
-
-
-def test_three_members_join_and_leave_during_stream_lose_nothing(
-    kit: KafkaTestKit, tiny_model_dir: Path, tmp_path: Path
-) -> None:
-    kit.create(partitions=6)
-    count = 2000
-    stages = [(0, 500), (500, 1000), (1000, 1500), (1500, count)]
-    env = faust_env(kit, tiny_model_dir, revoke_timeout_s="5", token_budget="512")
-
-    def produce(stage: int) -> None:
-        first, last = stages[stage]
-        kit.produce([note(i, _LONG) for i in range(first, last)])
-
-    produce(0)
-    workers = [start_worker(env, tmp_path / "worker-a.log")]
-    wait_for(lambda: sum(kit.committed().values()) > 100, 120, "worker a progress")
-    for stage, name in ((1, "b"), (2, "c")):
-        workers.append(start_worker(env, tmp_path / f"worker-{name}.log"))
-        produce(stage)
-        wait_for(lambda n=name: joined(tmp_path / f"worker-{n}.log"), 120, f"worker {name} joins")
-    produce(3)
-    assert sum(kit.committed().values()) < count, "a must leave with work in flight"
-    assert stop(workers[0]) == 0
-    wait_for(lambda: sum(kit.committed().values()) == count, 240, "all inputs committed")
-    assert [stop(w) for w in workers[1:]] == [0, 0]
-    delivered = sources(kit.read(kit.output, count))
-    per_partition = inputs_per_partition(kit, count)
-    assert sum(per_partition.values()) == count
-    lost = [(p, o) for p, n in per_partition.items() for o in range(n) if (p, o) not in delivered]
-    assert not lost
-    logs = "".join((tmp_path / f"worker-{n}.log").read_text() for n in "abc")
-    assert "partitions_revoked" in logs
-
-
-def test_sigterm_drains_commits_and_restart_has_no_duplicates(
-    kit: KafkaTestKit, tiny_model_dir: Path, tmp_path: Path
-) -> None:
-    kit.create(partitions=3)
-    count = 1500
-    kit.produce([note(i, _LONG) for i in range(count)])
-    # At most 300 notes in flight: the drain cannot finish the whole backlog before it stops.
-    env = faust_env(kit, tiny_model_dir, token_budget="512", max_inflight_notes="300")
-    worker = start_worker(env, tmp_path / "w1.log")
-    wait_for(lambda: sum(kit.committed().values()) >= 200, 120, "first commits")
-    assert stop(worker) == 0
-    committed = kit.committed()
-    first = sources(kit.read(kit.output, count, timeout=5))
-    assert sum(committed.values()) < count, "the stop must land mid-stream"
-    assert max(first.values()) == 1
-    for partition in range(3):  # everything produced was committed, nothing more
-        produced = sorted(o for (p, o) in first if p == partition)
-        assert committed.get(partition, 0) == (produced[-1] + 1 if produced else 0)
-        assert produced == list(range(len(produced)))
-
-    worker = start_worker(env, tmp_path / "w2.log")
-    wait_for(lambda: sum(kit.committed().values()) == count, 180, "all inputs committed")
-    assert stop(worker) == 0
-    final = sources(kit.read(kit.output, count))
-    assert len(final) == count and max(final.values()) == 1
 
 
 def _run_cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
