@@ -24,8 +24,9 @@ from tests.kafka_helpers import REPO, KafkaTestKit, note
 from worker.config import WorkerSettings
 from worker.errors import FatalError, InvalidEvent, UsageError
 from worker.events import Headers, Provenance, SourceRef, parse_note
+from worker.kafka.dead_letters import REDRIVE_HEADER, Filters
 from worker.kafka.errors import KafkaErrors
-from worker.kafka.redrive import REDRIVE_HEADER, Filters, RedriveOptions, Summary, redrive
+from worker.kafka.redrive import RedriveOptions, Summary, redrive
 from worker.kafka.sink import KafkaSink, SinkTopics
 from worker.metrics import Metrics
 from worker.notes import Record

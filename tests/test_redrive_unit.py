@@ -8,12 +8,11 @@ import pytest
 from worker.cli import main
 from worker.errors import InvalidEvent, UsageError
 from worker.events import Headers, SourceRef
-from worker.kafka.redrive import (
+from worker.kafka.dead_letters import (
     REDRIVE_HEADER,
     DeadLetter,
     Filters,
     Outcome,
-    Summary,
     decide,
     parse_reason,
     parse_time,
@@ -22,6 +21,7 @@ from worker.kafka.redrive import (
     redriven_headers,
     unknown_reasons,
 )
+from worker.kafka.redrive import Summary
 from worker.notes import Record
 from worker.outbound import truncated
 from worker.render import dead_letter

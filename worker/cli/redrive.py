@@ -12,18 +12,14 @@ import structlog
 
 from worker.cli.options import add_settings_options, settings_from_args
 from worker.errors import FatalError, UsageError
-from worker.kafka.redrive import (
+from worker.kafka.dead_letters import (
     DEFAULT_MAX_REDRIVES,
-    GROUP_SUFFIX,
     Filters,
-    RedriveOptions,
-    Redriver,
-    Summary,
     parse_reason,
     parse_time,
-    redrive,
     unknown_reasons,
 )
+from worker.kafka.redrive import GROUP_SUFFIX, RedriveOptions, Redriver, Summary, redrive
 from worker.logs import configure_logging
 
 EXIT_FATAL = 1
