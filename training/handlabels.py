@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from training.sources import _MIN_LETTERS, _jsonl
+from training.sources import HAS_LETTERS, read_jsonl
 from training.splits import doc_split, note_sentences
 
 CLINICAL_TARGET = 1000
@@ -59,7 +59,7 @@ def clinical_sentences(data_dir: Path, target: int = CLINICAL_TARGET) -> list[Se
     rarely name an analyte) from filling the set.
     """
     by_specialty: dict[str, list[dict[str, Any]]] = {}
-    for row in _jsonl(data_dir / "mtsamples" / "mtsamples_notes.jsonl"):
+    for row in read_jsonl(data_dir / "mtsamples" / "mtsamples_notes.jsonl"):
         if doc_split(f"mtsamples:{row['note_id']}", seed=SPLIT_SEED, dev=0.1, test=0.2) == "test":
             specialty = (row["medical_specialties"] or ["unknown"])[0].strip()
             by_specialty.setdefault(specialty, []).append(row)
@@ -75,17 +75,17 @@ def clinical_sentences(data_dir: Path, target: int = CLINICAL_TARGET) -> list[Se
             if turn < len(notes):
                 row = notes[turn]
                 for start, end, text in note_sentences(row["text"]):
-                    if _MIN_LETTERS.search(text):
+                    if HAS_LETTERS.search(text):
                         sid = f"{row['note_id']}:{start}-{end}"
                         chosen.append(Sentence(sid, text, row["note_id"]))
     return chosen
 
 
 def _literature(data_dir: Path) -> Iterator[Sentence]:
-    for row in _jsonl(data_dir / "bc2gm" / "bc2gm_sentences.jsonl"):
+    for row in read_jsonl(data_dir / "bc2gm" / "bc2gm_sentences.jsonl"):
         if row["split"] == "test":
             yield Sentence(f"bc2gm:{row['id']}", row["text"], f"bc2gm:{row['id'][:9]}")
-    for row in _jsonl(data_dir / "biored" / "biored_sentences.jsonl"):
+    for row in read_jsonl(data_dir / "biored" / "biored_sentences.jsonl"):
         if row["split"] == "test":
             sid = f"biored:{row['pmid']}:{row['sent_idx']}"
             yield Sentence(sid, row["text"], f"biored:{row['pmid']}")
@@ -95,7 +95,7 @@ def literature_sentences(data_dir: Path, target: int = LITERATURE_TARGET) -> lis
     """Half BC2GM, half BioRED test sentences, in seeded order."""
     by_corpus: dict[str, list[Sentence]] = {"bc2gm": [], "biored": []}
     for sentence in _literature(data_dir):
-        if _MIN_LETTERS.search(sentence.text):
+        if HAS_LETTERS.search(sentence.text):
             by_corpus[sentence.id.split(":", 1)[0]].append(sentence)
     chosen: list[Sentence] = []
     for _corpus, sentences in sorted(by_corpus.items()):

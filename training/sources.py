@@ -29,11 +29,13 @@ from training.lexicon import has_biomarker
 from training.splits import doc_split, note_sentences
 
 __all__ = [
+    "HAS_LETTERS",
     "Example",
     "read_bc2gm",
     "read_biored",
     "read_civic",
     "read_civicmine",
+    "read_jsonl",
     "read_mtsamples",
 ]
 
@@ -53,7 +55,7 @@ class Example:
         return asdict(self)
 
 
-def _jsonl(path: Path) -> Iterator[dict[str, Any]]:
+def read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
     with path.open(encoding="utf-8") as handle:
         for line in handle:
             if line.strip():
@@ -66,7 +68,7 @@ _BC2GM_DOC = re.compile(r"^(P\d+)")
 
 def read_bc2gm(data_dir: Path) -> Iterator[Example]:
     """BC2GM sentences: gene mention or lexicon hit -> 1."""
-    for row in _jsonl(data_dir / "bc2gm" / "bc2gm_sentences.jsonl"):
+    for row in read_jsonl(data_dir / "bc2gm" / "bc2gm_sentences.jsonl"):
         text = row["text"]
         label = int(bool(row["gene_mentions"]) or has_biomarker(text))
         match = _BC2GM_DOC.match(row["id"])
@@ -79,7 +81,7 @@ _BIORED_POSITIVE_TYPES = frozenset({"GeneOrGeneProduct", "SequenceVariant"})
 
 def read_biored(data_dir: Path) -> Iterator[Example]:
     """BioRED sentences: gene/variant entity or lexicon hit (e.g. a ChemicalEntity analyte) -> 1."""
-    for row in _jsonl(data_dir / "biored" / "biored_sentences.jsonl"):
+    for row in read_jsonl(data_dir / "biored" / "biored_sentences.jsonl"):
         text = row["text"]
         genes = any(entity["type"] in _BIORED_POSITIVE_TYPES for entity in row["entities"])
         label = int(genes or has_biomarker(text))
@@ -95,7 +97,7 @@ def read_biored(data_dir: Path) -> Iterator[Example]:
 
 def read_civicmine(data_dir: Path, *, seed: int) -> Iterator[Example]:
     """CIViCmine annotated sentences: all name a gene -> 1."""
-    for row in _jsonl(data_dir / "civicmine" / "civicmine_train_sentences.jsonl"):
+    for row in read_jsonl(data_dir / "civicmine" / "civicmine_train_sentences.jsonl"):
         doc = str(row["pmid"])
         split = doc_split(f"civicmine:{doc}", seed=seed, dev=0.1, test=0.1)
         yield Example(f"civicmine:{row['id']}", row["text"], 1, "civicmine", doc, split)
@@ -229,7 +231,7 @@ def civic_label(text: str, *, flagged: bool, genes: frozenset[str]) -> int | Non
 def read_civic(data_dir: Path, *, seed: int) -> Iterator[Example]:
     """CIViC evidence-statement sentences, weak-labelled by string match (see module doc)."""
     genes = _civic_genes(data_dir)
-    for row in _jsonl(data_dir / "civic" / "civic_evidence_sentences.jsonl"):
+    for row in read_jsonl(data_dir / "civic" / "civic_evidence_sentences.jsonl"):
         flagged = bool(row["mentions_gene_symbol"] or row["mentions_variant_name"])
         label = civic_label(row["text"], flagged=flagged, genes=genes)
         if label is None:
@@ -240,16 +242,17 @@ def read_civic(data_dir: Path, *, seed: int) -> Iterator[Example]:
         yield Example(sid, row["text"], label, "civic", doc, split)
 
 
-_MIN_LETTERS = re.compile(r"[A-Za-z].*[A-Za-z]", re.DOTALL)
+#: A sentence worth labelling has at least two letters (not a bare number or heading rule).
+HAS_LETTERS = re.compile(r"[A-Za-z].*[A-Za-z]", re.DOTALL)
 
 
 def read_mtsamples(data_dir: Path, *, seed: int) -> Iterator[Example]:
     """MTSamples note sentences, weak-labelled by the lexicon; 70/10/20 split by note."""
-    for row in _jsonl(data_dir / "mtsamples" / "mtsamples_notes.jsonl"):
+    for row in read_jsonl(data_dir / "mtsamples" / "mtsamples_notes.jsonl"):
         note_id = row["note_id"]
         split = doc_split(f"mtsamples:{note_id}", seed=seed, dev=0.1, test=0.2)
         for start, end, sentence in note_sentences(row["text"]):
-            if not _MIN_LETTERS.search(sentence):
+            if not HAS_LETTERS.search(sentence):
                 continue
             label = int(has_biomarker(sentence))
             yield Example(f"{note_id}:{start}-{end}", sentence, label, "mtsamples", note_id, split)

@@ -251,16 +251,26 @@ def _member(result: bytes, *, first: bool) -> bytes:
     return (b"" if first else b",") + b'"' + RESULT_KEY.encode() + b'":' + result + b"}"
 
 
+#: Headers the worker adds to a dead letter (schemas/dead-letter.v1.json); the error class
+#: comes first, so what precedes its last occurrence are the input's own headers.
+ERROR_CLASS_HEADER = "x-biomarker-error-class"
+SOURCE_TOPIC_HEADER = "x-biomarker-source-topic"
+SOURCE_PARTITION_HEADER = "x-biomarker-source-partition"
+SOURCE_OFFSET_HEADER = "x-biomarker-source-offset"
+FAILED_AT_HEADER = "x-biomarker-failed-at"
+TRUNCATED_HEADER = "x-biomarker-truncated"
+
+
 def dead_letter_headers(error: InvalidEvent, source: SourceRef) -> list[tuple[str, bytes]]:
     """Headers added to a dead-letter record (the original key, value and headers stay)."""
     headers = {
-        "x-biomarker-error-class": error.reason,
+        ERROR_CLASS_HEADER: error.reason,
         "x-biomarker-error-message": error.message[:1024],
-        "x-biomarker-source-topic": source.topic or "",
-        "x-biomarker-source-partition": str(source.partition),
-        "x-biomarker-source-offset": str(source.offset),
+        SOURCE_TOPIC_HEADER: source.topic or "",
+        SOURCE_PARTITION_HEADER: str(source.partition),
+        SOURCE_OFFSET_HEADER: str(source.offset),
         "x-biomarker-worker-version": __version__,
-        "x-biomarker-failed-at": str(int(time.time() * 1000)),
+        FAILED_AT_HEADER: str(int(time.time() * 1000)),
     }
     if source.timestamp is not None:
         headers["x-biomarker-source-timestamp"] = str(source.timestamp)

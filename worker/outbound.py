@@ -11,6 +11,7 @@ import time
 import structlog
 
 from worker.errors import InvalidEvent
+from worker.events import TRUNCATED_HEADER
 from worker.metrics import Metrics
 from worker.notes import Record
 from worker.render import Outgoing, dead_letter
@@ -53,7 +54,7 @@ def truncated(out: Outgoing, limit: int) -> Outgoing:
     value = out.value or b""
     headers = [
         *(out.headers or []),
-        ("x-biomarker-truncated", b"true"),
+        (TRUNCATED_HEADER, b"true"),
         ("x-biomarker-original-size", str(len(value)).encode()),
         ("x-biomarker-original-sha256", hashlib.sha256(value).hexdigest().encode()),
     ]

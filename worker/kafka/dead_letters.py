@@ -20,18 +20,20 @@ import orjson
 from confluent_kafka import Message
 
 from worker.errors import UsageError
-from worker.events import Headers
+from worker.events import (
+    ERROR_CLASS_HEADER,
+    FAILED_AT_HEADER,
+    SOURCE_OFFSET_HEADER,
+    SOURCE_PARTITION_HEADER,
+    SOURCE_TOPIC_HEADER,
+    TRUNCATED_HEADER,
+    Headers,
+)
 from worker.kafka.replay import parse_timestamp
 
 #: Added to every re-driven record: JSON ``{"count", "dlq_topic", "dlq_partition",
 #: "dlq_offset", "reason", "at"}``; ``count`` is how many times the record was re-driven.
 REDRIVE_HEADER = "x-biomarker-redrive"
-ERROR_CLASS_HEADER = "x-biomarker-error-class"
-SOURCE_TOPIC_HEADER = "x-biomarker-source-topic"
-SOURCE_PARTITION_HEADER = "x-biomarker-source-partition"
-SOURCE_OFFSET_HEADER = "x-biomarker-source-offset"
-FAILED_AT_HEADER = "x-biomarker-failed-at"
-TRUNCATED_HEADER = "x-biomarker-truncated"
 
 DEFAULT_MAX_REDRIVES = 3
 
