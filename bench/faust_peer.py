@@ -13,6 +13,8 @@ import argparse
 import asyncio
 import logging
 import os
+import shutil
+import tempfile
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -85,10 +87,12 @@ def main(argv: list[str] | None = None) -> int:
             if note.error is None
         ]
 
+    datadir = tempfile.mkdtemp(prefix="faust-peer-")  # not the working directory
     app = faust.App(
         args.group,
         broker=f"kafka://{args.bootstrap}",
         store="memory://",
+        datadir=datadir,
         web_enabled=False,
         topic_partitions=args.partitions,
         producer_acks=-1,
@@ -125,6 +129,8 @@ def main(argv: list[str] | None = None) -> int:
         worker.execute_from_commandline()
     except SystemExit as exc:
         return int(exc.code or 0)
+    finally:
+        shutil.rmtree(datadir, ignore_errors=True)
     return 0
 
 

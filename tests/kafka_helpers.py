@@ -155,7 +155,7 @@ STARTED: list[subprocess.Popen[bytes]] = []
 
 
 def start_worker(
-    env: dict[str, str], log_path: Path, *, module: str = "worker"
+    env: dict[str, str], log_path: Path, *, module: str = "worker", cwd: Path = REPO
 ) -> subprocess.Popen[bytes]:
     """``biomarker-worker run`` as a separate process (stderr JSON logs to ``log_path``)."""
     import os
@@ -167,7 +167,7 @@ def start_worker(
             env={**os.environ, **env},
             stdout=log,
             stderr=subprocess.STDOUT,
-            cwd=REPO,
+            cwd=cwd,
         )
     STARTED.append(process)
     return process

@@ -35,9 +35,12 @@ def test_thousand_notes_one_output_each(
     kit.produce(
         [note(i) for i in range(count)], keys=[f"p-{i % 17}".encode() for i in range(count)]
     )
-    worker = start_worker(faust_env(kit, tiny_model_dir), tmp_path / "w.log")
+    workdir = tmp_path / "workdir"
+    workdir.mkdir()
+    worker = start_worker(faust_env(kit, tiny_model_dir), tmp_path / "w.log", cwd=workdir)
     wait_for(lambda: sum(kit.committed().values()) == count, 180, "all inputs committed")
     assert stop(worker) == 0
+    assert list(workdir.iterdir()) == []  # faust's data directory is not the (read-only) cwd
     outputs = kit.read(kit.output, count)
     found = sources(outputs)
     assert len(found) == count and max(found.values()) == 1  # exactly one output per input

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import tempfile
 import threading
 from typing import Any
 
@@ -26,6 +27,7 @@ from worker.kafka.group_lag import GroupLagCollector
 from worker.kafka.topics import Budgets, budgets_for, check_topics
 from worker.logs import kafka_logger
 from worker.metrics import Metrics, set_build_info
+from worker.model.classifier import SequenceClassifier
 
 log = structlog.get_logger("worker.run")
 
@@ -89,7 +91,22 @@ def run(settings: WorkerSettings) -> int:
         return EXIT_OK
     from worker.faust_runtime.producer import IdempotentApp
 
-    app = IdempotentApp(settings.group_id, **app_settings(settings))
+    # faust creates ``<datadir>/v1/tables`` even with the memory store; by default in the working
+    # directory, which is read-only in the chart's pods. A private temporary directory instead.
+    with tempfile.TemporaryDirectory(prefix="biomarker-faust-") as datadir:
+        app = IdempotentApp(settings.group_id, datadir=datadir, **app_settings(settings))
+        return _serve(faust, app, settings=settings, model=model, metrics=metrics, budgets=budgets)
+
+
+def _serve(
+    faust: Any,
+    app: Any,
+    *,
+    settings: WorkerSettings,
+    model: SequenceClassifier,
+    metrics: Metrics,
+    budgets: Budgets,
+) -> int:
     agent = add_classifier_agent(app, settings, model, metrics=metrics)
     engine = engine_of(agent)
     engine.apply_budgets(budgets)
