@@ -7,13 +7,21 @@ from pathlib import Path
 
 import pytest
 
-from training.handlabels import DEFAULT_DATA_DIR, LABELS_DIR, SPLIT_SEED, load_labels
+from training.dataset import HAND_SOURCE, with_hand_labels
+from training.handlabels import (
+    DEFAULT_DATA_DIR,
+    LABELS_DIR,
+    SPLIT_SEED,
+    load_labels,
+    training_labels,
+)
+from training.sources import Example
 from training.splits import doc_split
 
 DATA_DIR = DEFAULT_DATA_DIR if DEFAULT_DATA_DIR.is_dir() else Path("/work/shared/data")
 
 
-@pytest.mark.parametrize("name", ["clinical", "literature"])
+@pytest.mark.parametrize("name", ["clinical", "literature", "clinical_train"])
 def test_every_labelled_sentence_resolves_to_its_text_from_the_corpora(name: str) -> None:
     labelled = load_labels(name, DATA_DIR)
     assert len({sentence.id for sentence, _ in labelled}) == len(labelled)
@@ -34,6 +42,7 @@ def test_the_label_files_hold_no_text() -> None:
         for line in path.read_text().splitlines():
             assert set(json.loads(line)) == {
                 "id",
+                "batch",
                 "label",
                 "unsure",
                 "family",
@@ -41,3 +50,29 @@ def test_the_label_files_hold_no_text() -> None:
                 "pass_b",
                 "adjudicated",
             }
+
+
+def test_training_labels_come_from_train_notes_only() -> None:
+    labelled = load_labels("clinical_train", DATA_DIR)
+    assert len(labelled) >= 300
+    for sentence, _ in labelled:
+        split = doc_split(f"mtsamples:{sentence.doc}", seed=SPLIT_SEED, dev=0.1, test=0.2)
+        assert split == "train", sentence.id
+    assert training_labels() == {sentence.id: row["label"] for sentence, row in labelled}
+
+
+def test_the_dataset_takes_hand_labels_for_train_rows_and_refuses_others() -> None:
+    rows = [
+        Example("n1:0-9", "HCT 37.9.", 1, "mtsamples", "n1", "train"),
+        Example("n1:10-20", "Ordered blood lead.", 0, "mtsamples", "n1", "train"),
+        Example("n2:0-9", "Seen today.", 0, "mtsamples", "n2", "train"),
+    ]
+    relabelled = list(with_hand_labels(rows, {"n1:0-9": 0, "n1:10-20": 1}))
+    assert [(row.label, row.source) for row in relabelled] == [
+        (0, HAND_SOURCE),
+        (1, HAND_SOURCE),
+        (0, "mtsamples"),
+    ]
+    held_out = Example("n3:0-9", "Hgb 12.", 1, "mtsamples", "n3", "test")
+    with pytest.raises(ValueError, match="test split"):
+        list(with_hand_labels([held_out], {"n3:0-9": 1}))

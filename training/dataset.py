@@ -24,10 +24,11 @@ import os
 import random
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from training.handlabels import training_labels
 from training.lexicon import is_decoy
 from training.sources import (
     Example,
@@ -39,11 +40,14 @@ from training.sources import (
 )
 from training.splits import splitter_digest, splitter_name
 from training.synthetic import synthetic_examples
+from training.synthetic_clinical import clinical_templates
 from worker.errors import UsageError
 
 __all__ = ["DatasetConfig", "build_dataset", "data_dir_from", "normalise", "write_jsonl"]
 
 DATA_DIR_ENV = "BIOMARKER_DATA_DIR"
+#: Source name of MTSamples training sentences labelled by hand (training/handlabels/).
+HAND_SOURCE = "mtsamples_hand"
 _REQUIRED = (
     "bc2gm/bc2gm_sentences.jsonl",
     "biored/biored_sentences.jsonl",
@@ -65,9 +69,13 @@ class DatasetConfig:
             "civic": 3000,
             "civicmine": None,
             "mtsamples": 10000,
+            HAND_SOURCE: None,
             "synthetic": None,
+            "synthetic_clinical": None,
         }
     )
+    #: Replace the lexicon's labels of the hand-labelled MTSamples training sentences.
+    hand_labels: bool = True
     dev_quota: dict[str, int | None] = field(
         default_factory=lambda: {"bc2gm": 1000, "biored": 1000, "civic": 1000, "mtsamples": None}
     )
@@ -90,13 +98,30 @@ def normalise(text: str) -> str:
     return " ".join(text.lower().split())
 
 
-def _all_examples(data_dir: Path, seed: int) -> Iterator[Example]:
+def _all_examples(data_dir: Path, seed: int, hand_labels: dict[str, int]) -> Iterator[Example]:
     yield from read_bc2gm(data_dir)
     yield from read_biored(data_dir)
     yield from read_civicmine(data_dir, seed=seed)
     yield from read_civic(data_dir, seed=seed)
-    yield from read_mtsamples(data_dir, seed=seed)
+    yield from with_hand_labels(read_mtsamples(data_dir, seed=seed), hand_labels)
     yield from synthetic_examples(seed=seed)
+    yield from clinical_templates(seed=seed)
+
+
+def with_hand_labels(rows: Iterable[Example], hand_labels: dict[str, int]) -> Iterator[Example]:
+    """MTSamples rows with a hand label take it (source ``mtsamples_hand``); train split only."""
+    for row in rows:
+        label = hand_labels.get(row.id)
+        if label is None:
+            yield row
+        elif row.split != "train":
+            raise ValueError(f"hand-labelled sentence {row.id} is in the {row.split} split")
+        else:
+            yield replace(row, label=label, source=HAND_SOURCE)
+
+
+def _weakly_labelled(row: Example) -> bool:
+    return row.source != HAND_SOURCE
 
 
 def _dedupe(rows: Iterable[Example], banned: set[str]) -> list[Example]:
@@ -169,12 +194,15 @@ def _counts(rows: list[Example]) -> dict[str, dict[str, int]]:
 
 def build_dataset(data_dir: Path, out_dir: Path, config: DatasetConfig) -> dict[str, Any]:
     """Write the three splits and the manifest into ``out_dir``; return the manifest."""
-    rows = list(_all_examples(data_dir, config.seed))
+    hand_labels = training_labels() if config.hand_labels else {}
+    rows = list(_all_examples(data_dir, config.seed, hand_labels))
     test = _dedupe((row for row in rows if row.split == "test"), set())
     test_keys = {normalise(row.text) for row in test}
     dev = _dedupe((row for row in rows if row.split == "dev"), test_keys)
     dev_keys = {normalise(row.text) for row in dev}
-    train = _dedupe((row for row in rows if row.split == "train"), test_keys | dev_keys)
+    # Hand-labelled rows first, so a repeat of their text elsewhere does not replace them.
+    train_rows = sorted((row for row in rows if row.split == "train"), key=_weakly_labelled)
+    train = _dedupe(train_rows, test_keys | dev_keys)
     train = [
         row
         for source, group in sorted(_by_source(train).items())
@@ -201,6 +229,7 @@ def build_dataset(data_dir: Path, out_dir: Path, config: DatasetConfig) -> dict[
         "splitter_sha256": splitter_digest(),
         "train_quota": config.train_quota,
         "dev_quota": config.dev_quota,
+        "hand_labels": len(hand_labels),
         "counts": {name: _counts(split_rows) for name, split_rows in splits.items()},
     }
     (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")

@@ -22,7 +22,7 @@ from worker.errors import FatalError, UsageError
 __all__ = ["HANDLABELLED_SETS", "evaluate_model", "handlabelled_rows", "score_texts"]
 
 #: The hand-labelled evaluation sets (:mod:`training.handlabels`).
-HANDLABELLED_SETS = ("clinical", "literature")
+HANDLABELLED_SETS = ("clinical", "literature", "clinical_train")
 
 
 def score_texts(
@@ -60,7 +60,8 @@ def score_texts(
 
 
 def handlabelled_rows(name: str, data_dir: Path | None = None) -> list[LabelledRow]:
-    """The hand-labelled set ``name`` as rows: domain ``name``, the sentence id, family, unsure.
+    """The hand-labelled set ``name`` as rows: domain ``name`` (``name-b<batch>`` when it was
+    labelled in several batches), the sentence id, family, unsure.
 
     The text is read back from the corpora in ``data_dir`` (default: the one
     :mod:`training.handlabels` uses); a missing label file or corpus is a :class:`UsageError`.
@@ -75,11 +76,14 @@ def handlabelled_rows(name: str, data_dir: Path | None = None) -> list[LabelledR
         raise UsageError(f"hand-labelled set {name}: {exc.filename} not found") from exc
     except (ValueError, KeyError) as exc:
         raise UsageError(f"hand-labelled set {name}: {exc}") from exc
+    batches = {record.get("batch", 1) for _, record in pairs}
     rows = []
     for sentence, record in pairs:
         where = f"hand-labelled set {name}, id {sentence.id}"
         row = row_from_json({**record, "id": sentence.id}, where, text=sentence.text)
-        rows.append(replace(row, source=name))
+        # A set labelled in batches reports each batch too (a later batch is an untouched check).
+        domain = f"{name}-b{record.get('batch', 1)}" if len(batches) > 1 else name
+        rows.append(replace(row, source=domain))
     if not rows:
         raise UsageError(f"hand-labelled set {name} has no rows")
     return rows

@@ -21,16 +21,18 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import re
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from training.lexicon import has_biomarker
 from training.sources import HAS_LETTERS, read_jsonl
 from training.splits import doc_split, note_sentences
 
-CLINICAL_TARGET = 1000
+CLINICAL_TARGET = 3000
 LITERATURE_TARGET = 300
 #: The dataset's seed (training/dataset.py): the same seed gives the same test split.
 SPLIT_SEED = 13
@@ -104,20 +106,88 @@ def literature_sentences(data_dir: Path, target: int = LITERATURE_TARGET) -> lis
     return chosen
 
 
-SETS = {"clinical": clinical_sentences, "literature": literature_sentences}
+#: Clinical *training* sentences worth a human label, in two halves: sentences the training
+#: lexicon labels 1 (where its false hits hide: HCT = head CT, doses, diseases named after an
+#: analyte) and sentences it labels 0 that have a lab or result word or a value with a lab unit
+#: (where its misses hide: lab values in prose, serology, panels). Wider than the lexicon on
+#: purpose.
+CANDIDATE = re.compile(
+    r"\b(?:levels?|counts?|panels?|titers?|titres?|serum|plasma|urine|urinalysis|blood|"
+    r"negative|positive|elevated|borderline|abnormal|labs?|laboratory|results?|tests?|testing|"
+    r"studies|screen\w*|antibod\w+|antigens?|markers?|cultures?|HCT|EF|ejection|saturation|"
+    r"ratio)\b|\d\s*(?:mg/d[lL]|g/d[lL]|mmol|mEq/[lL]|[uU]/[lL]|IU|ng/m[lL]|pg/m[lL]|%|K\b)",
+    re.IGNORECASE,
+)
+TRAINING_TARGET = 400
+
+
+def clinical_training_sentences(data_dir: Path, target: int = TRAINING_TARGET) -> list[Sentence]:
+    """Half lexicon hits, half lexicon-silent candidates of MTSamples *train* notes, seeded.
+
+    Hand labels for them replace the lexicon's weak labels in training (training/dataset.py);
+    no dev or test note is read, so the evaluation sets stay unseen.
+    """
+    halves: dict[bool, list[Sentence]] = {True: [], False: []}
+    seen: set[str] = set()
+    for row in read_jsonl(data_dir / "mtsamples" / "mtsamples_notes.jsonl"):
+        if doc_split(f"mtsamples:{row['note_id']}", seed=SPLIT_SEED, dev=0.1, test=0.2) != "train":
+            continue
+        for start, end, text in note_sentences(row["text"]):
+            key = " ".join(text.lower().split())
+            if key in seen or not HAS_LETTERS.search(text) or len(text) > 400:
+                continue
+            seen.add(key)  # boilerplate repeats across notes: one label each
+            hit = has_biomarker(text)
+            if hit or CANDIDATE.search(text):
+                sid = f"{row['note_id']}:{start}-{end}"
+                halves[hit].append(Sentence(sid, text, row["note_id"]))
+    chosen: list[Sentence] = []
+    for hit in (True, False):
+        pool = sorted(halves[hit], key=lambda sentence: _order(f"train:{sentence.id}"))
+        chosen += pool[: target // 2]
+    return sorted(chosen, key=lambda sentence: _order(f"train:{sentence.id}"))
+
+
+SETS = {
+    "clinical": clinical_sentences,
+    "literature": literature_sentences,
+    "clinical_train": clinical_training_sentences,
+}
+#: The sets that never enter training (the yardstick).
+EVALUATION_SETS = ("clinical", "literature")
+
+
+def _train_note_sentences(data_dir: Path) -> list[Sentence]:
+    """Every sentence of the MTSamples train notes (resolves the training labels' ids: their
+    sample was drawn with the lexicon of its day, and a later lexicon would draw others)."""
+    return [
+        Sentence(f"{row['note_id']}:{start}-{end}", text, row["note_id"])
+        for row in read_jsonl(data_dir / "mtsamples" / "mtsamples_notes.jsonl")
+        if doc_split(f"mtsamples:{row['note_id']}", seed=SPLIT_SEED, dev=0.1, test=0.2) == "train"
+        for start, end, text in note_sentences(row["text"])
+    ]
+
+
+_RESOLVERS = {**SETS, "clinical_train": _train_note_sentences}
 
 
 def load_labels(
     name: str, data_dir: Path = DEFAULT_DATA_DIR
 ) -> list[tuple[Sentence, dict[str, Any]]]:
     """The labelled set ``name``: each sentence (text from the corpora) with its label record."""
-    texts = {sentence.id: sentence for sentence in SETS[name](data_dir)}
+    texts = {sentence.id: sentence for sentence in _RESOLVERS[name](data_dir)}
     lines = (LABELS_DIR / f"{name}.jsonl").read_text().splitlines()
     rows = [json.loads(line) for line in lines if line.strip()]
     missing = [row["id"] for row in rows if row["id"] not in texts]
     if missing:
         raise ValueError(f"{name}: {len(missing)} labelled ids not in the corpora ({missing[0]})")
     return [(texts[row["id"]], row) for row in rows]
+
+
+def training_labels(path: Path = LABELS_DIR / "clinical_train.jsonl") -> dict[str, int]:
+    """Sentence id -> hand label of the clinical *training* sentences (ids only; no text)."""
+    rows = (json.loads(line) for line in path.read_text().splitlines() if line.strip())
+    return {row["id"]: int(row["label"]) for row in rows}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -24,13 +24,13 @@ _I = re.IGNORECASE
 # A value right after a term: "of 8.7", "was 139", ": 4.1", "= 0.9", "is < 0.01", "250,000".
 _VALUE_PREFIX = (
     r"(?:\s*(?:level|levels|count|value)?"
-    r"(?:\s+(?:had|has|have|came|back|out|up|down|now|today|initially|slightly|"
-    r"risen|rose|fell|dropped|increased|decreased|improved))*"
+    r"(?:\s+(?:had|has|have|came|back|out|up|down|now|today|initially|slightly|mildly|"
+    r"risen|rose|fell|dropped|increased|decreased|improved|borderline|low|high|elevated))*"
     r"\s*(?:of|was|were|is|are|at|to|:|=|-)?\s*)[<>]?\s*"
 )
 _VALUE = _VALUE_PREFIX + r"\d"
 # A dose unit after the value means a drug ("potassium 20 mEq", "K 10 mg"); "mEq/L" is a lab.
-_DOSE = r"\d[\d.,]*\s*(?:mg|mEq|mmol|g|gm|grams|units?|tabs?|tablets?|mL|cc)\b(?!\s*/)"
+_DOSE = r"\d[\d.,]*\s*(?:mg|mcg|mEq|mmol|g|gm|grams|units?|tabs?|tablets?|mL|cc)\b(?!\s*/)"
 _NOT_DOSE = f"(?!{_VALUE_PREFIX}{_DOSE})"
 _LAB_BEFORE = (
     r"(?:serum|plasma|blood|urine|urinary|ionized|corrected|fasting|random|total|free|low|high|"
@@ -46,9 +46,14 @@ _DRUG_AFTER = (
 
 _NAMES: tuple[tuple[str, str], ...] = (
     # haematology and coagulation
-    ("hemoglobin", r"\b(?:ha?emoglobin|hgb|hb)\b(?!\s*(?:s|sc)\s+disease)"),
-    ("hba1c", r"\b(?:hb\s*a1c|hemoglobin\s+a1c|a1c|glyc(?:at|osyl)ated\s+ha?emoglobin)\b"),
-    ("hematocrit", r"\b(?:ha?ematocrit|hct|h\s*(?:&|and)\s*h)\b"),
+    ("hemoglobin", r"\b(?:ha?emoglobins?|hgb|hb)\b(?!\s*(?:s|sc)\s+disease)"),
+    (
+        "hba1c",
+        r"\b(?:hb\s*a1c|hemoglobin\s+a1c|a1c|glyc(?:at|osyl)ated\s+ha?emoglobin|"
+        r"glycohemoglobin)\b",
+    ),
+    # "HCT" is also head CT: :func:`find_hits` drops it without a value in imaging sentences.
+    ("hematocrit", r"\b(?:ha?ematocrits?|hct|h\s*(?:&|and)\s*h)\b"),
     ("white count", r"\b(?:wbcs?|white\s+(?:blood\s+)?(?:cell\s+)?count|white\s+blood\s+cells?)\b"),
     ("platelet count", r"\bplatelet\s+counts?\b|\bplt\s+counts?\b"),
     (
@@ -58,14 +63,18 @@ _NAMES: tuple[tuple[str, str], ...] = (
     ("anc", r"\b(?-i:ANC)\b|\babsolute\s+neutrophil"),
     ("cd marker", r"\bCD(?:4|8|20|30|34|38|117)\b(?!\s*-?\s*T\s*cells?\b)"),
     ("red cell indices", r"\b(?:MCV|MCH|MCHC|RDW)\b"),
-    ("coagulation", r"\b(?:INR|a?PTT|prothrombin\s+time|D-?dimer|fibrinogen)\b"),
+    (
+        "coagulation",
+        r"\b(?:INR|a?PTT|prothrombin\s+time|D-?dimer|fibrinogen|"
+        r"coagulation\s+(?:panel|profile|studies))\b",
+    ),
     ("pt", r"\b(?-i:PT)\s*(?:/|and|,)\s*(?:INR|a?PTT)\b|\b(?-i:PT)\b(?=" + _VALUE + ")"),
     ("esr", r"\b(?:ESR|sed(?:imentation)?\s+rate)\b"),
     ("crp", r"\b(?:hs-?)?CRP\b|\bc-?\s*reactive\s+protein\b"),
     # chemistry
     (
         "glucose",
-        r"\bglucoses?\b|\bblood\s+sugars?\b|\baccu-?che(?:c)?ks?\b"
+        r"\bglucoses?(?:\b|(?=\d))|\bblood\s+sugars?\b|\baccu-?che(?:c)?ks?\b"
         r"|\bfinger\s*sticks?\s+(?:glucose|blood\s+sugar|sugar|BS)\b",
     ),
     ("creatinine", r"\bcreatinine\b|\bcreatinine\s+clearance\b"),
@@ -79,22 +88,32 @@ _NAMES: tuple[tuple[str, str], ...] = (
     ("natriuretic", r"\b(?:NT-?)?(?:pro-?)?BNP\b|\bnatriuretic\s+peptide\b"),
     (
         "liver",
-        r"\b(?:(?-i:ALT|AST)|SGOT|SGPT|GGT|alk(?:aline)?\.?\s+phos(?:phatase)?|bilirubin|lipase|amylase)\b",
+        r"\b(?:(?-i:ALT|AST)|SGOT|SGPT|S?GGTP?|gamma-?\s*GT|alk(?:aline)?\.?\s+phos(?:phatase)?|"
+        r"bilirubin|lipase|amylase)\b",
     ),
-    ("liver panel", r"\bLFTs?\b|\bliver\s+(?:functions?|enzymes?|panel)\b"),
+    (
+        "liver panel",
+        r"\bLFTs?\b|\b(?:liver|hepatic)\s+(?:functions?|function\s+(?:panel|tests?)|enzymes?|panel)\b",
+    ),
     ("lipids", r"\b(?:cholesterol|triglycerides?|HDL|LDL|VLDL)\b|\blipid\s+(?:panel|profile)\b"),
-    ("panel", r"\b(?:CBC|BMP|CMP|chem(?:istry)?[-\s]?(?:7|10|12|20)|SMA-?\d+)\b"),
+    ("panel", r"\b(?:CBCs?|BMPs?|CMPs?|chem(?:istry)?[-\s]?(?:7|10|12|20)|SMA-?\d+)\b"),
     ("panel", r"\b(?:complete\s+blood\s+count|(?:basic|comprehensive)\s+metabolic\s+panel)\b"),
-    ("thyroid", r"\b(?:TSH|free\s+T[34]|thyroid\s+(?:function|stimulating)|thyroxine)\b"),
+    (
+        "thyroid",
+        r"\b(?:TSH|free\s+T[34]|thyroxine|thyroid\s+(?:function|stimulating|panel|studies|"
+        r"tests?|levels?|hormone\s+levels?))\b",
+    ),
     ("iron", r"\b(?:ferritin|TIBC|transferrin|iron\s+(?:studies|panel|saturation))\b"),
-    ("vitamin", r"\b(?:vitamin\s+B-?12|B-?12\s+level|25-hydroxy|folate\s+level)\b"),
+    # vitamin B12 alone is also a drug (medication lists): in _AMBIGUOUS
+    ("vitamin", r"\b(?:B-?12\s+levels?|25-hydroxy|folate\s+levels?)\b"),
     ("blood gas", r"\b(?:ABGs?|arterial\s+blood\s+gas(?:es)?|pa?CO2|pa?O2|anion\s+gap)\b"),
     ("other analytes", r"\b(?:lactic\s+acid|uric\s+acid|homocysteine|procalcitonin|haptoglobin)\b"),
     (
         "other analytes",
         r"\b(?:osmolality|C-?peptide|cortisol|prolactin|PTH|parathyroid\s+hormone)\b",
     ),
-    ("hormones", r"\b(?:testosterone|estradiol|FSH|beta-?\s*hCG|β-?hCG|hCG|beta\s+quant)\b"),
+    # estradiol and testosterone are also drugs: in _AMBIGUOUS (a value or lab context needed)
+    ("hormones", r"\b(?:FSH|LH\s+(?:and|/)\s+FSH|beta-?\s*hCG|β-?hCG|hCG|beta\s+quant)\b"),
     (
         "other proteins",
         r"\b(?:beta-?\s*2[-\s]?microglobulin|thyroglobulin|protein\s+[CS]|antithrombin|"
@@ -113,10 +132,28 @@ _NAMES: tuple[tuple[str, str], ...] = (
         r"ethanol)\s+(?:levels?|troughs?)\b|\bblood\s+alcohol\b"
         r"|\b(?:digoxin|dilantin|phenytoin|lithium|vancomycin|tacrolimus)\s+(?:was|is|of)\s+\d",
     ),
-    ("urine", r"\b(?:microalbumin|urine\s+(?:protein|albumin|creatinine|sodium|osmolality))\b"),
+    (
+        "urine",
+        r"\b(?:microalbumin(?:uria)?|urine\s+(?:protein|albumin|creatinine|sodium|osmolality)|"
+        r"leukocyte\s+esterase|urine\s+nitrites?)\b"
+        r"|\bnitrites?\s+(?:(?:was|were|is|are)\s+)?(?:negative|positive|trace)\b",
+    ),
+    # named tests whose analytes are implied (label policy conventions, training/handlabels/)
+    (
+        "named test",
+        r"\b(?:urinalysis|urinalyses|urine\s+analysis|(?:urine\s+)?drug\s+screens?|"
+        r"tox(?:icology)?\s+screens?|(?:urine\s+|serum\s+)?pregnancy\s+tests?|guaiac|"
+        r"hemoccult|(?:fecal\s+)?occult\s+blood)\b"
+        r"|\b(?-i:UA)\b(?=\s*(?:showed|shows|was|is|revealed|:|positive|negative|with))",
+    ),
+    ("metals", r"\b(?:blood\s+lead|lead\s+(?:levels?|screen\w*))\b"),
+    ("ace", r"\b(?-i:ACE)\s+levels?\b|\bangiotensin[-\s]converting\s+enzyme\s+levels?\b"),
     (
         "serology",
-        r"\b(?:(?-i:ANA|ANCA)|anti-?CCP|HBsAg|rheumatoid\s+factor|antinuclear\s+antibod\w*)\b",
+        r"\b(?:(?-i:ANA|p-?ANCA|c-?ANCA|ANCA|ASCA)|anti-?CCP|HBsAg|rheumatoid\s+factor|"
+        r"antinuclear\s+antibod\w*|anti-?cardiolipin|cardiolipin\s+antibod\w*|"
+        r"anti-?intrinsic\s+factor|intrinsic\s+factor\s+antibod\w*|"
+        r"hepatitis\s+[ABC]\s+(?:surface\s+|core\s+)?(?:antibod\w+|antigen|ab|ag))\b",
     ),
     (
         "serology",
@@ -153,7 +190,8 @@ _ER_STATUS = (
 _AMBIGUOUS = (
     "sodium|potassium|chloride|calcium|magnesium|phosphorus|phosphate|albumin|iron|platelets?|"
     "insulin|lactate|bicarbonate|bicarb|protein|folate|ammonia|vitamin\\s+D|globulin|urea|"
-    "ketones?|neutrophils|lymphocytes|monocytes|eosinophils|basophils|bands|segs"
+    "ketones?|neutrophils|lymphocytes|monocytes|eosinophils|basophils|bands|segs|estradiol|"
+    "testosterone|vitamin\\s+B-?12"
 )
 
 _NOTE_ABBREVIATIONS = r"\b(?:Na|K|Cl|CO2|Ca|Mg|Phos|Cr|Cre|Glu|Plt|Plts|PLT|WBC|Hb|HCO3)(?:\+|\b)"
@@ -170,7 +208,11 @@ _ABBREVIATION_RE = re.compile(rf"{_NOTE_ABBREVIATIONS}(?={_VALUE}){_NOT_DOSE}")
 # Terms that look like a hit but are not biomarkers in context.
 _EXCLUDE_RE = re.compile(
     r"\b(?:lactated\s+ringer'?s?|ringer'?s\s+lactate|ALT\s+key|ANA\s+\w+ova|"
-    r"alk(?:aline)?\s+phos(?:phatase)?\s+(?:gel|stain))\b",
+    r"alk(?:aline)?\s+phos(?:phatase)?\s+(?:gel|stain)|"
+    r"cholesterol\s+(?:granulomas?|emboli|embolism|embolization|crystals?|clefts?|polyps?)|"
+    r"insulin\s+\d+\s*/\s*\d+|"
+    # "high cholesterol" names the condition (history lists); a value or "level" is the analyte
+    r"high\s+(?:blood\s+)?cholesterol(?!\s*(?:levels?|values?|of|was|is|at|:|=|\d)))\b",
     _I,
 )
 
@@ -197,12 +239,35 @@ class LexiconHit:
     end: int
 
 
+# "HCT" without a value is head CT in imaging sentences and hydrochlorothiazide after a brand
+# name ("Micardis HCT"); with a value ("HCT 37.9") it is the hematocrit.
+_IMAGING_RE = re.compile(r"\b(?:CTA?|MRI|MRA|scans?|x-?rays?|imaging|radiograph\w*|head)\b", _I)
+_HCT_VALUE_RE = re.compile(rf"HCT(?={_VALUE})")
+_BRAND_BEFORE_RE = re.compile(r"\b[A-Z][a-z]{3,}\s+$")
+_DATE_AFTER_RE = re.compile(r"HCT,?\s*(?:on|of|from|dated)?\s*\d{1,2}/\d{1,2}/\d{2,4}")
+_DATE_BEFORE_RE = re.compile(r"\d{1,2}/\d{1,2}/\d{2,4}\s*[,:]?\s*$")
+
+
+def _head_ct_or_drug(text: str, start: int, end: int) -> bool:
+    if text[start:end] != "HCT":
+        return False
+    if _DATE_AFTER_RE.match(text, start) or _DATE_BEFORE_RE.search(text[:start]):
+        return True  # an imaging study is dated, a value is not
+    if _HCT_VALUE_RE.match(text, start):
+        return False
+    return bool(_IMAGING_RE.search(text) or _BRAND_BEFORE_RE.search(text[:start]))
+
+
 def find_hits(text: str) -> list[LexiconHit]:
     """All lexicon matches in ``text``, in order of position."""
     masked = _EXCLUDE_RE.sub(lambda m: " " * len(m.group(0)), text)
     hits: list[LexiconHit] = []
     for label, regex in _COMPILED_NAMES:
-        hits.extend(LexiconHit(label, m.start(), m.end()) for m in regex.finditer(masked))
+        hits.extend(
+            LexiconHit(label, m.start(), m.end())
+            for m in regex.finditer(masked)
+            if not (label == "hematocrit" and _head_ct_or_drug(text, m.start(), m.end()))
+        )
     for label, regex in (
         ("receptor status", _ER_RE),
         ("analyte with value", _AMBIGUOUS_VALUE_RE),

@@ -1,0 +1,257 @@
+"""Note-style template sentences for the clinical error families the corpora under-supply.
+
+MTSamples holds few lab lines per analyte, so rare analytes written as notes write them
+("Microalbumin 100.", "Blood lead 12 mcg/dL.", "TSH was borderline high.", "ANA and rheumatoid
+factor were negative.", "Hepatic panel ordered.") are learned poorly, and the decoys that share
+their shape ("HCT on 03/12/09 showed no bleed.", "Potassium chloride 20 mEq daily.", "EF 55%.",
+vital signs, cultures, disease names built on an analyte) are not learned as 0 either. Labels
+follow the label policy; the fillers avoid the seed sentences' markers (PSA, CRP, troponin,
+HbA1c, glucose, HER2) so that the seed check still measures generalisation. Train split only.
+"""
+
+from __future__ import annotations
+
+import random
+
+from training.sources import Example
+
+__all__ = ["clinical_templates"]
+
+#: (name as written in notes, a typical value with its unit)
+_ANALYTES = (
+    ("microalbumin", "100"),
+    ("urine microalbumin", "30 mg/L"),
+    ("sodium", "131 mEq/L"),
+    ("potassium", "5.9 mEq/L"),
+    ("chloride", "101"),
+    ("bicarbonate", "19"),
+    ("BUN", "38 mg/dL"),
+    ("creatinine", "1.4 mg/dL"),
+    ("calcium", "11.2 mg/dL"),
+    ("magnesium", "1.4"),
+    ("phosphorus", "2.1"),
+    ("albumin", "2.9 g/dL"),
+    ("hemoglobin", "10.4 g/dL"),
+    ("Hgb", "9.8"),
+    ("Hb", "12 g/dl"),
+    ("hematocrit", "31.2%"),
+    ("platelet count", "98,000"),
+    ("WBC", "14.2"),
+    ("white count", "3.1"),
+    ("INR", "2.3"),
+    ("PTT", "48"),
+    ("ferritin", "12 ng/mL"),
+    ("TSH", "5.8"),
+    ("free T4", "0.7 ng/dL"),
+    ("vitamin B12", "216 pg/mL"),
+    ("vitamin D level", "18 ng/mL"),
+    ("folate level", "3.2"),
+    ("ALT", "88 U/L"),
+    ("AST", "64"),
+    ("GGT", "120"),
+    ("alkaline phosphatase", "210"),
+    ("total bilirubin", "2.3 mg/dL"),
+    ("lipase", "540"),
+    ("amylase", "300"),
+    ("LDH", "410"),
+    ("CPK", "922"),
+    ("BNP", "1,250 pg/mL"),
+    ("lactic acid", "4.1 mmol/L"),
+    ("ammonia", "88"),
+    ("uric acid", "9.2"),
+    ("triglycerides", "310"),
+    ("LDL", "162"),
+    ("HDL", "34"),
+    ("total cholesterol", "240"),
+    ("cortisol", "2.1"),
+    ("prolactin", "48"),
+    ("testosterone level", "180 ng/dL"),
+    ("FSH", "62"),
+    ("blood lead level", "12 mcg/dL"),
+    ("lithium level", "1.4"),
+    ("digoxin level", "2.1"),
+    ("vancomycin trough", "22"),
+    ("Depakote level", "48"),
+    ("serum osmolality", "268"),
+    ("urine sodium", "12"),
+    ("urine protein", "300 mg/dL"),
+    ("ESR", "88 mm/hr"),
+    ("CEA", "6.2"),
+    ("CA 19-9", "88"),
+    ("AFP", "12"),
+    ("beta hCG", "1,200"),
+    ("CD4 count", "180"),
+    ("absolute neutrophil count", "800"),
+    ("reticulocyte count", "3.1%"),
+    ("anion gap", "18"),
+    ("pCO2", "58"),
+    ("ionized calcium", "1.02"),
+    ("procalcitonin", "2.4"),
+    ("D-dimer", "1.8"),
+    ("fibrinogen", "120"),
+    ("MCV", "102"),
+    ("TIBC", "450"),
+)
+_RESULT_WORDS = (
+    "elevated",
+    "low",
+    "normal",
+    "borderline high",
+    "mildly decreased",
+    "within normal limits",
+    "pending",
+    "unremarkable",
+)
+_SEROLOGY = (
+    "ANA",
+    "rheumatoid factor",
+    "anti-CCP",
+    "hepatitis C antibody",
+    "hepatitis B surface antigen",
+    "ANCA",
+    "anticardiolipin antibodies",
+    "HBsAg",
+)
+_PANELS = (
+    "CBC",
+    "BMP",
+    "CMP",
+    "hepatic panel",
+    "lipid panel",
+    "thyroid panel",
+    "liver function tests",
+    "Chem-7",
+    "iron panel",
+    "coagulation panel",
+    "urinalysis",
+    "urine drug screen",
+    "urine pregnancy test",
+    "stool guaiac",
+)
+_VALUE_TEMPLATES = (
+    "{A} {v}.",
+    "{A}: {v}.",
+    "{A} was {v}.",
+    "Her {a} is {v} today.",
+    "His {a} came back at {v}.",
+    "The {a} had risen to {v}.",
+    "{A} was borderline at {v}.",
+    "LABORATORY DATA:  {A} {v}.",
+    "Recent {a} was {v}, up from last visit.",
+    "On admission, {a} was {v}.",
+)
+_PROSE_TEMPLATES = (
+    "{A} was {r}.",
+    "Her {a} was {r} on the last check.",
+    "We will check the {a} today.",
+    "Ordered {a}.",
+    "A repeat {a} will be drawn in the morning.",
+    "{A} and {b} were {r}.",
+)
+_SEROLOGY_TEMPLATES = (
+    "{S} and {T} were negative.",
+    "{S} was positive.",
+    "{S} is pending.",
+    "Workup included {s} and {t}.",
+)
+_PANEL_TEMPLATES = (
+    "{P} and {Q} were ordered.",
+    "{P} was within normal limits.",
+    "We will obtain a {p} today.",
+    "PLAN:  {P}, {q}.",
+    "{P} was negative.",
+    "I will also recheck a {p}.",
+)
+_DATES = ("03/12/09", "7/3/95", "01/22/2008", "11/4/06")
+_NEGATIVES = (
+    # imaging, including the HCT = head CT collision and studies next to dates
+    "HCT on {d} showed no acute bleed.",
+    "HCT, on {d} revealed mild attenuated signal.",
+    "CT of the head on {d} was negative.",
+    "MRI of the lumbar spine on {d} showed a disc bulge at L4-5.",
+    "CTA chest {d}: no pulmonary embolism.",
+    "MR angiogram dated {d} was unremarkable.",
+    "Chest x-ray was ordered.",
+    "Ejection fraction was estimated at 35%.",
+    "Echo showed an EF of 55% with mild mitral regurgitation.",
+    # vital signs and other measurements that are not analytes
+    "Blood pressure 142/88, pulse 96, respirations 18, temperature 99.1.",
+    "Oxygen saturation 91% on room air.",
+    "Weight 82 kg, BMI 31.",
+    "Intraocular pressure was 18 mmHg in both eyes.",
+    "Pulmonary function tests showed an FEV1 of 65% predicted.",
+    "Glasgow Coma Scale was 15.",
+    "Pain is 6/10.",
+    # drugs and doses, including analytes given as treatment
+    "Potassium chloride 20 mEq p.o. daily.",
+    "Calcium carbonate 500 mg twice a day.",
+    "Magnesium oxide 400 mg daily.",
+    "Estradiol 1 mg daily.",
+    "Humulin 70/30, 30 units at breakfast.",
+    "Ferrous sulfate 325 mg t.i.d.",
+    "Levothyroxine 50 mcg daily.",
+    "Vitamin D 1000 units daily.",
+    "Micardis HCT once a day.",
+    "He will be placed on a low dose ACE inhibitor.",
+    "Albumin 25 g IV was given.",
+    # cultures, organisms, diseases named after an analyte, generic labs
+    "Blood cultures were drawn.",
+    "Urine culture grew Klebsiella.",
+    "Stool cultures are pending.",
+    "History of hyperkalemia.",
+    "Hypercholesterolemia, on a statin.",
+    "Iron deficiency anemia.",
+    "The lesion appears to be a cholesterol granuloma.",
+    "Cholesterol granuloma of the petrous apex was resected.",
+    "Biopsy showed cholesterol emboli in the kidney.",
+    "He takes a creatine protein drink daily.",
+    "16.  Vitamin B12.",
+    "Vitamin B12 1000 mcg IM monthly.",
+    "PAST MEDICAL HISTORY:  High cholesterol and hypertension.",
+    "She drinks a protein shake after workouts.",
+    "{d}, HCT showed a large right MCA stroke with mass shift.",
+    "Follow-up HCT {d}: stable subdural hematoma.",
+    "Labs were drawn and are pending.",
+    "Laboratory data were reviewed with the family.",
+    "The patient denies high blood pressure or diabetes.",
+)
+
+
+def _cap(text: str) -> str:
+    return text[0].upper() + text[1:]
+
+
+def clinical_templates(*, seed: int, positives: int = 600) -> list[Example]:
+    """``positives`` seeded positive lines plus every negative pattern (each date), shuffled."""
+    rng = random.Random(f"{seed}:synthetic_clinical")
+    made: set[str] = set()
+    chosen: list[tuple[str, int]] = []
+    kinds = ("value", "prose", "serology", "panel")
+    while len(chosen) < positives:
+        kind = kinds[len(chosen) % len(kinds)] if len(chosen) % 3 else "value"
+        if kind == "value":
+            (name, value) = rng.choice(_ANALYTES)
+            text = rng.choice(_VALUE_TEMPLATES).format(A=_cap(name), a=name, v=value)
+        elif kind == "prose":
+            (name, _), (other, _) = rng.sample(_ANALYTES, 2)
+            text = rng.choice(_PROSE_TEMPLATES).format(
+                A=_cap(name), a=name, b=other, r=rng.choice(_RESULT_WORDS)
+            )
+        elif kind == "serology":
+            first, second = rng.sample(_SEROLOGY, 2)
+            text = rng.choice(_SEROLOGY_TEMPLATES).format(
+                S=_cap(first), s=first, T=second, t=second
+            )
+        else:
+            first, second = rng.sample(_PANELS, 2)
+            text = rng.choice(_PANEL_TEMPLATES).format(P=_cap(first), p=first, Q=second, q=second)
+        if text not in made:
+            made.add(text)
+            chosen.append((text, 1))
+    negatives = sorted({template.format(d=date) for template in _NEGATIVES for date in _DATES})
+    chosen += [(text, 0) for text in negatives]
+    rng.shuffle(chosen)
+    return [
+        Example(f"synthetic_clinical:{i}", text, label, "synthetic_clinical", f"sc:{i}", "train")
+        for i, (text, label) in enumerate(chosen)
+    ]
