@@ -22,7 +22,7 @@ from worker.errors import FatalError, UsageError
 __all__ = ["HANDLABELLED_SETS", "evaluate_model", "handlabelled_rows", "score_texts"]
 
 #: The hand-labelled evaluation sets (:mod:`training.handlabels`).
-HANDLABELLED_SETS = ("clinical", "literature", "clinical_train")
+HANDLABELLED_SETS = ("clinical", "literature")
 
 
 def score_texts(

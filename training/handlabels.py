@@ -1,7 +1,8 @@
-"""Hand-labelled evaluation sets: which sentences, their labels, and their text.
+"""Hand-labelled sentences: which sentences, their labels, and their text.
 
-The sets never enter training: every sentence comes from a held-out (``test``) split, the same
-document-level splits :mod:`training.sources` uses, so no document of them is trained on.
+The evaluation sets never enter training: every sentence comes from a held-out (``test``)
+split, the same document-level splits :mod:`training.sources` uses, so no document of them is
+trained on.
 
 - **clinical**: whole MTSamples notes of the test split, one note per specialty in turn (seeded
   order), sentence by sentence (the worker's own segmenter, as in training) until at least
@@ -9,6 +10,8 @@ document-level splits :mod:`training.sources` uses, so no document of them is tr
   sentences.
 - **literature**: BC2GM and BioRED sentences of their official test splits, half from each, in a
   seeded order.
+- **clinical_train** (training, not evaluation): MTSamples sentences of *train* notes whose hand
+  labels replace the lexicon's in :mod:`training.dataset`.
 
 The repository keeps ids, labels and the annotation passes only (``training/handlabels/*.jsonl``);
 the text is read back from the corpora in ``../shared/data`` (their SOURCE.md files give licence
@@ -153,8 +156,6 @@ SETS = {
     "literature": literature_sentences,
     "clinical_train": clinical_training_sentences,
 }
-#: The sets that never enter training (the yardstick).
-EVALUATION_SETS = ("clinical", "literature")
 
 
 def _train_note_sentences(data_dir: Path) -> list[Sentence]:
