@@ -12,7 +12,7 @@ import logging
 import signal
 import tempfile
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
@@ -27,7 +27,9 @@ from worker.kafka.group_lag import GroupLagCollector
 from worker.kafka.topics import Budgets, budgets_for, check_topics
 from worker.logs import kafka_logger
 from worker.metrics import Metrics, set_build_info
-from worker.model.classifier import SequenceClassifier
+
+if TYPE_CHECKING:
+    from worker.model.classifier import SequenceClassifier
 
 log = structlog.get_logger("worker.run")
 
