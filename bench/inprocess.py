@@ -23,8 +23,9 @@ from worker.heap import startup_objects_frozen
 from worker.inference import InferenceLoop
 from worker.model.classifier import SequenceClassifier
 from worker.model.packing import pack
+from worker.model.wordpieces import SentenceEncoderSpec
 from worker.notes import Note, Record
-from worker.prepare import Encoder, Preparer
+from worker.prepare import EncodedSentence, Encoder, Preparer
 from worker.render import render_note
 from worker.scoring import Scorer
 from worker.segmentation import SEGMENTER_VERSION
@@ -34,7 +35,8 @@ class NullScorer:
     """Answers without a model: measures everything around it (the host-side ceiling).
 
     It is batched like ``like`` (lanes, packing) and does the host side of its ``predict_ids``:
-    packing the rows, or padding them.
+    packing the rows, or padding them. It tokenises as ``like`` does, so it can stand for the
+    whole model in the worker's threads (:func:`worker.completions.worker_threads`).
     """
 
     def __init__(self, like: SequenceClassifier) -> None:
@@ -42,7 +44,17 @@ class NullScorer:
         self.concurrency = like.concurrency
         self.packs = like.packs
         self.batch_limits: BatchLimits = like.batch_limits
+        self.device_type = like.device_type
         self._like = like
+
+    def encode(self, texts: Sequence[str]) -> Sequence[EncodedSentence]:
+        return self._like.encode(texts)
+
+    def encoder_spec(self) -> SentenceEncoderSpec | None:
+        return self._like.encoder_spec()
+
+    def device_memory_bytes(self) -> int | None:
+        return None
 
     def computed_positions(self, lengths: Sequence[int]) -> int:
         return self._like.computed_positions(lengths)

@@ -59,8 +59,13 @@ class WordModel(PlainScorer):
             time.sleep(self.delay_s)
         return [0.9 if 99 in row else 0.1 for row in batch]
 
+    device_type = "cpu"
+
     def device_memory_bytes(self) -> int | None:
         return None
+
+    def encoder_spec(self) -> None:
+        return None  # words are no tokenizer: host processes cannot run this model
 
 
 # --------------------------------------------------------------------------- Kafka

@@ -549,6 +549,21 @@ def test_torch_threads_follow_cpu_request() -> None:
     assert config_data(small)["BIOMARKER_TORCH_THREADS"] == "1"
 
 
+def test_host_processes_one_on_cpu_and_from_the_cpu_request_on_a_gpu(
+    rendered: dict[str, list[Manifest]],
+) -> None:
+    assert config_data(render())["BIOMARKER_HOST_PROCESSES"] == "1"
+    assert config_data(rendered["gpu"])["BIOMARKER_HOST_PROCESSES"] == "2"  # 4 CPUs requested
+    big = render("gpu", sets={"resources.requests.cpu": "16"})
+    assert config_data(big)["BIOMARKER_HOST_PROCESSES"] == "4"
+    small = render("gpu", sets={"resources.requests.cpu": "2"})
+    assert config_data(small)["BIOMARKER_HOST_PROCESSES"] == "1"
+    faust = render("gpu", sets={"resources.requests.cpu": "16", "runtime": "faust"})
+    assert config_data(faust)["BIOMARKER_HOST_PROCESSES"] == "1"
+    explicit = render(sets={"inference.hostProcesses": 3})
+    assert config_data(explicit)["BIOMARKER_HOST_PROCESSES"] == "3"
+
+
 def test_batch_limits_are_left_to_the_worker_unless_set(
     rendered: dict[str, list[Manifest]],
 ) -> None:

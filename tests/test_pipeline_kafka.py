@@ -137,9 +137,13 @@ class _FailsOnLongBatches:
         self.packs = inner.packs
         self.batch_limits = inner.batch_limits
         self.info = inner.info
+        self.device_type = inner.device_type
 
     def encode(self, texts: Any) -> Any:
         return self.inner.encode(texts)
+
+    def encoder_spec(self) -> Any:
+        return self.inner.encoder_spec()
 
     def computed_positions(self, lengths: Any) -> int:
         return self.inner.computed_positions(lengths)

@@ -1,6 +1,7 @@
 """Worker processes against the real broker: SIGKILL, rebalances, SIGTERM, PHI-free logs.
 
-The crash, membership and drain tests run once per runtime (confluent-kafka and faust).
+The crash, membership and drain tests run once per runtime (confluent-kafka and faust), and once
+more with the confluent runtime's host work in two host processes (``host_processes`` 2).
 """
 
 from __future__ import annotations
@@ -70,15 +71,19 @@ class Scale:
     env: dict[str, str] = field(default_factory=dict)  # extra settings for every worker
 
 
-RUNTIMES = ("confluent", "faust")
+RUNTIMES = ("confluent", "confluent-hosts", "faust")
 
 
 def runtime_env(kit: KafkaTestKit, model_dir: Path, runtime: str, **extra: str) -> dict[str, str]:
+    """``confluent-hosts``: the confluent runtime with two host processes."""
+    if runtime == "confluent-hosts":
+        return kit.env(model_dir, runtime="confluent", host_processes="2", **extra)
     return kit.env(model_dir, runtime=runtime, **extra)
 
 
 _SIGKILL = {
     "confluent": Scale(3000, 300, 240, {"token_budget": "512", "max_inflight_notes": "400"}),
+    "confluent-hosts": Scale(2000, 300, 240, {"token_budget": "512", "max_inflight_notes": "400"}),
     "faust": Scale(1500, 200, 180, {"token_budget": "512", "max_inflight_notes": "400"}),
 }
 
@@ -125,6 +130,7 @@ def test_sigkill_mid_stream_never_commits_past_undelivered_output(
 
 _MEMBERS = {
     "confluent": Scale(5000, 200, 240, {"revoke_timeout_s": "5"}),
+    "confluent-hosts": Scale(2000, 200, 240, {"revoke_timeout_s": "5"}),
     "faust": Scale(2000, 100, 240, {"revoke_timeout_s": "5", "token_budget": "512"}),
 }
 
@@ -170,6 +176,8 @@ def test_three_workers_join_and_leave_during_stream_lose_nothing(
 
 _SIGTERM = {
     "confluent": Scale(3000, 300, 240, {"token_budget": "512"}),
+    # At most 300 notes in flight, as for faust: the drain must not finish the whole backlog.
+    "confluent-hosts": Scale(3000, 300, 240, {"token_budget": "512", "max_inflight_notes": "300"}),
     # At most 300 notes in flight: the drain cannot finish the whole backlog before it stops.
     "faust": Scale(1500, 200, 180, {"token_budget": "512", "max_inflight_notes": "300"}),
 }

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from worker.batching import batching_for
 from worker.errors import FatalError
+from worker.host_pool import HostPool, HostPreparation
 from worker.inference import InferenceLoop
 from worker.inputs.decoding import decoders_for
 from worker.logs import where_raised
@@ -35,14 +36,33 @@ class WorkerThread(Protocol):
     def alive(self) -> bool: ...
 
 
+class Preparation(WorkerThread, Protocol):
+    """Prepares records off the polling thread: :class:`PreparationThread` or
+    :class:`~worker.host_pool.HostPreparation`."""
+
+    @property
+    def pending(self) -> int: ...
+
+    def submit(self, records: list[Record]) -> None: ...
+
+    def limit_sentences(self, max_note_sentences: int | None) -> None: ...
+
+    def start(self) -> None: ...
+
+    def stop(self, timeout: float = 5.0) -> None: ...
+
+
 def worker_threads(
     settings: WorkerSettings,
     model: Model,
     metrics: Metrics,
     hand_back: Callable[[Record | Note], None],
-) -> tuple[PreparationThread, InferenceLoop]:
-    """The preparation thread (one decoder per input topic) feeding the inference loop; both
-    hand their results back through ``hand_back``. Not started."""
+    *,
+    pool: HostPool | None = None,
+) -> tuple[Preparation, InferenceLoop]:
+    """The preparation (a thread with one decoder per input topic, or the host processes of
+    ``pool``) feeding the inference loop; both hand their results back through
+    ``hand_back``. Not started."""
     inference = InferenceLoop(
         scorer=model,
         settings=batching_for(
@@ -54,6 +74,8 @@ def worker_threads(
         on_complete=hand_back,
         observer=metrics,
     )
+    if pool is not None:
+        return HostPreparation(pool=pool, score=inference.submit, on_prepared=hand_back), inference
     preparer = Preparer(
         encoder=model,
         max_note_chars=settings.max_note_chars,
@@ -77,7 +99,7 @@ def take_completed(completed: Completions, metrics: Metrics, *, threshold: float
             return
         if isinstance(done, Record):
             done.prepared = True
-            metrics.sentences_in.inc(sum(len(note.spans) for note in done.notes))
+            metrics.sentences_in.inc(sum(len(note.scores) for note in done.notes))
             for skip in done.skipped:
                 metrics.skipped.labels(reason=skip.reason).inc()
         else:

@@ -43,6 +43,10 @@ class Note:
     remaining: int = 0
     error: str | None = None
     cancelled: bool = False
+    #: Prepared by a host process (:mod:`worker.host_pool`): its parsed event, spans and
+    #: truncation flags, pickled there; ``event`` then holds only the key and retraction flag,
+    #: and ``spans`` stays empty (``scores`` has one slot per sentence).
+    payload: bytes | None = None
 
     def expect(self, count: int) -> None:
         """Size the score slots for ``count`` sentences."""

@@ -32,7 +32,6 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from dataclasses import replace
 from typing import Protocol
 
 import structlog
@@ -44,6 +43,7 @@ from worker.errors import FatalError
 from worker.events import Provenance
 from worker.health import readiness, readiness_window
 from worker.heap import FreeMemoryReturner, startup_objects_frozen
+from worker.host_pool import HostRenderer, InlineRenderer, Renderer, host_pool_for
 from worker.kafka.commits import OffsetCommitter, StoredOffsets, TransactionalOffsets
 from worker.kafka.deadline import ClientHung, call_with_deadline
 from worker.kafka.errors import KafkaErrors
@@ -56,9 +56,9 @@ from worker.kafka.source import KafkaSource
 from worker.kafka.topics import budgets_for, check_topics
 from worker.logs import kafka_logger, where_raised
 from worker.metrics import Metrics
+from worker.model.wordpieces import SentenceEncoderSpec
 from worker.notes import Note, Record
 from worker.prepare import Encoder
-from worker.render import outgoing
 from worker.scoring import Scorer
 
 log = structlog.get_logger(__name__)
@@ -74,7 +74,12 @@ _CLOSE_DEADLINE_S = 10.0
 class Model(Encoder, Scorer, Protocol):
     """What the pipeline needs from :class:`worker.model.classifier.SequenceClassifier`."""
 
+    @property
+    def device_type(self) -> str: ...
+
     def device_memory_bytes(self) -> int | None: ...
+
+    def encoder_spec(self) -> SentenceEncoderSpec | None: ...
 
 
 class Pipeline:
@@ -113,8 +118,15 @@ class Pipeline:
         self._topics = SinkTopics(output_topic or settings.output_topic, settings.dlq_topic)
         self.tracker = OffsetTracker()
         self._completed: queue.SimpleQueue[Record | Note] = queue.SimpleQueue()
+        pool = host_pool_for(settings, device=model.device_type, encoder=model.encoder_spec())
         self._preparation, self._inference = worker_threads(
-            settings, model, metrics, self._completed.put
+            settings, model, metrics, self._completed.put, pool=pool
+        )
+        include_text = settings.include_sentence_text
+        self._renderer: Renderer = (
+            HostRenderer(pool=pool, provenance=provenance, include_text=include_text)
+            if pool is not None
+            else InlineRenderer(provenance=provenance, include_text=include_text)
         )
         self.source = KafkaSource(
             consumer=clients.consumer,
@@ -222,9 +234,7 @@ class Pipeline:
         budgets = budgets_for(self.settings, limits, output_topic=output)
         self.sink.max_output_bytes = budgets.max_output_bytes
         self.sink.max_dead_letter_bytes = budgets.max_dead_letter_bytes
-        self._preparation.preparer = replace(
-            self._preparation.preparer, max_note_sentences=budgets.max_note_sentences
-        )
+        self._preparation.limit_sentences(budgets.max_note_sentences)
 
     @property
     def delivered(self) -> int:
@@ -275,11 +285,9 @@ class Pipeline:
     def _pump(self, timeout: float = 0.0) -> None:
         """Take completions, produce every ready record, serve delivery reports, stage offsets."""
         take_completed(self._completed, self.metrics, threshold=self.provenance.threshold)
-        for record in self.tracker.take_ready():
-            include_text = self.settings.include_sentence_text
-            self.sink.send(
-                record, outgoing(record, provenance=self.provenance, include_text=include_text)
-            )
+        self._renderer.submit(self.tracker.take_ready())
+        for record, outs in self._renderer.take():
+            self.sink.send(record, outs)
         self.sink.poll(timeout)
         self._stage_offsets()
 

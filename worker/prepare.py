@@ -16,7 +16,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 import structlog
@@ -109,6 +109,24 @@ class Preparer:
         return notes
 
 
+def prepare_isolated(preparer: Preparer, records: list[Record]) -> list[Note]:
+    """Prepare ``records``; if that raises, one at a time, so that a record whose text breaks
+    the segmenter or the tokenizer goes to the dead-letter topic alone."""
+    try:
+        return preparer.prepare(records)
+    except Exception:  # isolated below, record by record
+        notes: list[Note] = []
+        for record in records:
+            record.notes, record.skipped, record.unscored, record.failure = [], [], 0, None
+            try:
+                notes += preparer.prepare([record])
+            except Exception as exc:  # the record is dead-lettered with its class
+                record.notes, record.unscored = [], 0
+                reason = f"{type(exc).__name__} while preparing the note"
+                record.fail(InvalidEvent("preparation_failed", reason))
+        return notes
+
+
 class PreparationThread:
     """Runs a :class:`Preparer` off the polling thread, so note content never stalls polling.
 
@@ -160,22 +178,9 @@ class PreparationThread:
     def alive(self) -> bool:
         return self._thread.is_alive()
 
-    def _prepare(self, records: list[Record]) -> list[Note]:
-        """Prepare ``records``; if that raises, one at a time, so that a record whose text
-        breaks the segmenter or the tokenizer goes to the dead-letter topic alone."""
-        try:
-            return self.preparer.prepare(records)
-        except Exception:  # isolated below, record by record
-            notes: list[Note] = []
-            for record in records:
-                record.notes, record.skipped, record.unscored, record.failure = [], [], 0, None
-                try:
-                    notes += self.preparer.prepare([record])
-                except Exception as exc:  # the record is dead-lettered with its class
-                    record.notes, record.unscored = [], 0
-                    reason = f"{type(exc).__name__} while preparing the note"
-                    record.fail(InvalidEvent("preparation_failed", reason))
-            return notes
+    def limit_sentences(self, max_note_sentences: int | None) -> None:
+        """Dead-letter notes of more sentences (set before :meth:`start`)."""
+        self.preparer = replace(self.preparer, max_note_sentences=max_note_sentences)
 
     def _run(self) -> None:
         try:
@@ -183,7 +188,7 @@ class PreparationThread:
                 for start in range(0, len(records), self._chunk):
                     chunk = records[start : start + self._chunk]
                     live = [record for record in chunk if not record.cancelled]
-                    notes = self._prepare(live)
+                    notes = prepare_isolated(self.preparer, live)
                     for record in live:
                         self._on_prepared(record)
                     self._score(notes)

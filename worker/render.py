@@ -51,18 +51,25 @@ def dead_letter(record: Record, failure: InvalidEvent) -> Outgoing:
     return Outgoing("dead_letter", record.value, headers, failure)
 
 
-def outgoing(record: Record, *, provenance: Provenance, include_text: bool) -> list[Outgoing]:
-    """Everything a ready record produces, in order."""
+def outgoing(
+    record: Record,
+    *,
+    provenance: Provenance,
+    include_text: bool,
+    values: list[bytes] | None = None,
+) -> list[Outgoing]:
+    """Everything a ready record produces, in order; ``values``: its notes' enriched events
+    when they were rendered elsewhere (:mod:`worker.host_pool`)."""
     if record.failure is not None:
         return [dead_letter(record, record.failure)]
+    if values is None:
+        values = [
+            render_note(note, provenance=provenance, include_text=include_text, index=index)
+            for index, note in enumerate(record.notes)
+        ]
     return [
-        Outgoing(
-            "output",
-            render_note(note, provenance=provenance, include_text=include_text, index=index),
-            _headers(record, note),
-            key=note.event.key,
-        )
-        for index, note in enumerate(record.notes)
+        Outgoing("output", value, _headers(record, note), key=note.event.key)
+        for note, value in zip(record.notes, values, strict=True)
     ]
 
 

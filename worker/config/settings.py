@@ -198,6 +198,14 @@ class WorkerSettings(BaseSettings):
     threshold: float = Field(default=0.5, ge=0.0, le=1.0)
     max_sentence_tokens: int = Field(default=256, ge=8, le=8192)
     torch_threads: int | None = Field(default=None, ge=1)
+    host_processes: int | None = Field(
+        default=None,
+        ge=1,
+        le=64,
+        description="Processes that decode, segment, tokenise and render (1: the worker's own "
+        "threads); unset: 1 on CPU, on a GPU the usable cores less 2, at most 4 (runtime "
+        "confluent; faust keeps 1).",
+    )
     token_budget: int | None = Field(
         default=None,
         ge=64,
@@ -324,6 +332,8 @@ class WorkerSettings(BaseSettings):
             yield where, "input topics must differ from output_topic and dlq_topic"
         if len(set(topics)) != len(topics):
             yield where, "an input topic is listed twice in inputs"
+        if self.runtime == "faust" and (self.host_processes or 1) > 1:
+            yield "host_processes", "runtime faust prepares notes in its own process only"
         if self.runtime == "faust" and self.processing_guarantee == "exactly-once":
             yield (
                 "runtime",

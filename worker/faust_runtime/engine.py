@@ -17,7 +17,7 @@ import contextlib
 import queue
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import structlog
 
@@ -109,9 +109,7 @@ class Engine:
         """Per-note budgets from the topics' limits (before :meth:`start`)."""
         self.outputs.max_output_bytes = budgets.max_output_bytes
         self.outputs.max_dead_letter_bytes = budgets.max_dead_letter_bytes
-        self._preparation.preparer = replace(
-            self._preparation.preparer, max_note_sentences=budgets.max_note_sentences
-        )
+        self._preparation.limit_sentences(budgets.max_note_sentences)
 
     def start(self) -> None:
         """Start the worker threads and the pump (on the running event loop)."""

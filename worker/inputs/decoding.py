@@ -68,16 +68,32 @@ def decoder_for(
     )
 
 
+@dataclass(frozen=True, slots=True)
+class DecoderSpec:
+    """One input topic's format (picklable: host processes build their decoders from it)."""
+
+    topic: str
+    format: str
+    mapping: Path | None = None
+
+
+def decoder_specs(settings: WorkerSettings) -> tuple[DecoderSpec, ...]:
+    return tuple(
+        DecoderSpec(item.topic, item.format, Path(item.mapping) if item.mapping else None)
+        for item in settings.input_topics
+    )
+
+
 def decoders_for(settings: WorkerSettings) -> dict[str, Decoder]:
     """The decoder of each input topic (a bad mapping file is a :class:`UsageError`)."""
     return {
-        item.topic: decoder_for(
-            item.format,
+        spec.topic: decoder_for(
+            spec.format,
             max_chars=settings.max_note_chars,
             include_text=settings.include_note_text,
-            mapping=Path(item.mapping) if item.mapping else None,
+            mapping=spec.mapping,
         )
-        for item in settings.input_topics
+        for spec in decoder_specs(settings)
     }
 
 

@@ -7,7 +7,6 @@ The transport layers only call :meth:`SequenceClassifier.encode` (text -> token 
 from __future__ import annotations
 
 import hashlib
-import itertools
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -22,8 +21,14 @@ from transformers.utils import logging as hf_logging
 from worker.batching import CPU_LIMITS, GPU_LIMITS
 from worker.errors import FatalError
 from worker.model.backends import Engine, IntArray, PackingEngine, TorchEngine, check_backend
-from worker.model.packing import DEFAULT_WIDTH, pack, packed_positions
-from worker.model.wordpieces import WordpieceEncoder
+from worker.model.packing import DEFAULT_WIDTH, flat_ids, pack, packed_positions
+from worker.model.wordpieces import (
+    Encoded,
+    SentenceEncoder,
+    SentenceEncoderSpec,
+    WordpieceEncoder,
+    cut_to_length,
+)
 
 _WEIGHT_FILES = ("config.json", "model.safetensors", "pytorch_model.bin")
 #: A sharded checkpoint's index and shards, hashed after :data:`_WEIGHT_FILES` in name order (an
@@ -57,14 +62,6 @@ class ModelInfo:
     dtype: str
     max_length: int
     backend: str = "torch"
-
-
-@dataclass(frozen=True, slots=True)
-class Encoded:
-    """Token ids of one sentence, already cut to the model's max length."""
-
-    ids: list[int]
-    truncated: bool
 
 
 def content_hash(path: Path) -> str:
@@ -249,15 +246,14 @@ class SequenceClassifier:
             batch = self.tokenizer(
                 list(texts), truncation=True, max_length=limit + 1, padding=False
             )["input_ids"]
-        out: list[Encoded] = []
-        for ids in batch:
-            if len(ids) > limit:
-                cut = ids[: limit - 1]
-                cut.append(self._sep_id if self._sep_id is not None else ids[-1])
-                out.append(Encoded(cut, truncated=True))
-            else:
-                out.append(Encoded(ids, truncated=False))
-        return out
+        return cut_to_length(batch, limit, self._sep_id)
+
+    def encoder_spec(self) -> SentenceEncoderSpec | None:
+        """How another process tokenises as :meth:`encode` does; ``None`` for a slow (Python)
+        tokenizer, which cannot be serialised."""
+        if self._wordpieces is None:
+            return None
+        return SentenceEncoder(self._wordpieces, self.info.max_length, self._sep_id).spec()
 
     def padded_length(self, longest: int) -> int:
         step = self.pad_multiple
@@ -268,9 +264,7 @@ class SequenceClassifier:
         count = len(batch)
         lengths = np.fromiter((len(ids) for ids in batch), dtype=np.int64, count=count)
         width = self.padded_length(int(lengths.max()))
-        flat = np.fromiter(
-            itertools.chain.from_iterable(batch), dtype=np.int64, count=int(lengths.sum())
-        )
+        flat = flat_ids(batch, int(lengths.sum()))
         mask = np.arange(width, dtype=np.int64) < lengths[:, None]
         input_ids = np.full((count, width), self._pad_id, dtype=np.int64)
         input_ids[mask] = flat
@@ -302,6 +296,11 @@ class SequenceClassifier:
     def predict(self, texts: Sequence[str]) -> list[float]:
         """Convenience: encode then predict one batch (for evaluation and tests)."""
         return self.predict_ids([item.ids for item in self.encode(texts)])
+
+    @property
+    def device_type(self) -> str:
+        """``cpu`` or ``cuda``."""
+        return self._device.type
 
     def device_memory_bytes(self) -> int | None:
         if self._device.type != "cuda":

@@ -15,6 +15,7 @@ are; :class:`~worker.model.backends.TorchEngine` builds the mask on the device f
 from __future__ import annotations
 
 import bisect
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -69,6 +70,14 @@ def _place(lengths: IntArray, row_width: int) -> tuple[IntArray, IntArray, int]:
     return row_of, column_of, rows
 
 
+def flat_ids(batch: Sequence[Sequence[int]], total: int) -> IntArray:
+    """The ids of every sentence of ``batch`` end to end (``total`` of them): lists of ints, or
+    numpy views of a host process's id buffer (:mod:`worker.host_pool`)."""
+    if batch and isinstance(batch[0], np.ndarray):
+        return np.concatenate(batch).astype(np.int64, copy=False)
+    return np.fromiter(itertools.chain.from_iterable(batch), dtype=np.int64, count=total)
+
+
 def _row_width(longest: int, width: int, multiple: int) -> int:
     return -(-max(width, longest) // multiple) * multiple
 
@@ -105,9 +114,7 @@ def pack(
     input_ids = np.full(shape, pad_id, dtype=np.int64)
     position_ids = np.zeros(shape, dtype=np.int64)
     segments = np.full(shape, -1, dtype=np.int64)
-    input_ids.flat[flat] = np.fromiter(
-        (token for ids in batch for token in ids), dtype=np.int64, count=total
-    )
+    input_ids.flat[flat] = flat_ids(batch, total)
     position_ids.flat[flat] = within
     segments.flat[flat] = np.repeat(np.arange(count, dtype=np.int64), lengths)
     return PackedBatch(input_ids, position_ids, segments, starts)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 #: Anything outside printable ASCII, tab, newline and carriage return.
@@ -31,6 +32,9 @@ class WordpieceEncoder:
         from tokenizers import Tokenizer
 
         serialized = backend.to_str()
+        #: The tokenizer as JSON: enough to build the same encoder in another process.
+        self.serialized = serialized
+        self.truncate_at = truncate_at
         self._full = Tokenizer.from_str(serialized)
         self._full.no_padding()
         self._full.enable_truncation(max_length=truncate_at)
@@ -51,6 +55,13 @@ class WordpieceEncoder:
         """An encoder over a Hugging Face fast tokenizer; ``None`` for a slow (Python) one."""
         backend = getattr(tokenizer, "backend_tokenizer", None)
         return None if backend is None else cls(backend, truncate_at)
+
+    @classmethod
+    def from_str(cls, serialized: str, truncate_at: int) -> WordpieceEncoder:
+        """The encoder of a tokenizer serialised as JSON (:attr:`serialized`)."""
+        from tokenizers import Tokenizer
+
+        return cls(Tokenizer.from_str(serialized), truncate_at)
 
     @property
     def skips_normaliser(self) -> bool:
@@ -77,3 +88,54 @@ class WordpieceEncoder:
 
     def _prepared(self, texts: Sequence[str]) -> list[str]:
         return [text.lower() for text in texts] if self._lowercase else list(texts)
+
+
+@dataclass(frozen=True, slots=True)
+class Encoded:
+    """Token ids of one sentence, already cut to the model's max length."""
+
+    ids: list[int]
+    truncated: bool
+
+
+@dataclass(frozen=True, slots=True)
+class SentenceEncoderSpec:
+    """What another process needs to tokenise exactly as the model does (picklable)."""
+
+    tokenizer_json: str
+    max_length: int
+    sep_id: int | None
+
+
+class SentenceEncoder:
+    """Sentences to token ids cut to ``max_length``, the last kept id replaced by the separator
+    (what :meth:`worker.model.classifier.SequenceClassifier.encode` returns)."""
+
+    def __init__(self, wordpieces: WordpieceEncoder, max_length: int, sep_id: int | None) -> None:
+        self._wordpieces = wordpieces
+        self._limit = max_length
+        self._sep_id = sep_id
+
+    @classmethod
+    def from_spec(cls, spec: SentenceEncoderSpec) -> SentenceEncoder:
+        wordpieces = WordpieceEncoder.from_str(spec.tokenizer_json, spec.max_length + 1)
+        return cls(wordpieces, spec.max_length, spec.sep_id)
+
+    def spec(self) -> SentenceEncoderSpec:
+        return SentenceEncoderSpec(self._wordpieces.serialized, self._limit, self._sep_id)
+
+    def encode(self, texts: Sequence[str]) -> list[Encoded]:
+        return cut_to_length(self._wordpieces.ids(texts), self._limit, self._sep_id)
+
+
+def cut_to_length(batch: Sequence[list[int]], limit: int, sep_id: int | None) -> list[Encoded]:
+    """Each sentence's ids, those longer than ``limit`` cut and closed with the separator."""
+    out: list[Encoded] = []
+    for ids in batch:
+        if len(ids) > limit:
+            cut = ids[: limit - 1]
+            cut.append(sep_id if sep_id is not None else ids[-1])
+            out.append(Encoded(cut, truncated=True))
+        else:
+            out.append(Encoded(ids, truncated=False))
+    return out

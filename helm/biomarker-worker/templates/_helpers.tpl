@@ -163,11 +163,8 @@ Use: (include "biomarker-worker.inputs" . | fromJson).inputs
 {{- .Values.model.device | default (ternary "cuda" "cpu" .Values.gpu.enabled) }}
 {{- end }}
 
-{{/* Torch threads: explicit value, else the whole CPUs of resources.requests.cpu (at least 1). */}}
-{{- define "biomarker-worker.torchThreads" -}}
-{{- if .Values.model.torchThreads }}
-{{- .Values.model.torchThreads }}
-{{- else }}
+{{/* The whole CPUs of resources.requests.cpu (at least 1). */}}
+{{- define "biomarker-worker.requestedCpus" -}}
 {{- $cpu := toString (dig "requests" "cpu" "1" .Values.resources) }}
 {{- $n := 1 }}
 {{- if hasSuffix "m" $cpu }}
@@ -176,6 +173,27 @@ Use: (include "biomarker-worker.inputs" . | fromJson).inputs
 {{- $n = $cpu | float64 | floor | int }}
 {{- end }}
 {{- max 1 $n }}
+{{- end }}
+
+{{/* Torch threads: explicit value, else the whole CPUs of resources.requests.cpu (at least 1). */}}
+{{- define "biomarker-worker.torchThreads" -}}
+{{- if .Values.model.torchThreads }}
+{{- .Values.model.torchThreads }}
+{{- else }}
+{{- include "biomarker-worker.requestedCpus" . }}
+{{- end }}
+{{- end }}
+
+{{/* Host processes: explicit value, else 1 on CPU or with the faust runtime, on a GPU the
+requested CPUs less 2 (1 to 4). */}}
+{{- define "biomarker-worker.hostProcesses" -}}
+{{- if .Values.inference.hostProcesses }}
+{{- .Values.inference.hostProcesses }}
+{{- else if and .Values.gpu.enabled (ne .Values.runtime "faust") }}
+{{- $n := include "biomarker-worker.requestedCpus" . | int }}
+{{- max 1 (min 4 (sub $n 2)) }}
+{{- else }}
+{{- 1 }}
 {{- end }}
 {{- end }}
 
@@ -475,6 +493,7 @@ BIOMARKER_DEVICE: {{ include "biomarker-worker.device" . | quote }}
 BIOMARKER_DTYPE: {{ .Values.model.dtype | quote }}
 BIOMARKER_THRESHOLD: {{ .Values.model.threshold | toString | quote }}
 BIOMARKER_TORCH_THREADS: {{ include "biomarker-worker.torchThreads" . | quote }}
+BIOMARKER_HOST_PROCESSES: {{ include "biomarker-worker.hostProcesses" . | quote }}
 BIOMARKER_MAX_SENTENCE_TOKENS: {{ $i.maxSentenceTokens | int | quote }}
 {{- if not (kindIs "invalid" $i.tokenBudget) }}
 BIOMARKER_TOKEN_BUDGET: {{ $i.tokenBudget | int | quote }}

@@ -1,0 +1,200 @@
+"""Host work in 1 and in N processes, without the broker: ``python -m bench.host_scaling``.
+
+The worker's own preparation and rendering (:func:`~worker.completions.worker_threads`, the
+renderers of :mod:`worker.host_pool`) and its inference loop, driven as the polling loop drives
+them: records go in in chunks, prepared records and scored notes come back through one queue,
+records are rendered in the order they were read and counted as "produced". The model is a
+:class:`~bench.inprocess.NullScorer` (the host-only pass: the ceiling of everything around the
+model) unless one is given.
+
+Each round runs ``host_processes`` = 1 (the worker's threads: today's default on CPU) and then N
+(spawned host processes); the ratio is taken per round and its median reported. Pool start-up
+(spawning, imports, tokenizer) is outside the timed part, as it is outside a worker's steady
+state. The tokenizer runs on one thread per process (``TOKENIZERS_PARALLELISM=false``, as in
+the other CPU benchmarks; the worker's host processes always do), so the comparison is of
+processes, not of the tokenizer's own thread pool. Writes ``bench/results/host_scaling.json``.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import argparse
+import queue
+import re
+import statistics
+import time
+from collections import deque
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from bench.corpus import MAX_SENTENCE_TOKENS
+from bench.inprocess import NullScorer
+from bench.machine import machine_info
+from worker.completions import take_completed, worker_threads
+from worker.config import WorkerSettings
+from worker.events import Provenance, SourceRef
+from worker.heap import startup_objects_frozen
+from worker.host_pool import HostRenderer, InlineRenderer, Renderer, host_pool_for
+from worker.metrics import Metrics
+from worker.model.classifier import SequenceClassifier
+from worker.notes import Note, Record
+from worker.pipeline import Model
+from worker.render import Outgoing
+from worker.segmentation import SEGMENTER_VERSION
+
+_PROCESSED_AT = re.compile(rb',?"processed_at":\d+')
+PROVENANCE = Provenance("bench", "0", "0" * 64, 0.5, SEGMENTER_VERSION)
+
+
+def run_host(
+    model: Model,
+    events: Sequence[bytes],
+    *,
+    processes: int,
+    chunk: int = 64,
+    max_inflight: int = 2_000,
+    keep_outputs: bool = False,
+    max_note_chars: int = 1_000_000,
+    max_note_sentences: int | None = None,
+) -> dict[str, Any]:
+    """Push ``events`` through preparation, scoring and rendering with ``processes`` host
+    processes; with ``keep_outputs`` the result holds, per record in order, its outputs'
+    destination, dead-letter reason and value (``processed_at`` taken out)."""
+    settings = WorkerSettings(
+        host_processes=processes,
+        max_sentence_tokens=MAX_SENTENCE_TOKENS,
+        max_note_chars=max_note_chars,
+    )
+    pool = host_pool_for(settings, device=model.device_type, encoder=model.encoder_spec())
+    completed: queue.SimpleQueue[Record | Note] = queue.SimpleQueue()
+    metrics = Metrics()
+    preparation, inference = worker_threads(settings, model, metrics, completed.put, pool=pool)
+    preparation.limit_sentences(max_note_sentences)
+    renderer: Renderer = (
+        HostRenderer(pool=pool, provenance=PROVENANCE, include_text=False)
+        if pool is not None
+        else InlineRenderer(provenance=PROVENANCE, include_text=False)
+    )
+    records = [
+        Record(source=SourceRef("bench", 0, offset, None), key=None, value=value)
+        for offset, value in enumerate(events)
+    ]
+    produced: list[list[Outgoing]] = []
+    inference.start()
+    preparation.start()
+    try:
+        if pool is not None and not pool.wait_ready():
+            raise RuntimeError(f"host processes did not start: {pool.failure!r}")
+        with startup_objects_frozen():
+            started = time.perf_counter()
+            waiting: deque[Record] = deque()
+            fed = 0
+            while len(produced) < len(records):
+                if not (preparation.alive() and inference.alive()):
+                    raise RuntimeError(f"host work failed: {preparation.failure!r}")
+                moved = False
+                if fed < len(records) and len(waiting) < max_inflight:
+                    batch = records[fed : fed + chunk]
+                    fed += len(batch)
+                    waiting.extend(batch)
+                    preparation.submit(batch)
+                    moved = True
+                take_completed(completed, metrics, threshold=PROVENANCE.threshold)
+                ready = []
+                while waiting and waiting[0].ready:  # as the tracker: in offset order
+                    ready.append(waiting.popleft())
+                renderer.submit(ready)
+                taken = [outs for _, outs in renderer.take()]
+                produced += taken
+                if not (moved or taken):
+                    time.sleep(0.0002)
+            elapsed = time.perf_counter() - started
+    finally:
+        preparation.stop()
+        inference.stop()
+    return _report(processes, produced, int(metrics.sentences_in._value.get()), elapsed) | (
+        {"outputs": [[_described(out) for out in outs] for outs in produced]}
+        if keep_outputs
+        else {}
+    )
+
+
+def _report(
+    processes: int, produced: list[list[Outgoing]], sentences: int, elapsed: float
+) -> dict[str, Any]:
+    return {
+        "host_processes": processes,
+        "notes": len(produced),
+        "sentences": sentences,
+        "seconds": round(elapsed, 3),
+        "notes_per_s": round(len(produced) / elapsed, 1),
+        "sentences_per_s": round(sentences / elapsed, 1),
+        "output_bytes": sum(len(out.value or b"") for outs in produced for out in outs),
+    }
+
+
+def _described(out: Outgoing) -> tuple[str, str | None, bytes | None]:
+    """Destination, dead-letter reason and value (without its processing time)."""
+    value = out.value
+    if out.destination == "output" and value is not None:
+        value = _PROCESSED_AT.sub(b"", value)
+    return out.destination, out.failure.reason if out.failure else None, value
+
+
+def _events(notes: int) -> tuple[str, list[bytes]]:
+    from worker.demo.notes import demo_notes
+
+    source, found = demo_notes(None)
+    return source, [
+        orjson.dumps({**found[i % len(found)], "note_id": f"h-{i}"}) for i in range(notes)
+    ]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--notes", type=int, default=600)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--processes", type=int, default=2, help="host processes to compare")
+    parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
+    args = parser.parse_args()
+    from worker.model.default import default_model_dir
+
+    model = SequenceClassifier.load(default_model_dir(), device="cpu")
+    host = NullScorer(model)
+    source, events = _events(args.notes)
+    run_host(host, events[:60], processes=1)  # warm-up: imports, allocator
+    rounds = []
+    for _ in range(args.rounds):
+        one = run_host(host, events, processes=1)
+        many = run_host(host, events, processes=args.processes)
+        rounds.append(
+            {
+                "one": one["sentences_per_s"],
+                "many": many["sentences_per_s"],
+                "ratio": round(many["sentences_per_s"] / one["sentences_per_s"], 3),
+                "sentences": one["sentences"],
+            }
+        )
+        print(orjson.dumps(rounds[-1]).decode(), flush=True)
+    report = {
+        "machine": machine_info(),
+        "tokenizers_parallelism": os.environ.get("TOKENIZERS_PARALLELISM"),
+        "corpus": source,
+        "notes": args.notes,
+        "host_processes": args.processes,
+        "rounds": rounds,
+        "median_ratio": statistics.median(entry["ratio"] for entry in rounds),
+    }
+    out = Path(args.out) / "host_scaling.json"
+    out.write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2) + b"\n")
+    print(f"host-only {args.processes} / 1 processes: median {report['median_ratio']} -> {out}")
+
+
+if __name__ == "__main__":
+    main()

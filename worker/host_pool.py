@@ -1,0 +1,566 @@
+"""Host work in several processes: decoding, segmenting and tokenising notes, and rendering
+their outputs, so that the host side keeps up with a fast accelerator.
+
+    polling loop ── records ──> HostPreparation ─┐                 ┌─> host process 1
+                                                  ├─> requests ──> ├─> host process 2   (spawned,
+    OffsetTracker.take_ready ──> HostRenderer ───┘  (one courier   └─> ...               stateless)
+                                                     thread each)
+
+The host processes hold no state between requests, so any of them takes the next request: a
+courier thread per process sends it, waits for the reply and hands the result on. What crosses a
+process boundary is per record and per chunk, never a Python object per sentence:
+
+* a prepared chunk comes back as one buffer of token ids (int32) and one of sentence lengths for
+  all of its notes, plus per note its key, retraction flag, sentence count and an opaque
+  *payload* (the parsed event, its spans and truncation flags, pickled in the host process);
+  the worker's sentence jobs are numpy views of the id buffer;
+* a render request carries each note's payload back with its scores (one float64 buffer), and
+  the reply is the enriched events' bytes.
+
+Everything else stays where it was: the polling loop owns the records, the inference loop
+batches the views, outputs are produced in offset order per partition (the renderer hands them
+out in the order records became ready), and offsets are committed only once delivered. A host
+process that dies, or a reply that says it failed, stops the worker (exit 1) as a dead worker
+thread does; a record that cannot be prepared is dead-lettered alone, as in one process.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import pickle
+import queue
+import signal
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from itertools import chain
+from multiprocessing.connection import Connection
+from typing import TYPE_CHECKING, Any, Protocol, cast
+
+import numpy as np
+import structlog
+
+from worker.errors import FatalError, InvalidEvent
+from worker.events import NoteEvent, Provenance, SourceRef, build_output
+from worker.inputs.decoding import DecoderSpec, decoder_for, decoder_specs
+from worker.logs import where_raised
+from worker.model.wordpieces import SentenceEncoder, SentenceEncoderSpec
+from worker.notes import Note, Record, SentenceJob
+from worker.prepare import Preparer, prepare_isolated
+from worker.render import Outgoing, outgoing
+
+if TYPE_CHECKING:
+    from worker.config import WorkerSettings
+
+log = structlog.get_logger(__name__)
+
+#: Records per prepare request and per render request.
+CHUNK_RECORDS = 32
+_START_TIMEOUT_S = 120.0
+
+
+@dataclass(frozen=True, slots=True)
+class HostSettings:
+    """What a host process needs (picklable): the tokenizer, the decoders, the note budgets."""
+
+    encoder: SentenceEncoderSpec
+    decoders: tuple[DecoderSpec, ...]
+    max_note_chars: int
+    max_sentence_tokens: int
+    include_note_text: bool
+
+
+#: At most this many host processes by default (one GPU's worth on the machines measured).
+DEFAULT_MAX_HOST_PROCESSES = 4
+
+
+def host_processes_for(settings: WorkerSettings, device: str) -> int:
+    """``host_processes``, or its default: 1 on CPU (the model takes every core; the host work
+    is ~5% of it, docs/PERFORMANCE.md), on a GPU the usable cores less two (the worker's own
+    threads), at most :data:`DEFAULT_MAX_HOST_PROCESSES`. The faust runtime always has 1."""
+    if settings.runtime == "faust":
+        return 1
+    if settings.host_processes is not None:
+        return settings.host_processes
+    if not device.startswith("cuda"):
+        return 1
+    cores = len(os.sched_getaffinity(0))
+    return max(1, min(DEFAULT_MAX_HOST_PROCESSES, cores - 2))
+
+
+def host_pool_for(
+    settings: WorkerSettings, *, device: str, encoder: SentenceEncoderSpec | None
+) -> HostPool | None:
+    """The pool of host processes the settings ask for; ``None`` for one (the worker itself)."""
+    processes = host_processes_for(settings, device)
+    if processes <= 1:
+        return None
+    if encoder is None:
+        raise FatalError(
+            "host_processes > 1 needs a fast (Rust) tokenizer; this model has a slow one"
+        )
+    host = HostSettings(
+        encoder=encoder,
+        decoders=decoder_specs(settings),
+        max_note_chars=settings.max_note_chars,
+        max_sentence_tokens=settings.max_sentence_tokens,
+        include_note_text=settings.include_note_text,
+    )
+    return HostPool(host, processes)
+
+
+class HostProcessFailed(RuntimeError):
+    """A host process died or could not do a request: the worker must stop."""
+
+
+# ---------------------------------------------------------------------------- host process side
+class _Host:
+    """The work of one host process; every request is answered from the request alone."""
+
+    def __init__(self, settings: HostSettings) -> None:
+        decoders = {
+            spec.topic: decoder_for(
+                spec.format,
+                max_chars=settings.max_note_chars,
+                include_text=settings.include_note_text,
+                mapping=spec.mapping,
+            )
+            for spec in settings.decoders
+        }
+        self._preparer = Preparer(
+            encoder=SentenceEncoder.from_spec(settings.encoder),
+            max_note_chars=settings.max_note_chars,
+            max_sentence_tokens=settings.max_sentence_tokens,
+            decoders=decoders,
+        )
+
+    def handle(self, request: tuple[Any, ...]) -> tuple[Any, ...]:
+        if request[0] == "prepare":
+            return self._prepare(request[1], request[2])
+        if request[0] == "render":
+            return self._render(request[1], request[2], request[3])
+        raise ValueError(f"unknown request {request[0]!r}")
+
+    def _prepare(
+        self, max_note_sentences: int | None, items: list[tuple[SourceRef, bytes | None]]
+    ) -> tuple[Any, ...]:
+        preparer = self._preparer
+        if preparer.max_note_sentences != max_note_sentences:
+            preparer = self._preparer = Preparer(
+                encoder=preparer.encoder,
+                max_note_chars=preparer.max_note_chars,
+                max_sentence_tokens=preparer.max_sentence_tokens,
+                max_note_sentences=max_note_sentences,
+                decoders=preparer.decoders,
+            )
+        records = [Record(source=source, key=None, value=value) for source, value in items]
+        notes = prepare_isolated(preparer, records)
+        ids = [job.ids for note in notes for job in note.jobs]
+        lengths = np.fromiter((len(item) for item in ids), dtype=np.int32, count=len(ids))
+        flat = np.fromiter(chain.from_iterable(ids), dtype=np.int32, count=int(lengths.sum()))
+        results = [
+            (
+                None if record.failure is None else (record.failure.reason, record.failure.message),
+                record.skipped,
+                [_note_summary(note) for note in record.notes],
+            )
+            for record in records
+        ]
+        return ("prepared", results, flat.tobytes(), lengths.tobytes())
+
+    @staticmethod
+    def _render(
+        provenance: Provenance,
+        include_text: bool,
+        records: list[tuple[SourceRef, list[tuple[bytes, bytes]]]],
+    ) -> tuple[Any, ...]:
+        rendered = []
+        for source, notes in records:
+            values = []
+            for index, (payload, scores) in enumerate(notes):
+                event, spans, truncated = pickle.loads(payload)
+                values.append(
+                    build_output(
+                        event,
+                        spans=spans,
+                        scores=np.frombuffer(scores, dtype=np.float64).tolist(),
+                        truncated=truncated,
+                        source=source,
+                        provenance=provenance,
+                        include_text=include_text,
+                        note_index=index,
+                    )
+                )
+            rendered.append(values)
+        return ("rendered", rendered)
+
+
+def _note_summary(note: Note) -> tuple[bytes | None, bool, int, bytes]:
+    """Key, retraction flag, sentence count and the opaque payload the worker hands back for
+    rendering (it never unpickles it)."""
+    payload = pickle.dumps((note.event, note.spans, note.truncated), protocol=5)
+    return (note.event.key, note.event.retraction, len(note.spans), payload)
+
+
+def serve(connection: Connection, settings: HostSettings) -> None:
+    """A host process's main loop: answer requests until the worker closes the pipe.
+
+    Signals are the worker's business (it drains, then closes the pipe); a host process ends
+    when its pipe does, also when the worker was killed.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    # One process is one core of host work: the tokenizer's own thread pool would have every
+    # host process spin threads on every core.
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"
+    try:
+        host = _Host(settings)
+        connection.send(("ready",))
+    except Exception as exc:  # the worker reports it and exits: nothing was taken yet
+        connection.send(("failed", type(exc).__name__, where_raised(exc)))
+        return
+    while True:
+        try:
+            request = connection.recv()
+        except (EOFError, OSError):
+            return
+        if request is None:
+            return
+        try:
+            reply = host.handle(request)
+        except Exception as exc:  # a bug: the worker stops; not the message, it may quote text
+            reply = ("failed", type(exc).__name__, where_raised(exc))
+        connection.send(reply)
+
+
+# ---------------------------------------------------------------------------- worker side
+class Request(Protocol):
+    """One round trip to a host process, made on a courier thread."""
+
+    def message(self) -> tuple[Any, ...] | None:
+        """What to send (built at send time); ``None``: nothing left to do."""
+
+    def done(self, reply: tuple[Any, ...] | None) -> None:
+        """Hand the reply on (``None`` when nothing was sent)."""
+
+
+class HostPool:
+    """``processes`` spawned host processes, each served by a courier thread of the worker."""
+
+    def __init__(self, settings: HostSettings, processes: int) -> None:
+        context = multiprocessing.get_context("spawn")  # never fork a process holding a model
+        self._requests: queue.SimpleQueue[Request | None] = queue.SimpleQueue()
+        self._pipes: list[Connection] = []
+        self._processes = []
+        self._couriers = []
+        for number in range(processes):
+            ours, theirs = context.Pipe()
+            process = context.Process(
+                target=serve, args=(theirs, settings), name=f"host-{number}", daemon=True
+            )
+            self._pipes.append(ours)
+            self._processes.append((process, theirs))
+            self._couriers.append(
+                threading.Thread(
+                    target=self._courier, args=(number, ours), name=f"host-{number}", daemon=True
+                )
+            )
+        self.failure: BaseException | None = None
+        self._ready = threading.Semaphore(0)
+
+    @property
+    def size(self) -> int:
+        return len(self._couriers)
+
+    def start(self) -> None:
+        for process, theirs in self._processes:
+            process.start()
+            theirs.close()  # the child holds its end: EOF here once it exits
+        for courier in self._couriers:
+            courier.start()
+
+    def wait_ready(self, timeout: float = _START_TIMEOUT_S) -> bool:
+        """Block until every host process is ready (True), has failed or ``timeout`` passed."""
+        deadline = time.monotonic() + timeout
+        for _ in self._couriers:
+            while not self._ready.acquire(timeout=0.05):
+                if not self.alive() or time.monotonic() > deadline:
+                    return False
+        for _ in self._couriers:
+            self._ready.release()
+        return True
+
+    def submit(self, request: Request) -> None:
+        self._requests.put(request)
+
+    def alive(self) -> bool:
+        return self.failure is None and all(courier.is_alive() for courier in self._couriers)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Let queued requests finish, close the pipes, and end the processes."""
+        for _ in self._couriers:
+            self._requests.put(None)
+        deadline = time.monotonic() + timeout
+        for courier in self._couriers:
+            if courier.is_alive():
+                courier.join(max(0.0, deadline - time.monotonic()))
+        for process, _ in self._processes:
+            if process.pid is None:
+                continue
+            process.join(max(0.0, deadline - time.monotonic()))
+            if process.is_alive():
+                process.kill()
+                process.join(1.0)
+
+    def _courier(self, number: int, pipe: Connection) -> None:
+        try:
+            self._expect(pipe, "ready", timeout=_START_TIMEOUT_S)
+            self._ready.release()
+            while (request := self._requests.get()) is not None:
+                message = request.message()
+                if message is None:
+                    request.done(None)
+                    continue
+                pipe.send(message)
+                request.done(self._expect(pipe, None))
+            pipe.send(None)
+        except BaseException as exc:  # reported to the owner, which exits non-zero
+            if self.failure is None:
+                self.failure = exc
+            log.error(
+                "host_process_failed",
+                process=number,
+                error_class=type(exc).__name__,
+                where=where_raised(exc),
+            )
+        finally:
+            pipe.close()
+
+    def _expect(self, pipe: Connection, kind: str | None, timeout: float | None = None) -> Any:
+        if timeout is not None and not pipe.poll(timeout):
+            raise HostProcessFailed(f"host process not ready within {timeout:.0f} s")
+        try:
+            reply = pipe.recv()
+        except (EOFError, OSError) as exc:
+            raise HostProcessFailed("host process exited") from exc
+        if reply[0] == "failed":
+            raise HostProcessFailed(f"host process failed: {reply[1]} at {reply[2]}")
+        if kind is not None and reply[0] != kind:
+            raise HostProcessFailed(f"host process answered {reply[0]!r}, not {kind!r}")
+        return reply
+
+
+class HostPreparation:
+    """Prepares records in the host processes; the interface of
+    :class:`~worker.prepare.PreparationThread` (it owns the pool: start and stop)."""
+
+    def __init__(
+        self,
+        *,
+        pool: HostPool,
+        score: Callable[[list[Note]], None],
+        on_prepared: Callable[[Record], None],
+        max_note_sentences: int | None = None,
+        chunk: int = CHUNK_RECORDS,
+    ) -> None:
+        self.pool = pool
+        self.max_note_sentences = max_note_sentences  # may be changed until start()
+        self._score = score
+        self._on_prepared = on_prepared
+        self._chunk = chunk
+        self._pending = 0
+        self._lock = threading.Lock()
+        self.last_progress = time.monotonic()
+
+    def limit_sentences(self, max_note_sentences: int | None) -> None:
+        self.max_note_sentences = max_note_sentences
+
+    def start(self) -> None:
+        self.pool.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self.pool.stop(timeout)
+
+    def alive(self) -> bool:
+        return self.pool.alive()
+
+    @property
+    def failure(self) -> BaseException | None:
+        return self.pool.failure
+
+    @property
+    def pending(self) -> int:
+        """Records submitted and not yet prepared (their sentences are not known yet)."""
+        return self._pending
+
+    def submit(self, records: list[Record]) -> None:
+        if not records:
+            return
+        with self._lock:
+            self._pending += len(records)
+        for start in range(0, len(records), self._chunk):
+            self.pool.submit(_PrepareRequest(self, records[start : start + self._chunk]))
+
+    def _prepared(self, chunk: list[Record], live: list[Record], reply: Any) -> None:
+        if reply is not None:
+            notes = _rebuild(live, reply[1], reply[2], reply[3])
+            for record in live:
+                self._on_prepared(record)
+            self._score(notes)
+        with self._lock:
+            self._pending -= len(chunk)
+        self.last_progress = time.monotonic()
+
+
+@dataclass(slots=True)
+class _PrepareRequest:
+    owner: HostPreparation
+    chunk: list[Record]
+    live: list[Record] | None = None
+
+    def message(self) -> tuple[Any, ...] | None:
+        self.live = [record for record in self.chunk if not record.cancelled]
+        if not self.live:
+            return None
+        items = [(record.source, record.value) for record in self.live]
+        return ("prepare", self.owner.max_note_sentences, items)
+
+    def done(self, reply: tuple[Any, ...] | None) -> None:
+        self.owner._prepared(self.chunk, self.live or [], reply)
+
+
+def _rebuild(records: list[Record], results: list[Any], ids: bytes, lengths: bytes) -> list[Note]:
+    """The records' notes from a host process's reply; sentence ids are views of ``ids``."""
+    flat = np.frombuffer(ids, dtype=np.int32)
+    sizes = np.frombuffer(lengths, dtype=np.int32)
+    ends = np.cumsum(sizes).tolist()
+    starts = [0, *ends[:-1]]
+    sentence = 0
+    notes: list[Note] = []
+    for record, (failure, skipped, summaries) in zip(records, results, strict=True):
+        record.skipped = skipped
+        if failure is not None:
+            record.notes = []
+            record.fail(InvalidEvent(*failure))
+        else:
+            record.notes = []
+            for key, retraction, count, payload in summaries:
+                event = NoteEvent(fields={}, body="", key=key, retraction=retraction)
+                note = Note(record=record, event=event, payload=payload)
+                note.expect(count)
+                note.jobs = [
+                    SentenceJob(note, index, cast(Sequence[int], flat[starts[at] : ends[at]]))
+                    for index, at in enumerate(range(sentence, sentence + count))
+                ]
+                sentence += count
+                record.notes.append(note)
+        record.unscored = len(record.notes)
+        notes.extend(record.notes)
+    return notes
+
+
+class Renderer(Protocol):
+    """Turns ready records into what to produce, handing them out in the order submitted."""
+
+    def submit(self, records: Iterable[Record]) -> None: ...
+
+    def take(self) -> Iterator[tuple[Record, list[Outgoing]]]: ...
+
+
+class InlineRenderer:
+    """Renders on the calling thread (one host process: the worker itself)."""
+
+    def __init__(self, *, provenance: Provenance, include_text: bool) -> None:
+        self._provenance = provenance
+        self._include_text = include_text
+        self._done: deque[tuple[Record, list[Outgoing]]] = deque()
+
+    def submit(self, records: Iterable[Record]) -> None:
+        for record in records:
+            outs = outgoing(record, provenance=self._provenance, include_text=self._include_text)
+            self._done.append((record, outs))
+
+    def take(self) -> Iterator[tuple[Record, list[Outgoing]]]:
+        while self._done:
+            yield self._done.popleft()
+
+
+@dataclass(slots=True)
+class _Rendering:
+    record: Record
+    outs: list[Outgoing] | None = None
+
+
+class HostRenderer:
+    """Renders notes prepared by host processes in those processes; a dead letter, or a record
+    without notes, is rendered inline. Results are handed out in submission order."""
+
+    def __init__(
+        self, *, pool: HostPool, provenance: Provenance, include_text: bool, chunk: int = 32
+    ) -> None:
+        self._pool = pool
+        self._provenance = provenance
+        self._include_text = include_text
+        self._chunk = chunk
+        self._queue: deque[_Rendering] = deque()
+
+    @property
+    def pending(self) -> int:
+        """Records submitted and not yet handed out."""
+        return len(self._queue)
+
+    def submit(self, records: Iterable[Record]) -> None:
+        remote: list[_Rendering] = []
+        for record in records:
+            entry = _Rendering(record)
+            self._queue.append(entry)
+            if record.failure is not None or not _all_remote(record.notes):
+                entry.outs = outgoing(
+                    record, provenance=self._provenance, include_text=self._include_text
+                )
+            else:
+                remote.append(entry)
+        for start in range(0, len(remote), self._chunk):
+            self._pool.submit(_RenderRequest(self, remote[start : start + self._chunk]))
+
+    def take(self) -> Iterator[tuple[Record, list[Outgoing]]]:
+        while self._queue and self._queue[0].outs is not None:
+            entry = self._queue.popleft()
+            if entry.outs is not None and not entry.record.cancelled:  # else: revoked meanwhile
+                yield entry.record, entry.outs
+
+
+def _all_remote(notes: Sequence[Note]) -> bool:
+    return all(note.payload is not None for note in notes) and bool(notes)
+
+
+@dataclass(slots=True)
+class _RenderRequest:
+    owner: HostRenderer
+    entries: list[_Rendering]
+
+    def message(self) -> tuple[Any, ...]:
+        records = [
+            (
+                entry.record.source,
+                [
+                    (note.payload, np.asarray(note.scores, dtype=np.float64).tobytes())
+                    for note in entry.record.notes
+                ],
+            )
+            for entry in self.entries
+        ]
+        return ("render", self.owner._provenance, self.owner._include_text, records)
+
+    def done(self, reply: tuple[Any, ...] | None) -> None:
+        assert reply is not None
+        for entry, values in zip(self.entries, reply[1], strict=True):
+            entry.outs = outgoing(
+                entry.record,
+                provenance=self.owner._provenance,
+                include_text=self.owner._include_text,
+                values=values,
+            )
