@@ -37,7 +37,8 @@ import torch
 
 from bench.corpus import MAX_SENTENCE_TOKENS, load_corpus
 from bench.device import DeviceMonitor
-from bench.inprocess import NullScorer, run_inprocess
+from bench.host_scaling import run_host
+from bench.inprocess import BatchLog, NullScorer, run_inprocess
 from bench.modelonly import BatchOrder, run_batches, sweep
 from bench.models import resolve_model
 from worker.batching import BatchingSettings
@@ -77,6 +78,11 @@ def _arguments() -> argparse.Namespace:
         "--switch-interval-ms",
         type=float,
         help="the interpreter's thread switch interval (sys.setswitchinterval; default 5 ms)",
+    )
+    parser.add_argument(
+        "--host-processes",
+        default="2,4",
+        help="host-process counts for the host_processes passes (comma-separated; '' for none)",
     )
     parser.add_argument("--quick", action="store_true", help="small smoke run")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
@@ -138,6 +144,19 @@ def measure_model(
             model, model, events, settings, chunk_notes=args.chunk_notes, keep_scores=True
         )
     check = compare_with_notes_alone(model, events[: args.check_notes], pipeline.pop("note_scores"))
+    model_best = max(point["sentences_per_s"] for point in points)
+    hosts = [
+        measure_host_processes(
+            model,
+            events,
+            int(count),
+            settings=settings,
+            model_best=model_best,
+            check_notes=args.check_notes,
+        )
+        for count in args.host_processes.split(",")
+        if count.strip()
+    ]
     return {
         "model": name,
         "checkpoint": str(checkpoint),
@@ -148,6 +167,7 @@ def measure_model(
         "host_only": host,
         "pipeline": {**pipeline, "device": monitor.summary()},
         "pipeline_vs_notes_alone": check,
+        "host_processes": hosts,
         "settings": {
             "token_budget": best,
             "max_batch_sentences": args.max_batch_sentences,
@@ -161,6 +181,49 @@ def measure_model(
             "switch_interval_s": sys.getswitchinterval(),
         },
     }
+
+
+def measure_host_processes(
+    model: SequenceClassifier,
+    events: list[bytes],
+    processes: int,
+    *,
+    settings: BatchingSettings,
+    model_best: float,
+    check_notes: int,
+) -> dict[str, Any]:
+    """The worker's host-process path (:mod:`worker.host_pool`) with ``processes`` host
+    processes: host-only (instant scorer) and with the model, its share of the model-only best,
+    device busy share, and its scores against scoring each note alone."""
+    overrides = {
+        "token_budget": settings.token_budget,
+        "max_batch_sentences": settings.max_batch_sentences,
+        "max_wait_ms": settings.max_wait_s * 1000,
+    }
+    host = run_host(NullScorer(model), events, processes=processes, overrides=overrides)
+    log = BatchLog()
+    monitor = DeviceMonitor(model.info.device)
+    with monitor:
+        pipeline = run_host(
+            model, events, processes=processes, overrides=overrides, observer=log, keep_outputs=True
+        )
+    scores = [_output_scores(outs) for outs in pipeline.pop("outputs")[:check_notes]]
+    rate = pipeline["sentences_per_s"]
+    return {
+        "host_processes": processes,
+        "host_only": host,
+        "pipeline": {**pipeline, "batches": log.describe(pipeline["seconds"])},
+        "device": monitor.summary(),
+        "pipeline_over_model_only": round(rate / model_best, 3) if model_best else None,
+        "pipeline_vs_notes_alone": compare_with_notes_alone(model, events[:check_notes], scores),
+    }
+
+
+def _output_scores(outs: list[tuple[str, str | None, bytes | None]]) -> list[float] | None:
+    """The sentence scores of a record's one output (rounded to 6 decimals, as written)."""
+    if len(outs) != 1 or outs[0][0] != "output" or outs[0][2] is None:
+        return None
+    return [entry["score"] for entry in orjson.loads(outs[0][2])["biomarker"]["sentences"]]
 
 
 def compare_with_notes_alone(
@@ -241,6 +304,14 @@ def main() -> int:
             f"{line['batches'].get('padding_ratio')}; device {line['device']}; vs notes "
             f"alone {entry['pipeline_vs_notes_alone']}"
         )
+        for hosts in entry["host_processes"]:
+            print(
+                f"  {hosts['host_processes']} host processes: pipeline "
+                f"{hosts['pipeline']['sentences_per_s']} sentences/s "
+                f"({hosts['pipeline_over_model_only']} of model-only), host-only "
+                f"{hosts['host_only']['sentences_per_s']}; device {hosts['device']}; vs notes "
+                f"alone {hosts['pipeline_vs_notes_alone']}"
+            )
     print(f"wrote {path}")
     return 0
 

@@ -8,7 +8,9 @@ records are rendered in the order they were read and counted as "produced". The 
 model) unless one is given.
 
 Each round runs ``host_processes`` = 1 (the worker's threads: today's default on CPU) and then N
-(spawned host processes); the ratio is taken per round and its median reported. Pool start-up
+(spawned host processes); the ratio is taken per round and its median reported, beside the
+machine's own ceiling for two processes measured in the same round (two CPU-bound Python loops
+at once against one alone: shared or throttled cores read below 2). Pool start-up
 (spawning, imports, tokenizer) is outside the timed part, as it is outside a worker's steady
 state. The tokenizer runs on one thread per process (``TOKENIZERS_PARALLELISM=false``, as in
 the other CPU benchmarks; the worker's host processes always do), so the comparison is of
@@ -46,6 +48,7 @@ from worker.model.classifier import SequenceClassifier
 from worker.notes import Note, Record
 from worker.pipeline import Model
 from worker.render import Outgoing
+from worker.scoring import BatchObserver
 from worker.segmentation import SEGMENTER_VERSION
 
 _PROCESSED_AT = re.compile(rb',?"processed_at":\d+')
@@ -62,19 +65,25 @@ def run_host(
     keep_outputs: bool = False,
     max_note_chars: int = 1_000_000,
     max_note_sentences: int | None = None,
+    overrides: dict[str, Any] | None = None,
+    observer: BatchObserver | None = None,
 ) -> dict[str, Any]:
     """Push ``events`` through preparation, scoring and rendering with ``processes`` host
     processes; with ``keep_outputs`` the result holds, per record in order, its outputs'
-    destination, dead-letter reason and value (``processed_at`` taken out)."""
+    destination, dead-letter reason and value (``processed_at`` taken out). ``overrides``:
+    other worker settings (batching); ``observer`` sees every batch."""
     settings = WorkerSettings(
         host_processes=processes,
         max_sentence_tokens=MAX_SENTENCE_TOKENS,
         max_note_chars=max_note_chars,
+        **(overrides or {}),
     )
     pool = host_pool_for(settings, device=model.device_type, encoder=model.encoder_spec())
     completed: queue.SimpleQueue[Record | Note] = queue.SimpleQueue()
     metrics = Metrics()
-    preparation, inference = worker_threads(settings, model, metrics, completed.put, pool=pool)
+    preparation, inference = worker_threads(
+        settings, model, metrics, completed.put, pool=pool, observer=observer
+    )
     preparation.limit_sentences(max_note_sentences)
     renderer: Renderer = (
         HostRenderer(pool=pool, provenance=PROVENANCE, include_text=False)
@@ -113,7 +122,7 @@ def run_host(
                 taken = [outs for _, outs in renderer.take()]
                 produced += taken
                 if not (moved or taken):
-                    time.sleep(0.0002)
+                    time.sleep(0.001)  # as the worker's busy poll, which blocks 5 ms
             elapsed = time.perf_counter() - started
     finally:
         preparation.stop()
@@ -147,6 +156,32 @@ def _described(out: Outgoing) -> tuple[str, str | None, bytes | None]:
     return out.destination, out.failure.reason if out.failure else None, value
 
 
+def _spin(loops: int) -> None:
+    total = 0
+    for value in range(loops):
+        total += value
+
+
+def machine_ceiling(loops: int = 10_000_000) -> float:
+    """How much faster two CPU-bound Python processes finish than one does twice: this
+    machine's own ceiling for any 1 -> 2 process scaling (2.0 on two idle, dedicated cores)."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+
+    def timed(processes: int) -> float:
+        workers = [context.Process(target=_spin, args=(loops,)) for _ in range(processes)]
+        started = time.perf_counter()
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join()
+        return time.perf_counter() - started
+
+    timed(1)  # warm-up: the first spawn imports more
+    return round(2 * timed(1) / timed(2), 3)
+
+
 def _events(notes: int) -> tuple[str, list[bytes]]:
     from worker.demo.notes import demo_notes
 
@@ -170,7 +205,9 @@ def main() -> None:
     source, events = _events(args.notes)
     run_host(host, events[:60], processes=1)  # warm-up: imports, allocator
     rounds = []
+    ceilings = []
     for _ in range(args.rounds):
+        ceilings.append(machine_ceiling())
         one = run_host(host, events, processes=1)
         many = run_host(host, events, processes=args.processes)
         rounds.append(
@@ -179,6 +216,7 @@ def main() -> None:
                 "many": many["sentences_per_s"],
                 "ratio": round(many["sentences_per_s"] / one["sentences_per_s"], 3),
                 "sentences": one["sentences"],
+                "machine_ceiling": ceilings[-1],
             }
         )
         print(orjson.dumps(rounds[-1]).decode(), flush=True)
@@ -190,10 +228,14 @@ def main() -> None:
         "host_processes": args.processes,
         "rounds": rounds,
         "median_ratio": statistics.median(entry["ratio"] for entry in rounds),
+        "median_machine_ceiling": statistics.median(ceilings),
     }
     out = Path(args.out) / "host_scaling.json"
     out.write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2) + b"\n")
-    print(f"host-only {args.processes} / 1 processes: median {report['median_ratio']} -> {out}")
+    print(
+        f"host-only {args.processes} / 1 processes: median {report['median_ratio']} (this "
+        f"machine's own 1 -> 2 process ceiling: {report['median_machine_ceiling']}) -> {out}"
+    )
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ from worker.logs import where_raised
 from worker.metrics import Metrics
 from worker.notes import Note, Record
 from worker.prepare import PreparationThread, Preparer
+from worker.scoring import BatchObserver
 
 if TYPE_CHECKING:
     from worker.config import WorkerSettings
@@ -59,10 +60,11 @@ def worker_threads(
     hand_back: Callable[[Record | Note], None],
     *,
     pool: HostPool | None = None,
+    observer: BatchObserver | None = None,
 ) -> tuple[Preparation, InferenceLoop]:
     """The preparation (a thread with one decoder per input topic, or the host processes of
     ``pool``) feeding the inference loop; both hand their results back through
-    ``hand_back``. Not started."""
+    ``hand_back``. Not started. Batches are reported to ``observer`` (default: ``metrics``)."""
     inference = InferenceLoop(
         scorer=model,
         settings=batching_for(
@@ -72,7 +74,7 @@ def worker_threads(
             max_wait_s=settings.max_wait_ms / 1000,
         ),
         on_complete=hand_back,
-        observer=metrics,
+        observer=observer or metrics,
     )
     if pool is not None:
         return HostPreparation(pool=pool, score=inference.submit, on_prepared=hand_back), inference
