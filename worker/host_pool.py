@@ -270,6 +270,7 @@ class HostPool:
             )
         self.failure: BaseException | None = None
         self._ready = threading.Semaphore(0)
+        self._stopping = False
 
     @property
     def size(self) -> int:
@@ -301,6 +302,7 @@ class HostPool:
 
     def stop(self, timeout: float = 5.0) -> None:
         """Let queued requests finish, close the pipes, and end the processes."""
+        self._stopping = True
         for _ in self._couriers:
             self._requests.put(None)
         deadline = time.monotonic() + timeout
@@ -328,6 +330,8 @@ class HostPool:
                 request.done(self._expect(pipe, None))
             pipe.send(None)
         except BaseException as exc:  # reported to the owner, which exits non-zero
+            if self._stopping:  # a process killed at the end of stop(): nothing to report
+                return
             if self.failure is None:
                 self.failure = exc
             log.error(

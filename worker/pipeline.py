@@ -6,7 +6,10 @@
     OffsetTracker <────── the completions queue (this loop drains it)
           │ ready records, in offset order
           ▼
-    render.outgoing ──> KafkaSink ──(delivery reports)──> OffsetTracker ──> OffsetCommitter
+    Renderer ──> KafkaSink ──(delivery reports)──> OffsetTracker ──> OffsetCommitter
+
+With ``host_processes`` > 1 the preparation and the renderer's work run in host processes
+(:mod:`worker.host_pool`); the renderer hands records out in the order they became ready.
 
 Completions reach the loop one way: the preparation thread and the inference thread put
 prepared records and scored notes on one queue, which only this loop reads; every record's state
