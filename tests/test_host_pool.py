@@ -13,6 +13,7 @@ import pytest
 
 from bench.host_scaling import run_host
 from bench.inprocess import NullScorer
+from tests.hanging_host import serve_and_hang
 from worker.completions import check_threads
 from worker.config import WorkerSettings
 from worker.errors import FatalError
@@ -86,11 +87,17 @@ def test_two_host_processes_give_the_outputs_of_the_worker_itself(
     assert truncated["truncated_sentence_count"] >= 1
 
 
-def _pool(model: SequenceClassifier, processes: int = 2) -> HostPool:
+def _pool(model: SequenceClassifier, processes: int = 2, **options: Any) -> HostPool:
     spec = model.encoder_spec()
     assert spec is not None
     settings = HostSettings(spec, (DecoderSpec("in", "note"),), 10_000, 256, True)
-    return HostPool(settings, processes)
+    return HostPool(settings, processes, **options)
+
+
+def _until_stopped(preparation: HostPreparation, seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while preparation.alive() and time.monotonic() < deadline:
+        time.sleep(0.05)
 
 
 def test_a_host_process_that_dies_stops_the_worker(model: SequenceClassifier) -> None:
@@ -104,13 +111,31 @@ def test_a_host_process_that_dies_stops_the_worker(model: SequenceClassifier) ->
             process.kill()
         record = Record(source=SourceRef("in", 0, 0, None), key=None, value=b'{"text": "x"}')
         preparation.submit([record])
-        deadline = time.monotonic() + 30
-        while preparation.alive() and time.monotonic() < deadline:
-            time.sleep(0.05)
+        _until_stopped(preparation, 30)
         assert isinstance(preparation.failure, HostProcessFailed)
         with pytest.raises(FatalError, match="preparation thread stopped: HostProcessFailed"):
             check_threads({"preparation": preparation})
         assert not prepared  # nothing was handed back, so nothing can be committed
+    finally:
+        preparation.stop()
+
+
+def test_a_host_process_stuck_on_a_request_is_killed_and_stops_the_worker(
+    model: SequenceClassifier,
+) -> None:
+    pool = _pool(model, 1, deadline_s=1.0, target=serve_and_hang)
+    prepared: list[Record] = []
+    preparation = HostPreparation(pool=pool, score=lambda notes: None, on_prepared=prepared.append)
+    preparation.start()
+    try:
+        preparation.submit([Record(source=SourceRef("in", 0, 0, None), key=None, value=b"{}")])
+        _until_stopped(preparation, 60)
+        assert isinstance(preparation.failure, HostProcessFailed)
+        assert "did not answer within 1 s" in str(preparation.failure)
+        process = pool._processes[0][0]
+        process.join(5)
+        assert not process.is_alive()  # killed, not left running
+        assert not prepared and preparation.pending == 1
     finally:
         preparation.stop()
 

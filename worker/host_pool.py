@@ -20,8 +20,9 @@ process boundary is per record and per chunk, never a Python object per sentence
 Everything else stays where it was: the polling loop owns the records, the inference loop
 batches the views, outputs are produced in offset order per partition (the renderer hands them
 out in the order records became ready), and offsets are committed only once delivered. A host
-process that dies, or a reply that says it failed, stops the worker (exit 1) as a dead worker
-thread does; a record that cannot be prepared is dead-lettered alone, as in one process.
+process that dies, a reply that says it failed, or a request left unanswered past the deadline
+(the process is killed) stops the worker (exit 1) as a dead worker thread does; a record that
+cannot be prepared is dead-lettered alone, as in one process.
 """
 
 from __future__ import annotations
@@ -35,9 +36,10 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from itertools import chain
 from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import numpy as np
@@ -60,6 +62,8 @@ log = structlog.get_logger(__name__)
 #: Records per prepare request and per render request.
 CHUNK_RECORDS = 32
 _START_TIMEOUT_S = 120.0
+#: A request a host process has not answered after this long is taken as a hang.
+DEFAULT_DEADLINE_S = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,7 +113,7 @@ def host_pool_for(
         max_sentence_tokens=settings.max_sentence_tokens,
         include_note_text=settings.include_note_text,
     )
-    return HostPool(host, processes)
+    return HostPool(host, processes, deadline_s=settings.liveness_timeout_s)
 
 
 class HostProcessFailed(RuntimeError):
@@ -147,17 +151,10 @@ class _Host:
     def _prepare(
         self, max_note_sentences: int | None, items: list[tuple[SourceRef, bytes | None]]
     ) -> tuple[Any, ...]:
-        preparer = self._preparer
-        if preparer.max_note_sentences != max_note_sentences:
-            preparer = self._preparer = Preparer(
-                encoder=preparer.encoder,
-                max_note_chars=preparer.max_note_chars,
-                max_sentence_tokens=preparer.max_sentence_tokens,
-                max_note_sentences=max_note_sentences,
-                decoders=preparer.decoders,
-            )
+        if self._preparer.max_note_sentences != max_note_sentences:
+            self._preparer = replace(self._preparer, max_note_sentences=max_note_sentences)
         records = [Record(source=source, key=None, value=value) for source, value in items]
-        notes = prepare_isolated(preparer, records)
+        notes = prepare_isolated(self._preparer, records)
         ids = [job.ids for note in notes for job in note.jobs]
         lengths = np.fromiter((len(item) for item in ids), dtype=np.int32, count=len(ids))
         flat = np.fromiter(chain.from_iterable(ids), dtype=np.int32, count=int(lengths.sum()))
@@ -248,33 +245,45 @@ class Request(Protocol):
 
 
 class HostPool:
-    """``processes`` spawned host processes, each served by a courier thread of the worker."""
+    """``processes`` spawned host processes, each served by a courier thread of the worker.
 
-    def __init__(self, settings: HostSettings, processes: int) -> None:
+    A host process that does not answer a request within ``deadline_s`` (a note that sends the
+    segmenter or a parser into an endless loop) is killed, and the worker stops with exit 1
+    like for any dead host process; on restart the poison-record tracking
+    (:mod:`worker.kafka.crashes`) pins the crashes on the record and dead-letters it.
+    ``target`` is the host process's main function (tests give one that hangs).
+    """
+
+    def __init__(
+        self,
+        settings: HostSettings,
+        processes: int,
+        *,
+        deadline_s: float = DEFAULT_DEADLINE_S,
+        target: Callable[[Connection, HostSettings], None] | None = None,
+    ) -> None:
         context = multiprocessing.get_context("spawn")  # never fork a process holding a model
+        self._deadline_s = deadline_s
         self._requests: queue.SimpleQueue[Request | None] = queue.SimpleQueue()
-        self._pipes: list[Connection] = []
         self._processes = []
         self._couriers = []
         for number in range(processes):
             ours, theirs = context.Pipe()
             process = context.Process(
-                target=serve, args=(theirs, settings), name=f"host-{number}", daemon=True
+                target=target or serve, args=(theirs, settings), name=f"host-{number}", daemon=True
             )
-            self._pipes.append(ours)
             self._processes.append((process, theirs))
             self._couriers.append(
                 threading.Thread(
-                    target=self._courier, args=(number, ours), name=f"host-{number}", daemon=True
+                    target=self._courier,
+                    args=(number, ours, process),
+                    name=f"host-{number}",
+                    daemon=True,
                 )
             )
         self.failure: BaseException | None = None
         self._ready = threading.Semaphore(0)
         self._stopping = False
-
-    @property
-    def size(self) -> int:
-        return len(self._couriers)
 
     def start(self) -> None:
         for process, theirs in self._processes:
@@ -317,9 +326,9 @@ class HostPool:
                 process.kill()
                 process.join(1.0)
 
-    def _courier(self, number: int, pipe: Connection) -> None:
+    def _courier(self, number: int, pipe: Connection, process: BaseProcess) -> None:
         try:
-            self._expect(pipe, "ready", timeout=_START_TIMEOUT_S)
+            self._expect(pipe, process, "ready", _START_TIMEOUT_S)
             self._ready.release()
             while (request := self._requests.get()) is not None:
                 message = request.message()
@@ -327,7 +336,7 @@ class HostPool:
                     request.done(None)
                     continue
                 pipe.send(message)
-                request.done(self._expect(pipe, None))
+                request.done(self._expect(pipe, process, None, self._deadline_s))
             pipe.send(None)
         except BaseException as exc:  # reported to the owner, which exits non-zero
             if self._stopping:  # a process killed at the end of stop(): nothing to report
@@ -343,9 +352,11 @@ class HostPool:
         finally:
             pipe.close()
 
-    def _expect(self, pipe: Connection, kind: str | None, timeout: float | None = None) -> Any:
-        if timeout is not None and not pipe.poll(timeout):
-            raise HostProcessFailed(f"host process not ready within {timeout:.0f} s")
+    @staticmethod
+    def _expect(pipe: Connection, process: BaseProcess, kind: str | None, timeout: float) -> Any:
+        if not pipe.poll(timeout):
+            process.kill()  # stuck: its work is not delivered, so it is not committed either
+            raise HostProcessFailed(f"host process did not answer within {timeout:.0f} s")
         try:
             reply = pipe.recv()
         except (EOFError, OSError) as exc:
