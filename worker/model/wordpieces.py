@@ -34,7 +34,6 @@ class WordpieceEncoder:
         serialized = backend.to_str()
         #: The tokenizer as JSON: enough to build the same encoder in another process.
         self.serialized = serialized
-        self.truncate_at = truncate_at
         self._full = Tokenizer.from_str(serialized)
         self._full.no_padding()
         self._full.enable_truncation(max_length=truncate_at)
