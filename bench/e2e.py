@@ -10,7 +10,7 @@ from typing import Any
 
 from bench.corpus import Corpus
 from bench.kafka_io import Topics, collect, produce_backlog, produce_paced
-from bench.stats import summarise
+from bench.stats import latency_beyond_own_work, summarise
 from worker.config import WorkerSettings, load_settings
 from worker.loading import provenance_for
 from worker.metrics import Metrics
@@ -118,13 +118,15 @@ def paced(
     rate: float,
     *,
     warmup_notes: int = 0,
+    saturation_sentences_per_s: float | None = None,
 ) -> dict[str, Any]:
     """A producer writes notes at ``rate`` notes/s while the worker runs (open loop).
 
     The first ``warmup_notes`` of ``corpus`` lead in at the same rate and are left out of the
     latency percentiles: they carry the clients' start-up (connections, partition metadata, the
     idempotent producer's id, fetch sessions on new partitions), not the service's steady state.
-    Their worst latency is reported as ``warmup_max_ms``.
+    Their worst latency is reported as ``warmup_max_ms``. Given the saturation rate, latency
+    less each note's own work at that rate is reported too (``latency_beyond_own_work``).
     """
     topics = Topics.fresh(run.bootstrap, "paced", run.partitions)
     pipeline, metrics, watch = _pipeline(run, topics, model, corpus.notes)
@@ -146,4 +148,8 @@ def paced(
     result["warmup_notes"] = len(warmup)
     result["warmup_max_ms"] = max((d.latency_ms for d in deliveries if d.key in warmup), default=0)
     result["batches"] = metrics.describe()
+    if saturation_sentences_per_s:
+        result["latency_beyond_own_work"] = latency_beyond_own_work(
+            measured, saturation_sentences_per_s
+        )
     return result

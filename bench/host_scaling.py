@@ -7,10 +7,14 @@ records are rendered in the order they were read and counted as "produced". The 
 :class:`~bench.inprocess.NullScorer` (the host-only pass: the ceiling of everything around the
 model) unless one is given.
 
-Each round runs ``host_processes`` = 1 (the worker's threads: today's default on CPU) and then N
-(spawned host processes); the ratio is taken per round and its median reported, beside the
-machine's own ceiling for two processes measured in the same round (two CPU-bound Python loops
-at once against one alone: shared or throttled cores read below 2). Pool start-up
+Each round runs three passes: ``host_processes`` = 1 (the worker's threads: the default on CPU),
+one spawned host process (the pool's own baseline) and N host processes. Two ratios are taken
+per round and their medians reported: N host processes against the worker's threads
+(``ratio``: what a deployment gains over the default) and against one host process
+(``pool_ratio``: how the pool scales with processes), beside the machine's own ceiling for two
+processes measured in the same round (two CPU-bound Python loops at once against one alone:
+shared or throttled cores read below 2). Each pass also reports the CPU seconds of the worker
+process and of the host processes over its timed part. Pool start-up
 (spawning, imports, tokenizer) is outside the timed part, as it is outside a worker's steady
 state. The tokenizer runs on one thread per process (``TOKENIZERS_PARALLELISM=false``, as in
 the other CPU benchmarks; the worker's host processes always do), so the comparison is of
@@ -60,6 +64,7 @@ def run_host(
     events: Sequence[bytes],
     *,
     processes: int,
+    pooled: bool | None = None,
     chunk: int = 64,
     max_inflight: int = 2_000,
     keep_outputs: bool = False,
@@ -68,17 +73,26 @@ def run_host(
     overrides: dict[str, Any] | None = None,
     observer: BatchObserver | None = None,
 ) -> dict[str, Any]:
-    """Push ``events`` through preparation, scoring and rendering with ``processes`` host
-    processes; with ``keep_outputs`` the result holds, per record in order, its outputs'
+    """Push ``events`` through preparation, scoring and rendering in ``processes`` host
+    processes (``pooled``: by default for more than one) or in the worker's own threads (by
+    default for one). With ``keep_outputs`` the result holds, per record in order, its outputs'
     destination, dead-letter reason and value (``processed_at`` taken out). ``overrides``:
-    other worker settings (batching); ``observer`` sees every batch."""
+    other worker settings (batching); ``observer`` sees every batch. CPU seconds of the timed
+    part are reported for the worker process and the host processes."""
     settings = WorkerSettings(
         host_processes=processes,
         max_sentence_tokens=MAX_SENTENCE_TOKENS,
         max_note_chars=max_note_chars,
         **(overrides or {}),
     )
-    pool = host_pool_for(settings, device=model.device_type, encoder=model.encoder_spec())
+    if pooled is None:
+        pooled = processes > 1
+    pool = host_pool_for(
+        settings,
+        device=model.device_type,
+        encoder=model.encoder_spec(),
+        smallest_pool=1 if pooled else processes + 1,
+    )
     completed: queue.SimpleQueue[Record | Note] = queue.SimpleQueue()
     metrics = Metrics()
     preparation, inference = worker_threads(
@@ -102,6 +116,7 @@ def run_host(
             raise RuntimeError(f"host processes did not start: {pool.failure!r}")
         with startup_objects_frozen():
             started = time.perf_counter()
+            cpu_started = time.process_time(), _children_cpu()
             waiting: deque[Record] = deque()
             fed = 0
             while len(produced) < len(records):
@@ -124,21 +139,29 @@ def run_host(
                 if not (moved or taken):
                     time.sleep(0.001)  # as the worker's busy poll, which blocks 5 ms
             elapsed = time.perf_counter() - started
+            cpu = (time.process_time() - cpu_started[0], _children_cpu() - cpu_started[1])
     finally:
         preparation.stop()
         inference.stop()
-    return _report(processes, produced, int(metrics.sentences_in._value.get()), elapsed) | (
-        {"outputs": [[_described(out) for out in outs] for outs in produced]}
-        if keep_outputs
-        else {}
+    return (
+        _report(
+            processes, pool is not None, produced, int(metrics.sentences_in._value.get()), elapsed
+        )
+        | {"worker_cpu_s": round(cpu[0], 2), "host_processes_cpu_s": round(cpu[1], 2)}
+        | (
+            {"outputs": [[_described(out) for out in outs] for outs in produced]}
+            if keep_outputs
+            else {}
+        )
     )
 
 
 def _report(
-    processes: int, produced: list[list[Outgoing]], sentences: int, elapsed: float
+    processes: int, pooled: bool, produced: list[list[Outgoing]], sentences: int, elapsed: float
 ) -> dict[str, Any]:
     return {
         "host_processes": processes,
+        "pooled": pooled,
         "notes": len(produced),
         "sentences": sentences,
         "seconds": round(elapsed, 3),
@@ -146,6 +169,20 @@ def _report(
         "sentences_per_s": round(sentences / elapsed, 1),
         "output_bytes": sum(len(out.value or b"") for outs in produced for out in outs),
     }
+
+
+def _children_cpu() -> float:
+    """CPU seconds so far of this process's live child processes (the host processes)."""
+    import multiprocessing
+
+    total = 0.0
+    for child in multiprocessing.active_children():
+        try:
+            fields = Path(f"/proc/{child.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:  # not Linux, or just ended
+            continue
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
 
 
 def _described(out: Outgoing) -> tuple[str, str | None, bytes | None]:
@@ -209,14 +246,25 @@ def main() -> None:
     for _ in range(args.rounds):
         ceilings.append(machine_ceiling())
         one = run_host(host, events, processes=1)
+        pooled_one = run_host(host, events, processes=1, pooled=True)
         many = run_host(host, events, processes=args.processes)
         rounds.append(
             {
                 "one": one["sentences_per_s"],
+                "one_host_process": pooled_one["sentences_per_s"],
                 "many": many["sentences_per_s"],
                 "ratio": round(many["sentences_per_s"] / one["sentences_per_s"], 3),
+                "pool_ratio": round(many["sentences_per_s"] / pooled_one["sentences_per_s"], 3),
                 "sentences": one["sentences"],
                 "machine_ceiling": ceilings[-1],
+                "cpu_s": {
+                    name: {"worker": run["worker_cpu_s"], "hosts": run["host_processes_cpu_s"]}
+                    for name, run in (
+                        ("one", one),
+                        ("one_host_process", pooled_one),
+                        ("many", many),
+                    )
+                },
             }
         )
         print(orjson.dumps(rounds[-1]).decode(), flush=True)
@@ -228,13 +276,15 @@ def main() -> None:
         "host_processes": args.processes,
         "rounds": rounds,
         "median_ratio": statistics.median(entry["ratio"] for entry in rounds),
+        "median_pool_ratio": statistics.median(entry["pool_ratio"] for entry in rounds),
         "median_machine_ceiling": statistics.median(ceilings),
     }
     out = Path(args.out) / "host_scaling.json"
     out.write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2) + b"\n")
     print(
-        f"host-only {args.processes} / 1 processes: median {report['median_ratio']} (this "
-        f"machine's own 1 -> 2 process ceiling: {report['median_machine_ceiling']}) -> {out}"
+        f"host-only, {args.processes} host processes against the worker's threads: median "
+        f"{report['median_ratio']}; against one host process: {report['median_pool_ratio']} "
+        f"(this machine's own 1 -> 2 process ceiling: {report['median_machine_ceiling']}) -> {out}"
     )
 
 

@@ -53,6 +53,10 @@ def ratios(results: dict[str, Any]) -> dict[str, Any]:
         out["paced_p99_ms"] = paced["latency"]["p99_ms"]
         out["paced_p99_target_ms"] = round(wait_ms + P99_BATCHES * full_ms, 1)
         out["paced_p99_target_own_batches_ms"] = round(wait_ms + P99_BATCHES * own_ms, 1)
+        beyond = paced.get("latency_beyond_own_work")
+        if beyond:  # what is left once each note's own work (at the saturation rate) is out
+            out["paced_p99_beyond_own_work_ms"] = beyond["p99_ms"]
+            out["paced_own_work_p99_ms"] = beyond["own_work_p99_ms"]
     p99 = out.get("paced_p99_ms", math.inf)
     out["targets_met"] = {
         "end_to_end >= 0.9 x model-only": out["end_to_end_over_model_only"] >= E2E_SHARE_TARGET,

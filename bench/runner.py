@@ -175,6 +175,7 @@ def _kafka_passes(ctx: _Context) -> None:
             corpus.head(plan.paced_notes + warmup),
             rate,
             warmup_notes=warmup,
+            saturation_sentences_per_s=float(saturated["sentences_per_s"]),
         ),
     )
     ctx.results["end_to_end"] = {"saturation": saturated, "paced": paced}

@@ -43,6 +43,23 @@ def latency(deliveries: Sequence[Delivery]) -> dict[str, float]:
     }
 
 
+def latency_beyond_own_work(
+    deliveries: Sequence[Delivery], sentences_per_s: float
+) -> dict[str, float]:
+    """Latency less each note's own work: its sentences at the saturation rate
+    (``sentences_per_s``, the whole machine on that note alone), the least time any schedule
+    could give it. What is left is waiting: batching, queueing behind other notes, Kafka."""
+    own = [1000 * d.sentences / sentences_per_s for d in deliveries]
+    beyond = [d.latency_ms - work for d, work in zip(deliveries, own, strict=True)]
+    return {
+        "own_work_p50_ms": round(percentile(own, 50), 1),
+        "own_work_p99_ms": round(percentile(own, 99), 1),
+        "p50_ms": round(percentile(beyond, 50), 1),
+        "p95_ms": round(percentile(beyond, 95), 1),
+        "p99_ms": round(percentile(beyond, 99), 1),
+    }
+
+
 def summarise(deliveries: Sequence[Delivery], started_ms: int, **extra: Any) -> dict[str, Any]:
     """Throughput, latency percentiles and the raw latencies (for the CDF chart)."""
     return {

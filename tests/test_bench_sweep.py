@@ -1,4 +1,5 @@
-"""The model-only budget sweep: repeated passes and the choice of budget."""
+"""Benchmark helpers: the model-only budget sweep (repeated passes, the choice of budget) and
+the latency analysis."""
 
 from __future__ import annotations
 
@@ -40,3 +41,18 @@ def test_each_budget_runs_its_passes_in_alternating_order_and_counts_its_median(
         per_pass[16] + per_pass[64] + per_pass[64] + per_pass[16] + per_pass[16] + per_pass[64]
     )
     assert calls == expected
+
+
+def test_latency_beyond_own_work_takes_each_notes_sentences_at_the_saturation_rate_out() -> None:
+    from bench.kafka_io import Delivery
+    from bench.stats import latency_beyond_own_work
+
+    # 100 sentences/s: a 50-sentence note's own work is 500 ms, a 2-sentence note's 20 ms.
+    deliveries = [Delivery(b"big", 0, 700, 50)] + [
+        Delivery(f"n{i}".encode(), 0, 120, 2) for i in range(99)
+    ]
+    beyond = latency_beyond_own_work(deliveries, sentences_per_s=100.0)
+    assert beyond["own_work_p99_ms"] == 20.0
+    assert beyond["p50_ms"] == 100.0
+    assert beyond["p99_ms"] == 100.0  # the big note waited 200 ms, one in a hundred
+    assert max(d.latency_ms for d in deliveries) == 700

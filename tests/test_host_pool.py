@@ -228,6 +228,8 @@ def test_host_processes_default_to_one_on_cpu_and_follow_the_cores_on_a_gpu(
     assert host_pool_for(WorkerSettings(), device="cpu", encoder=None) is None
     with pytest.raises(FatalError, match="fast"):
         host_pool_for(WorkerSettings(host_processes=2), device="cpu", encoder=None)
+    with pytest.raises(FatalError, match="fast"):  # a pool of one, as the benchmark asks
+        host_pool_for(WorkerSettings(), device="cpu", encoder=None, smallest_pool=1)
 
 
 def test_the_faust_runtime_refuses_host_processes() -> None:

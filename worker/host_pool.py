@@ -96,11 +96,17 @@ def host_processes_for(settings: WorkerSettings, device: str) -> int:
 
 
 def host_pool_for(
-    settings: WorkerSettings, *, device: str, encoder: SentenceEncoderSpec | None
+    settings: WorkerSettings,
+    *,
+    device: str,
+    encoder: SentenceEncoderSpec | None,
+    smallest_pool: int = 2,
 ) -> HostPool | None:
-    """The pool of host processes the settings ask for; ``None`` for one (the worker itself)."""
+    """The pool of host processes the settings ask for; ``None`` for fewer than
+    ``smallest_pool`` (the worker's own threads do the host work; benchmarks pass 1 to measure
+    one host process)."""
     processes = host_processes_for(settings, device)
-    if processes <= 1:
+    if processes < max(1, smallest_pool):
         return None
     if encoder is None:
         raise FatalError(
