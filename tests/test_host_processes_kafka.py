@@ -1,6 +1,7 @@
-"""The worker with two host processes against the real broker, in-process: every note once, in
-order, scored as alone; bad input and failing batches dead-lettered with the original bytes;
-backpressure. (Crash, rebalance and SIGTERM runs: tests/test_resilience_kafka.py.)"""
+"""The worker with two host processes against the real broker, in-process: bad input and failing
+batches dead-lettered with the original bytes; backpressure. (Every note once, in order, scored
+as alone: tests/test_pipeline_kafka.py, parametrized over host processes; crash, rebalance and
+SIGTERM runs: tests/test_resilience_kafka.py.)"""
 
 from __future__ import annotations
 
@@ -11,10 +12,9 @@ import pytest
 
 from tests.kafka_helpers import KafkaTestKit, note
 from tests.test_pipeline_kafka import BAD_INPUTS, _FailsOnLongBatches, _source, run_worker
-from worker.host_pool import HostRenderer
 from worker.model.classifier import SequenceClassifier
 from worker.pipeline import Model
-from worker.schemas import DEAD_LETTER_SCHEMA, OUTPUT_SCHEMA, validator
+from worker.schemas import DEAD_LETTER_SCHEMA, validator
 
 pytestmark = pytest.mark.kafka
 
@@ -24,40 +24,6 @@ HOSTS = {"host_processes": 2}
 @pytest.fixture(scope="module")
 def model(tiny_model_dir: Path) -> SequenceClassifier:
     return SequenceClassifier.load(tiny_model_dir, device="cpu", threads=1)
-
-
-def test_thousand_notes_through_host_processes_one_output_each_in_order(
-    kit: KafkaTestKit, model: SequenceClassifier
-) -> None:
-    kit.create(partitions=3)
-    count = 1000
-    kit.produce(
-        [note(i) for i in range(count)], keys=[f"p-{i % 17}".encode() for i in range(count)]
-    )
-    pipeline = run_worker(kit, model, expected=count, threshold=0.4995, **HOSTS)
-    assert isinstance(pipeline._renderer, HostRenderer)  # the host processes did the work
-
-    outputs = kit.read(kit.output, count)
-    assert len({_source(record) for record in outputs}) == count == len(outputs)
-    output_validator = validator(OUTPUT_SCHEMA)
-    seen: dict[tuple[int, int], int] = {}
-    for record in outputs:
-        body = record.json()
-        output_validator.validate(body)
-        assert record.key == body["patient_id"].encode()
-        partition, offset = _source(record)
-        lane = (record.partition, partition)
-        assert offset > seen.get(lane, -1)  # per input partition, in offset order
-        seen[lane] = offset
-    for record in outputs[:50]:  # scores are the model's own, sentence by sentence
-        body = record.json()
-        spans = [(s["start"], s["end"]) for s in body["biomarker"]["sentences"]]
-        expected = model.predict([body["text"][start:end] for start, end in spans])
-        for sentence, score in zip(body["biomarker"]["sentences"], expected, strict=True):
-            assert sentence["score"] == pytest.approx(score, abs=1e-4)
-    assert sum(kit.committed().values()) == count
-    sentences = pipeline.metrics.registry.get_sample_value("biomarker_sentences_in_total")
-    assert sentences == sum(len(r.json()["biomarker"]["sentences"]) for r in outputs)
 
 
 def test_bad_inputs_and_a_failing_batch_are_dead_lettered_from_host_processes(

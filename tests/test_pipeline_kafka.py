@@ -15,6 +15,7 @@ import pytest
 from tests.kafka_helpers import KafkaTestKit, Record, note
 from worker import pipeline as pipeline_module
 from worker.config import WorkerSettings, load_settings
+from worker.host_pool import HostRenderer
 from worker.loading import provenance_for
 from worker.model.classifier import SequenceClassifier
 from worker.pipeline import EXIT_FATAL, Model, Pipeline
@@ -54,15 +55,20 @@ def _source(record: Record) -> tuple[int, int]:
     return source["partition"], source["offset"]
 
 
+@pytest.mark.parametrize("host_processes", [1, 2], ids=["worker-threads", "host-processes"])
 def test_thousand_notes_one_output_each_valid_ordered(
-    kit: KafkaTestKit, model: SequenceClassifier
+    kit: KafkaTestKit, model: SequenceClassifier, host_processes: int
 ) -> None:
     kit.create(partitions=3)
     count = 1000
     kit.produce(
         [note(i) for i in range(count)], keys=[f"p-{i % 17}".encode() for i in range(count)]
     )
-    run_worker(kit, model, expected=count, threshold=0.4995)
+    pipeline = run_worker(
+        kit, model, expected=count, threshold=0.4995, host_processes=host_processes
+    )
+    # With two, the host processes did the preparing and rendering.
+    assert isinstance(pipeline._renderer, HostRenderer) == (host_processes > 1)
 
     outputs = kit.read(kit.output, count)
     assert len(outputs) == count
@@ -92,6 +98,8 @@ def test_thousand_notes_one_output_each_valid_ordered(
             assert sentence["label"] == int(sentence["score"] >= 0.4995)
         assert body["metadata"] == {"seq": int(body["note_id"].split("-")[1])}
     assert sum(kit.committed().values()) == count
+    sentences = pipeline.metrics.registry.get_sample_value("biomarker_sentences_in_total")
+    assert sentences == sum(len(r.json()["biomarker"]["sentences"]) for r in outputs)
 
 
 BAD_INPUTS = {

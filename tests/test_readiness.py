@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from confluent_kafka import KafkaError
 
-from tests.fakes import FakeBroker, FakeConsumer, FakeProducer, WordModel
+from tests.fakes import Encoded, FakeBroker, FakeConsumer, FakeProducer, WordModel
 from worker.config import load_settings
 from worker.events import Provenance
 from worker.faust_runtime.engine import Engine
@@ -145,6 +145,18 @@ class _StuckModel(WordModel):
         return super().predict_ids(batch)
 
 
+class _StuckTokenizer(WordModel):
+    """Tokenising blocks until released: a note that sends preparation into an endless loop."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = threading.Event()
+
+    def encode(self, texts: Sequence[str]) -> list[Encoded]:
+        self.release.wait(30)
+        return super().encode(texts)
+
+
 def _pipeline(
     consumer: type[FakeConsumer] = FakeConsumer, model: Any = None, **settings: Any
 ) -> tuple[Pipeline, FakeBroker]:
@@ -212,15 +224,22 @@ def test_a_member_whose_brokers_are_down_is_not_ready_until_they_answer_again() 
     ]
 
 
-def test_a_stalled_inference_thread_makes_the_member_not_ready() -> None:
-    model = _StuckModel()
+@pytest.mark.parametrize(
+    ("stuck", "thread"), [(_StuckModel, "inference"), (_StuckTokenizer, "preparation")]
+)
+def test_a_stalled_thread_makes_the_member_not_ready_and_not_live(
+    stuck: type[_StuckModel | _StuckTokenizer], thread: str
+) -> None:
+    model = stuck()
     # A 2 s readiness window: long enough that a busy machine never stalls the loop that long,
     # short enough for the test.
     pipeline, broker = _pipeline(model=model, liveness_timeout_s=4.0)
     broker.append(IN, NOTE)
+    oldest: list[float] = []
 
     def until(seen: list[tuple[bool, str]]) -> bool:
-        if seen[-1][1].endswith("(inference)"):
+        if seen[-1][1].endswith(f"({thread})"):
+            oldest.append(time.monotonic() - min(pipeline.heartbeats()))
             model.release.set()  # and let the pipeline drain
             return True
         return False
@@ -229,10 +248,11 @@ def test_a_stalled_inference_thread_makes_the_member_not_ready() -> None:
         seen = _run_observing(pipeline, until)
     finally:
         model.release.set()
-    assert (True, "ok") in seen
+    assert (True, "ok") in seen  # idle before the note came: not stuck
     ready, why = seen[-1]
     assert not ready
-    assert why.startswith("no progress for") and why.endswith("(inference)")
+    assert why.startswith("no progress for") and why.endswith(f"({thread})")
+    assert oldest[0] > readiness_window(4.0)  # the liveness probe reads the same heartbeats
 
 
 # --------------------------------------------------------------------------- the faust engine

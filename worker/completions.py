@@ -44,6 +44,10 @@ class Preparation(WorkerThread, Protocol):
     @property
     def pending(self) -> int: ...
 
+    @property
+    def heartbeat(self) -> float:
+        """Monotonic time of its last progress (now while idle): liveness watches it."""
+
     def submit(self, records: list[Record]) -> None: ...
 
     def limit_sentences(self, max_note_sentences: int | None) -> None: ...

@@ -47,7 +47,8 @@ import structlog
 
 from worker.errors import FatalError, InvalidEvent
 from worker.events import NoteEvent, Provenance, SourceRef, build_output
-from worker.inputs.decoding import DecoderSpec, decoder_for, decoder_specs
+from worker.heap import startup_objects_frozen
+from worker.inputs.decoding import DecoderSpec, decoder_specs, decoders_from
 from worker.logs import where_raised
 from worker.model.wordpieces import SentenceEncoder, SentenceEncoderSpec
 from worker.notes import Note, Record, SentenceJob
@@ -131,15 +132,11 @@ class _Host:
     """The work of one host process; every request is answered from the request alone."""
 
     def __init__(self, settings: HostSettings) -> None:
-        decoders = {
-            spec.topic: decoder_for(
-                spec.format,
-                max_chars=settings.max_note_chars,
-                include_text=settings.include_note_text,
-                mapping=spec.mapping,
-            )
-            for spec in settings.decoders
-        }
+        decoders = decoders_from(
+            settings.decoders,
+            max_chars=settings.max_note_chars,
+            include_text=settings.include_note_text,
+        )
         self._preparer = Preparer(
             encoder=SentenceEncoder.from_spec(settings.encoder),
             max_note_chars=settings.max_note_chars,
@@ -225,6 +222,11 @@ def serve(connection: Connection, settings: HostSettings) -> None:
     except Exception as exc:  # the worker reports it and exits: nothing was taken yet
         connection.send(("failed", type(exc).__name__, where_raised(exc)))
         return
+    with startup_objects_frozen():  # full collections skip the tokenizer, parsers and modules
+        _answer(connection, host)
+
+
+def _answer(connection: Connection, host: _Host) -> None:
     while True:
         try:
             request = connection.recv()
@@ -417,10 +419,18 @@ class HostPreparation:
         """Records submitted and not yet prepared (their sentences are not known yet)."""
         return self._pending
 
+    @property
+    def heartbeat(self) -> float:
+        """As :attr:`~worker.prepare.PreparationThread.heartbeat` (a host process past its
+        deadline is also killed: the worker stops)."""
+        return time.monotonic() if self._pending == 0 else self.last_progress
+
     def submit(self, records: list[Record]) -> None:
         if not records:
             return
         with self._lock:
+            if self._pending == 0:
+                self.last_progress = time.monotonic()
             self._pending += len(records)
         for start in range(0, len(records), self._chunk):
             self.pool.submit(_PrepareRequest(self, records[start : start + self._chunk]))

@@ -245,8 +245,16 @@ class Pipeline:
         return self.sink.delivered
 
     def heartbeats(self) -> list[float]:
-        """Monotonic times the loop and the inference thread last made progress."""
-        return [self.last_progress, self._inference.last_progress]
+        """Monotonic times the loop, the preparation and the inference thread last made
+        progress."""
+        return list(self._heartbeats().values())
+
+    def _heartbeats(self) -> dict[str, float]:
+        return {
+            "loop": self.last_progress,
+            "preparation": self._preparation.heartbeat,
+            "inference": self._inference.last_progress,
+        }
 
     def readiness(self) -> tuple[bool, str]:
         """Able to work (:func:`worker.health.readiness`); owning no partitions is ``idle``."""
@@ -254,7 +262,7 @@ class Pipeline:
             stopping=self._stopping.is_set() or self.errors.fatal is not None,
             model_running=self._inference.alive(),
             brokers=self.errors.brokers_problem(),
-            heartbeats={"loop": self.last_progress, "inference": self._inference.last_progress},
+            heartbeats=self._heartbeats(),
             window_s=readiness_window(self.settings.liveness_timeout_s),
             partitions=len(self.tracker.partitions),
         )

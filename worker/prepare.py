@@ -162,6 +162,8 @@ class PreparationThread:
     def submit(self, records: list[Record]) -> None:
         if records:
             with self._lock:
+                if self._pending == 0:  # the wait for this chunk starts now, not when last busy
+                    self.last_progress = time.monotonic()
                 self._pending += len(records)
             self._queue.put(records)
 
@@ -169,6 +171,12 @@ class PreparationThread:
     def pending(self) -> int:
         """Records submitted and not yet prepared (their sentences are not known yet)."""
         return self._pending
+
+    @property
+    def heartbeat(self) -> float:
+        """Monotonic time of the last chunk prepared; now while nothing waits (idle is not
+        stuck). A note that sends the segmenter or a parser into an endless loop stops it."""
+        return time.monotonic() if self._pending == 0 else self.last_progress
 
     def stop(self, timeout: float = 5.0) -> None:
         self._queue.put(None)

@@ -9,7 +9,7 @@ sentences (``schemas/note-retraction.v1.json``) under the same key.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -86,14 +86,22 @@ def decoder_specs(settings: WorkerSettings) -> tuple[DecoderSpec, ...]:
 
 def decoders_for(settings: WorkerSettings) -> dict[str, Decoder]:
     """The decoder of each input topic (a bad mapping file is a :class:`UsageError`)."""
+    return decoders_from(
+        decoder_specs(settings),
+        max_chars=settings.max_note_chars,
+        include_text=settings.include_note_text,
+    )
+
+
+def decoders_from(
+    specs: Iterable[DecoderSpec], *, max_chars: int, include_text: bool
+) -> dict[str, Decoder]:
+    """The decoder of each topic of ``specs``."""
     return {
         spec.topic: decoder_for(
-            spec.format,
-            max_chars=settings.max_note_chars,
-            include_text=settings.include_note_text,
-            mapping=spec.mapping,
+            spec.format, max_chars=max_chars, include_text=include_text, mapping=spec.mapping
         )
-        for spec in decoder_specs(settings)
+        for spec in specs
     }
 
 
