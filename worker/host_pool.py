@@ -52,7 +52,7 @@ from worker.inputs.decoding import DecoderSpec, decoder_specs, decoders_from
 from worker.logs import where_raised
 from worker.model.wordpieces import SentenceEncoder, SentenceEncoderSpec
 from worker.notes import Note, Record, SentenceJob
-from worker.prepare import Preparer, prepare_isolated
+from worker.prepare import PendingRecords, Preparer, prepare_isolated
 from worker.render import Outgoing, outgoing
 
 if TYPE_CHECKING:
@@ -394,9 +394,7 @@ class HostPreparation:
         self._score = score
         self._on_prepared = on_prepared
         self._chunk = chunk
-        self._pending = 0
-        self._lock = threading.Lock()
-        self.last_progress = time.monotonic()
+        self._pending = PendingRecords()
 
     def limit_sentences(self, max_note_sentences: int | None) -> None:
         self.max_note_sentences = max_note_sentences
@@ -417,21 +415,18 @@ class HostPreparation:
     @property
     def pending(self) -> int:
         """Records submitted and not yet prepared (their sentences are not known yet)."""
-        return self._pending
+        return self._pending.count
 
     @property
     def heartbeat(self) -> float:
-        """As :attr:`~worker.prepare.PreparationThread.heartbeat` (a host process past its
-        deadline is also killed: the worker stops)."""
-        return time.monotonic() if self._pending == 0 else self.last_progress
+        """See :class:`~worker.prepare.PendingRecords` (a host process past its deadline is
+        also killed: the worker stops)."""
+        return self._pending.heartbeat
 
     def submit(self, records: list[Record]) -> None:
         if not records:
             return
-        with self._lock:
-            if self._pending == 0:
-                self.last_progress = time.monotonic()
-            self._pending += len(records)
+        self._pending.add(len(records))
         for start in range(0, len(records), self._chunk):
             self.pool.submit(_PrepareRequest(self, records[start : start + self._chunk]))
 
@@ -441,9 +436,7 @@ class HostPreparation:
             for record in live:
                 self._on_prepared(record)
             self._score(notes)
-        with self._lock:
-            self._pending -= len(chunk)
-        self.last_progress = time.monotonic()
+        self._pending.done(len(chunk))
 
 
 @dataclass(slots=True)

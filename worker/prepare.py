@@ -127,6 +127,36 @@ def prepare_isolated(preparer: Preparer, records: list[Record]) -> list[Note]:
         return notes
 
 
+class PendingRecords:
+    """Records submitted for preparation and not yet handed back, and the preparation's
+    heartbeat: when a chunk was last handed back, or now while nothing waits (idle is not
+    stuck). A note that sends the segmenter or a parser into an endless loop stops it."""
+
+    def __init__(self) -> None:
+        self._count = 0
+        self._moved = time.monotonic()
+        self._lock = threading.Lock()
+
+    @property
+    def count(self) -> int:
+        return self._count
+
+    @property
+    def heartbeat(self) -> float:
+        return time.monotonic() if self._count == 0 else self._moved
+
+    def add(self, records: int) -> None:
+        with self._lock:
+            if self._count == 0:  # the wait for this chunk starts now, not when last busy
+                self._moved = time.monotonic()
+            self._count += records
+
+    def done(self, records: int) -> None:
+        with self._lock:
+            self._count -= records
+            self._moved = time.monotonic()
+
+
 class PreparationThread:
     """Runs a :class:`Preparer` off the polling thread, so note content never stalls polling.
 
@@ -152,31 +182,25 @@ class PreparationThread:
         self._queue: queue.SimpleQueue[list[Record] | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="prepare", daemon=True)
         self.failure: BaseException | None = None
-        self.last_progress = time.monotonic()
-        self._pending = 0  # records submitted and not yet handed back (or skipped)
-        self._lock = threading.Lock()
+        self._pending = PendingRecords()
 
     def start(self) -> None:
         self._thread.start()
 
     def submit(self, records: list[Record]) -> None:
         if records:
-            with self._lock:
-                if self._pending == 0:  # the wait for this chunk starts now, not when last busy
-                    self.last_progress = time.monotonic()
-                self._pending += len(records)
+            self._pending.add(len(records))
             self._queue.put(records)
 
     @property
     def pending(self) -> int:
         """Records submitted and not yet prepared (their sentences are not known yet)."""
-        return self._pending
+        return self._pending.count
 
     @property
     def heartbeat(self) -> float:
-        """Monotonic time of the last chunk prepared; now while nothing waits (idle is not
-        stuck). A note that sends the segmenter or a parser into an endless loop stops it."""
-        return time.monotonic() if self._pending == 0 else self.last_progress
+        """See :class:`PendingRecords`."""
+        return self._pending.heartbeat
 
     def stop(self, timeout: float = 5.0) -> None:
         self._queue.put(None)
@@ -200,9 +224,7 @@ class PreparationThread:
                     for record in live:
                         self._on_prepared(record)
                     self._score(notes)
-                    with self._lock:
-                        self._pending -= len(chunk)
-                    self.last_progress = time.monotonic()
+                    self._pending.done(len(chunk))
         except BaseException as exc:  # reported to the owner, which exits non-zero
             self.failure = exc
             log.error(
