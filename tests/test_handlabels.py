@@ -15,13 +15,13 @@ from training.handlabels import (
     load_labels,
     training_labels,
 )
-from training.sources import Example
+from training.sources import Example, read_jsonl
 from training.splits import doc_split
 
 DATA_DIR = DEFAULT_DATA_DIR if DEFAULT_DATA_DIR.is_dir() else Path("/work/shared/data")
 
 
-@pytest.mark.parametrize("name", ["clinical", "literature", "clinical_train"])
+@pytest.mark.parametrize("name", ["clinical", "literature", "clinical_train", "literature_train"])
 def test_every_labelled_sentence_resolves_to_its_text_from_the_corpora(name: str) -> None:
     labelled = load_labels(name, DATA_DIR)
     assert len({sentence.id for sentence, _ in labelled}) == len(labelled)
@@ -76,3 +76,24 @@ def test_the_dataset_takes_hand_labels_for_train_rows_and_refuses_others() -> No
     held_out = Example("n3:0-9", "Hgb 12.", 1, "mtsamples", "n3", "test")
     with pytest.raises(ValueError, match="test split"):
         list(with_hand_labels([held_out], {"n3:0-9": 1}))
+
+
+def test_literature_training_labels_come_from_the_corpora_train_splits_only() -> None:
+    labelled = load_labels("literature_train", DATA_DIR)
+    assert len(labelled) >= 300
+    train_ids = {
+        f"bc2gm:{row['id']}"
+        for row in read_jsonl(DATA_DIR / "bc2gm" / "bc2gm_sentences.jsonl")
+        if row["split"] == "train"
+    }
+    train_ids |= {
+        f"biored:{row['pmid']}:{row['sent_idx']}"
+        for row in read_jsonl(DATA_DIR / "biored" / "biored_sentences.jsonl")
+        if row["split"] == "train"
+    }
+    assert {sentence.id for sentence, _ in labelled} <= train_ids
+    held_out = {sentence.id for sentence, _ in load_labels("literature", DATA_DIR)}
+    assert not held_out & train_ids
+    assert training_labels("literature_train") == {
+        sentence.id: row["label"] for sentence, row in labelled
+    }

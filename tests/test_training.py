@@ -17,6 +17,7 @@ from transformers import (
     BertTokenizer,
 )
 
+from training import dataset as dataset_module
 from training import train as train_module
 from training.dataset import DatasetConfig, build_dataset, data_dir_from
 from training.lexicon import find_hits, has_biomarker, is_decoy
@@ -264,6 +265,16 @@ def test_metrics_match_a_hand_computed_example() -> None:
         ("16.  Vitamin B12.", False),
         ("Vitamin B12 level was 180.", True),
         ("Low vitamin B12 on the last check.", True),
+        # autoimmune and coeliac serology, electrophoresis, methylmalonic acid
+        ("The double-stranded DNA was negative.", True),
+        ("Her RNP and Smith were negative as well.", True),
+        ("Endomysial antibodies and tTG were negative.", True),
+        ("Her urine immunofixation was not performed.", True),
+        ("Methylmalonic acid 385.", True),
+        ("Binding to double-stranded DNA requires the domain.", False),
+        ("Disc bulge at C3 and C4.", False),
+        ("Vitamin D deficiency.", False),
+        ("PPD was negative.", False),
         # collisions and decoys
         ("HCT on 03/12/09 showed no bleed.", False),
         ("Micardis HCT once a day.", False),
@@ -389,3 +400,28 @@ def test_dataset_command_maps_sources_and_splits_by_document(tmp_path: Path) -> 
     assert manifest["seed"] == DatasetConfig().seed
     build_dataset(data, tmp_path / "again", DatasetConfig())
     assert (tmp_path / "again" / "train.jsonl").read_text() == (out / "train.jsonl").read_text()
+
+
+def test_hand_labels_replace_corpus_labels_and_count_hand_weight_times(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A hand label wins over the corpus's (literature and notes), under its hand source, and
+    each hand-labelled row is trained on ``hand_weight`` times; other rows once."""
+    data = _mini_corpora(tmp_path / "data")
+    hand = {
+        "clinical_train": {},
+        "literature_train": {"bc2gm:P1T0": 0, "biored:9:0": 0, "bc2gm:P2T0": 1},
+    }
+    monkeypatch.setattr(dataset_module, "training_labels", lambda name: hand[name])
+    build_dataset(data, tmp_path / "out", DatasetConfig(hand_weight=3))
+    rows = [
+        json.loads(line) for line in (tmp_path / "out" / "train.jsonl").read_text().splitlines()
+    ]
+    by_text: dict[str, list[tuple[int, str]]] = {}
+    for row in rows:
+        by_text.setdefault(row["text"], []).append((row["label"], row["source"]))
+    assert by_text["BRCA1 binds DNA."] == [(0, "literature_hand")] * 3
+    assert by_text["Cholesterol fell in mice."] == [(0, "literature_hand")] * 3
+    assert by_text["Serum glucose rose."] == [(1, "literature_hand")] * 3
+    assert by_text["TP53 was mutated."] == [(1, "biored")]
+    assert len({row["id"] for row in rows}) == len(rows)

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from training.handlabels import training_labels
+from training.handlabels import TRAINING_SETS, training_labels
 from training.lexicon import is_decoy
 from training.sources import (
     Example,
@@ -46,8 +46,11 @@ from worker.errors import UsageError
 __all__ = ["DatasetConfig", "build_dataset", "data_dir_from", "normalise", "write_jsonl"]
 
 DATA_DIR_ENV = "BIOMARKER_DATA_DIR"
-#: Source name of MTSamples training sentences labelled by hand (training/handlabels/).
+#: Source names of training sentences labelled by hand (training/handlabels/): MTSamples, and
+#: BC2GM/BioRED (literature).
 HAND_SOURCE = "mtsamples_hand"
+LITERATURE_HAND_SOURCE = "literature_hand"
+HAND_SOURCES = frozenset({HAND_SOURCE, LITERATURE_HAND_SOURCE})
 _REQUIRED = (
     "bc2gm/bc2gm_sentences.jsonl",
     "biored/biored_sentences.jsonl",
@@ -70,12 +73,16 @@ class DatasetConfig:
             "civicmine": None,
             "mtsamples": 10000,
             HAND_SOURCE: None,
+            LITERATURE_HAND_SOURCE: None,
             "synthetic": None,
             "synthetic_clinical": None,
         }
     )
-    #: Replace the lexicon's labels of the hand-labelled MTSamples training sentences.
+    #: Replace the lexicon's and the corpora's labels of the hand-labelled training sentences.
     hand_labels: bool = True
+    #: How many times each hand-labelled training sentence is seen per epoch: a few hundred
+    #: careful labels against tens of thousands of corpus labels that teach other conventions.
+    hand_weight: int = 2
     dev_quota: dict[str, int | None] = field(
         default_factory=lambda: {"bc2gm": 1000, "biored": 1000, "civic": 1000, "mtsamples": None}
     )
@@ -99,8 +106,8 @@ def normalise(text: str) -> str:
 
 
 def _all_examples(data_dir: Path, seed: int, hand_labels: dict[str, int]) -> Iterator[Example]:
-    yield from read_bc2gm(data_dir)
-    yield from read_biored(data_dir)
+    literature = (*read_bc2gm(data_dir), *read_biored(data_dir))
+    yield from with_hand_labels(literature, hand_labels, LITERATURE_HAND_SOURCE)
     yield from read_civicmine(data_dir, seed=seed)
     yield from read_civic(data_dir, seed=seed)
     yield from with_hand_labels(read_mtsamples(data_dir, seed=seed), hand_labels)
@@ -108,8 +115,10 @@ def _all_examples(data_dir: Path, seed: int, hand_labels: dict[str, int]) -> Ite
     yield from clinical_templates(seed=seed)
 
 
-def with_hand_labels(rows: Iterable[Example], hand_labels: dict[str, int]) -> Iterator[Example]:
-    """MTSamples rows with a hand label take it (source ``mtsamples_hand``); train split only."""
+def with_hand_labels(
+    rows: Iterable[Example], hand_labels: dict[str, int], source: str = HAND_SOURCE
+) -> Iterator[Example]:
+    """Rows with a hand label take it, under the source ``source``; train split only."""
     for row in rows:
         label = hand_labels.get(row.id)
         if label is None:
@@ -117,11 +126,21 @@ def with_hand_labels(rows: Iterable[Example], hand_labels: dict[str, int]) -> It
         elif row.split != "train":
             raise ValueError(f"hand-labelled sentence {row.id} is in the {row.split} split")
         else:
-            yield replace(row, label=label, source=HAND_SOURCE)
+            yield replace(row, label=label, source=source)
 
 
 def _weakly_labelled(row: Example) -> bool:
-    return row.source != HAND_SOURCE
+    return row.source not in HAND_SOURCES
+
+
+def _weighted(rows: list[Example], hand_weight: int) -> list[Example]:
+    """Each hand-labelled row ``hand_weight`` times (ids suffixed ``#2``, ...), others once."""
+    out: list[Example] = []
+    for row in rows:
+        out.append(row)
+        if row.source in HAND_SOURCES:
+            out += [replace(row, id=f"{row.id}#{n}") for n in range(2, hand_weight + 1)]
+    return out
 
 
 def _dedupe(rows: Iterable[Example], banned: set[str]) -> list[Example]:
@@ -194,7 +213,11 @@ def _counts(rows: list[Example]) -> dict[str, dict[str, int]]:
 
 def build_dataset(data_dir: Path, out_dir: Path, config: DatasetConfig) -> dict[str, Any]:
     """Write the three splits and the manifest into ``out_dir``; return the manifest."""
-    hand_labels = training_labels() if config.hand_labels else {}
+    hand_labels = (
+        {k: v for name in TRAINING_SETS for k, v in training_labels(name).items()}
+        if config.hand_labels
+        else {}
+    )
     rows = list(_all_examples(data_dir, config.seed, hand_labels))
     test = _dedupe((row for row in rows if row.split == "test"), set())
     test_keys = {normalise(row.text) for row in test}
@@ -218,6 +241,7 @@ def build_dataset(data_dir: Path, out_dir: Path, config: DatasetConfig) -> dict[
         for source, group in sorted(_by_source(dev).items())
         for row in _cap(group, config.dev_quota.get(source), _rng(config.seed, source, "dev"))
     ]
+    train = _weighted(train, config.hand_weight)
     _rng(config.seed, "all", "shuffle").shuffle(train)
     out_dir.mkdir(parents=True, exist_ok=True)
     splits = {"train": train, "dev": dev, "test": test}
@@ -230,6 +254,7 @@ def build_dataset(data_dir: Path, out_dir: Path, config: DatasetConfig) -> dict[
         "train_quota": config.train_quota,
         "dev_quota": config.dev_quota,
         "hand_labels": len(hand_labels),
+        "hand_weight": config.hand_weight,
         "counts": {name: _counts(split_rows) for name, split_rows in splits.items()},
     }
     (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")

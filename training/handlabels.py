@@ -10,8 +10,9 @@ trained on.
   sentences.
 - **literature**: BC2GM and BioRED sentences of their official test splits, half from each, in a
   seeded order.
-- **clinical_train** (training, not evaluation): MTSamples sentences of *train* notes whose hand
-  labels replace the lexicon's in :mod:`training.dataset`.
+- **clinical_train** and **literature_train** (training, not evaluation): MTSamples sentences of
+  *train* notes, and BC2GM and BioRED sentences of their *train* splits, whose hand labels replace
+  the lexicon's or the corpus's in :mod:`training.dataset`.
 
 The repository keeps ids, labels and the annotation passes only (``training/handlabels/*.jsonl``);
 the text is read back from the corpora in ``../shared/data`` (their SOURCE.md files give licence
@@ -35,7 +36,7 @@ from training.lexicon import has_biomarker
 from training.sources import HAS_LETTERS, read_jsonl
 from training.splits import doc_split, note_sentences
 
-CLINICAL_TARGET = 3000
+CLINICAL_TARGET = 5000
 LITERATURE_TARGET = 300
 #: The dataset's seed (training/dataset.py): the same seed gives the same test split.
 SPLIT_SEED = 13
@@ -86,14 +87,20 @@ def clinical_sentences(data_dir: Path, target: int = CLINICAL_TARGET) -> list[Se
     return chosen
 
 
-def _literature(data_dir: Path) -> Iterator[Sentence]:
+def _literature_rows(data_dir: Path, split: str) -> Iterator[tuple[Sentence, dict[str, Any]]]:
+    """BC2GM and BioRED sentences of one official split, each with its corpus row."""
     for row in read_jsonl(data_dir / "bc2gm" / "bc2gm_sentences.jsonl"):
-        if row["split"] == "test":
-            yield Sentence(f"bc2gm:{row['id']}", row["text"], f"bc2gm:{row['id'][:9]}")
+        if row["split"] == split:
+            yield Sentence(f"bc2gm:{row['id']}", row["text"], f"bc2gm:{row['id'][:9]}"), row
     for row in read_jsonl(data_dir / "biored" / "biored_sentences.jsonl"):
-        if row["split"] == "test":
+        if row["split"] == split:
             sid = f"biored:{row['pmid']}:{row['sent_idx']}"
-            yield Sentence(sid, row["text"], f"biored:{row['pmid']}")
+            yield Sentence(sid, row["text"], f"biored:{row['pmid']}"), row
+
+
+def _literature(data_dir: Path) -> Iterator[Sentence]:
+    for sentence, _ in _literature_rows(data_dir, "test"):
+        yield sentence
 
 
 def literature_sentences(data_dir: Path, target: int = LITERATURE_TARGET) -> list[Sentence]:
@@ -151,10 +158,65 @@ def clinical_training_sentences(data_dir: Path, target: int = TRAINING_TARGET) -
     return sorted(chosen, key=lambda sentence: _order(f"train:{sentence.id}"))
 
 
+#: A gene mention that may name a class, not one gene ("lymphokine genes", "replication
+#: protein", "alkaline phosphatases"): lower case only, ending in a class word. The corpora label
+#: these 1; the label policy says 0 for a class (many turn out to name one gene after all).
+GENERIC_MENTION = re.compile(
+    r"^[a-z][a-z0-9 ,/()'-]*\b(?:genes?|proteins?|factors?|receptors?|enzymes?|kinases?|"
+    r"famil(?:y|ies)|domains?|regions?|promoters?|elements?|sequences?|antibod(?:y|ies)|"
+    r"hormones?|peptides?|loci|locus|channels?|transporters?|subunits?|isoforms?|"
+    r"[a-z]+ases)$"
+)
+#: A measured substance the corpora may leave unlabelled ("plasma superoxide", "CSF glutamate").
+MEASURED = re.compile(
+    r"\b(?:plasma|serum|urinary|urine|CSF|blood|levels?|concentrations?|excretion|"
+    r"secretion|clearance)\b",
+    re.IGNORECASE,
+)
+LITERATURE_TRAINING_TARGET = 400
+
+
+def _gene_mentions(row: dict[str, Any]) -> list[str]:
+    if "gene_mentions" in row:  # BC2GM
+        return [mention["text"] for mention in row["gene_mentions"]]
+    return [e["text"] for e in row["entities"] if e["type"] == "GeneOrGeneProduct"]
+
+
+def literature_training_sentences(
+    data_dir: Path, target: int = LITERATURE_TRAINING_TARGET
+) -> list[Sentence]:
+    """BC2GM and BioRED *train* sentences where the corpus labels and the policy may disagree.
+
+    Half are sentences whose gene mentions (the corpus's label 1) all look like a class
+    (:data:`GENERIC_MENTION`: some are, some name one gene after all); half have no gene mention
+    but name a measured substance (:data:`MEASURED`), where an analyte may hide. Seeded order,
+    one sentence per distinct text.
+    """
+    halves: dict[bool, list[Sentence]] = {True: [], False: []}
+    seen: set[str] = set()
+    for sentence, row in _literature_rows(data_dir, "train"):
+        key = " ".join(sentence.text.lower().split())
+        if key in seen or not HAS_LETTERS.search(sentence.text) or len(sentence.text) > 400:
+            continue
+        seen.add(key)
+        mentions = _gene_mentions(row)
+        if mentions:
+            if all(GENERIC_MENTION.match(mention.strip()) for mention in mentions):
+                halves[True].append(sentence)
+        elif MEASURED.search(sentence.text):
+            halves[False].append(sentence)
+    chosen: list[Sentence] = []
+    for gene_bearing in (True, False):
+        pool = sorted(halves[gene_bearing], key=lambda s: _order(f"train:{s.id}"))
+        chosen += pool[: target // 2]
+    return sorted(chosen, key=lambda sentence: _order(f"train:{sentence.id}"))
+
+
 SETS = {
     "clinical": clinical_sentences,
     "literature": literature_sentences,
     "clinical_train": clinical_training_sentences,
+    "literature_train": literature_training_sentences,
 }
 
 
@@ -185,8 +247,13 @@ def load_labels(
     return [(texts[row["id"]], row) for row in rows]
 
 
-def training_labels(path: Path = LABELS_DIR / "clinical_train.jsonl") -> dict[str, int]:
-    """Sentence id -> hand label of the clinical *training* sentences (ids only; no text)."""
+#: The hand-labelled *training* sets (ids and labels only; :mod:`training.dataset` reads them).
+TRAINING_SETS = ("clinical_train", "literature_train")
+
+
+def training_labels(name: str = "clinical_train") -> dict[str, int]:
+    """Sentence id -> hand label of a hand-labelled *training* set (ids only; no text)."""
+    path = LABELS_DIR / f"{name}.jsonl"
     rows = (json.loads(line) for line in path.read_text().splitlines() if line.strip())
     return {row["id"]: int(row["label"]) for row in rows}
 

@@ -159,6 +159,16 @@ _NAMES: tuple[tuple[str, str], ...] = (
         "serology",
         r"\b(?-i:Ig[AGEM])\b|\bviral\s+load\b|\bSPEP\b|\bprotein\s+electrophoresis\b|\bM-?spike\b",
     ),
+    (
+        "serology",
+        r"\b(?:anti-?(?:ds-?DNA|double[-\s]stranded\s+DNA|Smith|Sm|RNP|Ro|La|SSA|SSB)|"
+        r"(?:ds-?DNA|double[-\s]stranded\s+DNA)\s+(?:antibod\w+|titers?|(?:was|is|were)\s+"
+        r"(?:negative|positive|normal|elevated))|(?-i:SSA|SSB|RNP)\b(?=[^.]{0,40}"
+        r"\b(?:negative|positive|normal))|endomysial\s+antibod\w*|"
+        r"(?:tissue\s+)?transglutaminase\s+antibod\w*|tTG|gliadin\s+antibod\w*|"
+        r"beta[-\s]?2[-\s]?glycoprotein|complement\s+levels?|immunofixation|"
+        r"hepatitis\s+panel|methylmalonic\s+acid)\b",
+    ),
     # tumour markers
     ("psa", r"\bPSA\b|\bprostate[-\s]specific\s+antigen\b"),
     ("cea", r"\bCEA\b|\bcarcinoembryonic\s+antigen\b"),

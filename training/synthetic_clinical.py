@@ -58,6 +58,10 @@ _ANALYTES = (
     ("BNP", "1,250 pg/mL"),
     ("lactic acid", "4.1 mmol/L"),
     ("ammonia", "88"),
+    ("methylmalonic acid", "385"),
+    ("homocysteine", "15.7"),
+    ("TIBC", "345"),
+    ("sed rate", "30"),
     ("uric acid", "9.2"),
     ("triglycerides", "310"),
     ("LDL", "162"),
@@ -111,6 +115,14 @@ _SEROLOGY = (
     "ANCA",
     "anticardiolipin antibodies",
     "HBsAg",
+    "anti-dsDNA",
+    "anti-Smith antibody",
+    "anti-RNP antibodies",
+    "anti-SSA and anti-SSB antibodies",
+    "endomysial antibodies",
+    "tissue transglutaminase antibodies",
+    "gliadin antibodies",
+    "beta-2 glycoprotein I antibodies",
 )
 _PANELS = (
     "CBC",
@@ -127,6 +139,10 @@ _PANELS = (
     "urine drug screen",
     "urine pregnancy test",
     "stool guaiac",
+    "urine immunofixation",
+    "serum immunofixation",
+    "hepatitis panel",
+    "iron studies",
 )
 _VALUE_TEMPLATES = (
     "{A} {v}.",
@@ -137,6 +153,7 @@ _VALUE_TEMPLATES = (
     "The {a} had risen to {v}.",
     "{A} was borderline at {v}.",
     "LABORATORY DATA:  {A} {v}.",
+    "TEST RESULTS:  {A}:  {v}.",
     "Recent {a} was {v}, up from last visit.",
     "On admission, {a} was {v}.",
 )
@@ -147,6 +164,7 @@ _PROSE_TEMPLATES = (
     "Ordered {a}.",
     "A repeat {a} will be drawn in the morning.",
     "{A} and {b} were {r}.",
+    "She was called to come in about a high {a} value.",
 )
 _SEROLOGY_TEMPLATES = (
     "{S} and {T} were negative.",
@@ -161,6 +179,7 @@ _PANEL_TEMPLATES = (
     "PLAN:  {P}, {q}.",
     "{P} was negative.",
     "I will also recheck a {p}.",
+    "His {p} did show a few abnormalities.",
 )
 _DATES = ("03/12/09", "7/3/95", "01/22/2008", "11/4/06")
 _NEGATIVES = (
@@ -214,6 +233,29 @@ _NEGATIVES = (
     "Labs were drawn and are pending.",
     "Laboratory data were reviewed with the family.",
     "The patient denies high blood pressure or diabetes.",
+    # medication and supplement list items, conditions as list items, drugs named like
+    # proteins, psychometric and functional scores
+    "Folic acid.",
+    "3.  Folic acid 1 mg daily.",
+    "Zinc sulfate 220 mg daily.",
+    "Fish oil capsules.",
+    "Multivitamin with iron.",
+    "High cholesterol.",
+    "2.  Hyperlipidemia.",
+    "He received growth factor support with filgrastim.",
+    "Neupogen (G-CSF) 300 mcg subcutaneously daily.",
+    "Erythropoietin injections weekly.",
+    "GAF of 65.",
+    "MMSE was 27/30.",
+    "PHQ-9 score of 12.",
+    "Ad lib feeding on demand.",
+    # deficiencies named as conditions, tuberculosis skin tests, supplements
+    "Vitamin D deficiency.",
+    "History of B12 deficiency.",
+    "Her iron deficiency will be worked up by her primary care physician.",
+    "We will place a PPD.",
+    "PPD was negative last year.",
+    "Vitamin D and calcium over the counter.",
 )
 
 
