@@ -25,6 +25,7 @@ from training.metrics import (
 )
 from worker.cli import main
 from worker.errors import UsageError
+from worker.lexicon import LEXICON_VERSION
 
 
 def _row(
@@ -294,10 +295,12 @@ def test_evaluate_command_end_to_end(
     data.write_text("".join(json.dumps(row) + "\n" for row in _DATA))
     out = tmp_path / "report.json"
     base = ["evaluate", "--model", str(tiny_model_dir), "--data", str(data), "--threads", "1"]
+    base += ["--no-lexicon-rules"]  # the model alone: its scores decide every label
     assert main([*base, "--threshold", threshold, "--bootstrap", "100", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     report = json.loads(out.read_text())
     assert json.loads(printed) == report
+    assert report["lexicon"] is None
     assert report["overall"]["n"] == 4
     assert set(report["by_source"]) == {"clinical", "bc2gm"}
     assert report["unsure"] == 1
@@ -316,6 +319,25 @@ def test_evaluate_command_end_to_end(
     assert main([*base, "--threshold", threshold, "--format", "text", "--show-text"]) == 0
     shown = capsys.readouterr().out
     assert len([row["text"] for row in _DATA if row["text"] in shown]) == 2
+
+
+def test_evaluate_labels_as_the_worker_does_with_lexicon_rules(
+    tiny_model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = tmp_path / "eval.jsonl"
+    data.write_text("".join(json.dumps(row) + "\n" for row in _DATA))
+    args = ["evaluate", "--model", str(tiny_model_dir), "--data", str(data), "--threads", "1"]
+    # threshold 1: the model labels nothing; the PSA and HER2 rules label rows 1 and 3
+    assert main([*args, "--threshold", "1", "--bootstrap", "0"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["overall"]["confusion_matrix"] == {"tp": 2, "fp": 0, "fn": 0, "tn": 2}
+    lexicon = report["lexicon"]
+    assert lexicon["version"] == LEXICON_VERSION
+    assert (lexicon["rule_rows"], lexicon["rule_alone_rows"]) == (2, 2)
+    assert lexicon["model_alone"]["confusion_matrix"]["tp"] == 0
+    assert main([*args, "--threshold", "0", "--bootstrap", "0", "--format", "text"]) == 0
+    text = capsys.readouterr().out
+    assert f"lexicon rules {LEXICON_VERSION}: 2 rows matched" in text
 
 
 def test_evaluate_command_on_a_handlabelled_set(

@@ -105,6 +105,35 @@ def test_output_id_is_deterministic_and_covers_what_decides_the_labels() -> None
     assert first != output_id(source, PROVENANCE, 1)
 
 
+def test_a_lexicon_rule_labels_its_sentence_and_the_lexicon_version_joins_the_id() -> None:
+    event = {"note_id": "n1", "text": "Hgb was 12.3. Pain."}
+    source = SourceRef("notes", 2, 41, None)
+    provenance = replace(PROVENANCE, lexicon_version="lexicon-0123456789ab")
+    body = orjson.loads(
+        build_output(
+            NoteEvent(event),
+            spans=[(0, 13), (14, 19)],
+            scores=[0.2, 0.1],
+            truncated=[False, False],
+            source=source,
+            provenance=provenance,
+            include_text=False,
+            rules={0: "hemoglobin"},
+        )
+    )
+    validator(OUTPUT_SCHEMA).validate(body)
+    result = body["biomarker"]
+    assert [s["label"] for s in result["sentences"]] == [1, 0]
+    assert [s.get("rule") for s in result["sentences"]] == ["hemoglobin", None]
+    assert result["sentences"][0]["score"] == 0.2  # the model's own score stays
+    assert result["summary"]["biomarker_sentence_count"] == 1
+    assert result["provenance"]["lexicon_version"] == "lexicon-0123456789ab"
+    # the rules can change labels: the id covers their version (and is unchanged without)
+    assert result["output_id"] != output_id(source, PROVENANCE)
+    material = "notes\x1f2\x1f41\x1f" + "ab" * 32 + "\x1f0.5\x1fs\x1flexicon-0123456789ab"
+    assert result["output_id"] == hashlib.sha256(material.encode()).hexdigest()[:32]
+
+
 def test_output_id_recipe_is_pinned() -> None:
     """The documented recipe (schemas/enriched-note.v1.json); a change breaks consumers'
     de-duplication across the upgrade, so it must be deliberate."""

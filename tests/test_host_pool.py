@@ -85,6 +85,10 @@ def test_two_host_processes_give_the_outputs_of_the_worker_itself(
     assert reasons[4] == "too_many_sentences"
     truncated = orjson.loads(one["outputs"][3][0][2])["biomarker"]["summary"]
     assert truncated["truncated_sentence_count"] >= 1
+    # lexicon rules cross the process boundary: named, and labelled 1 whatever the score
+    sentences = orjson.loads(two["outputs"][0][0][2])["biomarker"]["sentences"]
+    assert [sentence.get("rule") for sentence in sentences] == ["psa", "hemoglobin", None]
+    assert [sentence["label"] for sentence in sentences][:2] == [1, 1]
 
 
 def _pool(model: SequenceClassifier, processes: int = 2, **options: Any) -> HostPool:

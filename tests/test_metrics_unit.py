@@ -11,6 +11,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import orjson
+import pytest
 from confluent_kafka import ConsumerGroupTopicPartitions, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import OffsetSpec
 from prometheus_client import CollectorRegistry
@@ -95,9 +96,9 @@ def test_revoked_and_lost_partitions_leave_the_consumer_lag() -> None:
     assert series(metrics, "biomarker_assigned_partitions") == {(): 1}
 
 
-def _pipeline(broker: FakeBroker, producer: FakeProducer) -> Pipeline:
+def _pipeline(broker: FakeBroker, producer: FakeProducer, **overrides: Any) -> Pipeline:
     return Pipeline(
-        settings=settings(),
+        settings=settings(**overrides),
         model=WordModel(),
         provenance=PROVENANCE,
         clients=KafkaClients(consumer=FakeConsumer(broker), producer=producer),
@@ -109,6 +110,30 @@ def _run(pipeline: Pipeline, expected: int) -> int:
     return run_until(
         pipeline, lambda: pipeline.delivered >= expected or time.monotonic() > deadline
     )
+
+
+@pytest.mark.parametrize("lexicon_rules", [True, False])
+def test_sentences_a_lexicon_rule_labels_alone_are_flagged_and_counted(
+    lexicon_rules: bool,
+) -> None:
+    broker = FakeBroker()
+    for topic in (IN, OUT, DLQ):
+        broker.create(topic)
+    text = "Seen today. PSA was 4.2 ng/mL. Hgb was 12.3 today. Follow up."
+    for i in range(3):
+        broker.append(IN, orjson.dumps({"note_id": f"n{i}", "text": text}))
+    pipeline = _pipeline(broker, FakeProducer(broker), lexicon_rules=lexicon_rules)
+    assert _run(pipeline, 3) == EXIT_OK
+    registry = pipeline.metrics.registry
+    # the model flags the PSA sentence; the hemoglobin rule alone the Hgb one
+    flagged = registry.get_sample_value("biomarker_sentences_flagged_total")
+    by_rule = registry.get_sample_value("biomarker_sentences_flagged_by_rule_total")
+    assert (flagged, by_rule) == ((6, 3) if lexicon_rules else (3, 0))
+    for record in broker.read(OUT):
+        sentences = orjson.loads(record.value() or b"")["biomarker"]["sentences"]
+        assert [s["label"] for s in sentences] == [0, 1, int(lexicon_rules), 0]
+        rules = ["psa", "hemoglobin"] if lexicon_rules else [None, None]
+        assert [s.get("rule") for s in sentences] == [None, *rules, None]
 
 
 def test_flagged_sentences_are_counted_once_per_sentence_and_refusals_by_topic_and_code() -> None:

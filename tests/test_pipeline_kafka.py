@@ -16,6 +16,7 @@ from tests.kafka_helpers import KafkaTestKit, Record, note
 from worker import pipeline as pipeline_module
 from worker.config import WorkerSettings, load_settings
 from worker.host_pool import HostRenderer
+from worker.lexicon import LEXICON_VERSION, first_label
 from worker.loading import provenance_for
 from worker.model.classifier import SequenceClassifier
 from worker.pipeline import EXIT_FATAL, Model, Pipeline
@@ -86,20 +87,38 @@ def test_thousand_notes_one_output_each_valid_ordered(
         lane = (record.partition, partition)
         assert offset > seen.get(lane, -1)
         seen[lane] = offset
-    # Flags and scores are the classifier's own, sentence by sentence.
+    # Scores are the classifier's own, sentence by sentence; a lexicon rule's sentence is 1.
+    named = 0
     for record in outputs[:50]:
         body = record.json()
         text = body["text"]
         result = body["biomarker"]
+        assert result["provenance"]["lexicon_version"] == LEXICON_VERSION
         sentences = [text[s["start"] : s["end"]] for s in result["sentences"]]
         expected_scores = model.predict(sentences)
-        for sentence, score in zip(result["sentences"], expected_scores, strict=True):
+        for sentence, score, sentence_text in zip(
+            result["sentences"], expected_scores, sentences, strict=True
+        ):
             assert sentence["score"] == pytest.approx(score, abs=1e-4)
-            assert sentence["label"] == int(sentence["score"] >= 0.4995)
+            assert sentence.get("rule") == first_label(sentence_text)
+            assert sentence["label"] == int(sentence["score"] >= 0.4995 or "rule" in sentence)
+            named += "rule" in sentence
         assert body["metadata"] == {"seq": int(body["note_id"].split("-")[1])}
+    assert named > 0
     assert sum(kit.committed().values()) == count
-    sentences = pipeline.metrics.registry.get_sample_value("biomarker_sentences_in_total")
+    registry = pipeline.metrics.registry
+    sentences = registry.get_sample_value("biomarker_sentences_in_total")
     assert sentences == sum(len(r.json()["biomarker"]["sentences"]) for r in outputs)
+    flagged = registry.get_sample_value("biomarker_sentences_flagged_total")
+    assert flagged == sum(
+        r.json()["biomarker"]["summary"]["biomarker_sentence_count"] for r in outputs
+    )
+    by_rule = registry.get_sample_value("biomarker_sentences_flagged_by_rule_total")
+    assert by_rule == sum(
+        s["score"] < 0.4995 and "rule" in s
+        for r in outputs
+        for s in r.json()["biomarker"]["sentences"]
+    )
 
 
 BAD_INPUTS = {

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import re
 
-from training.lexicon import has_biomarker
 from training.synthetic_clinical import clinical_templates
+from worker.lexicon import has_biomarker
 
 #: The seed sentences' markers (docs/MODEL_CARD.md): the templates must not teach them.
 _SEED_MARKERS = re.compile(r"\b(?:PSA|CRP|troponin|HbA1c|A1c|glucose|HER2|neu)\b", re.IGNORECASE)

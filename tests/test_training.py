@@ -20,7 +20,7 @@ from transformers import (
 from training import dataset as dataset_module
 from training import train as train_module
 from training.dataset import DatasetConfig, build_dataset, data_dir_from
-from training.lexicon import find_hits, has_biomarker, is_decoy
+from training.lexicon import is_decoy
 from training.metrics import binary_metrics, evaluation_report
 from training.sources import civic_label
 from training.splits import doc_split
@@ -29,6 +29,7 @@ from worker.cli import build_dataset as dataset_cli
 from worker.cli import evaluate as evaluate_cli
 from worker.cli import train as train_cli
 from worker.errors import UsageError
+from worker.lexicon import find_hits, has_biomarker
 
 _WORDS = (
     "the",
@@ -281,6 +282,17 @@ def test_metrics_match_a_hand_computed_example() -> None:
         ("3.  Estradiol.", False),
         ("The lesion appears to be a cholesterol granuloma.", False),
         ("Humulin insulin 70/30, 44 units at breakfast.", False),
+        ("U-tox positive for amphetamines.", True),
+        ("High methylmalonic and homocystine levels.", True),
+        ("Her serum electrophoresis does not show a monoclonal abnormality.", True),
+        ("Rubella immune, RPR nonreactive.", True),
+        ("History of hypertension and elevated cholesterol.", False),
+        ("Elevated cholesterol of 260.", True),
+        ("Cells were treated with oxygen-glucose deprivation.", False),
+        ("Hormones influence cholesterol metabolism in macrophages.", False),
+        ("MB fraction was 1.0.", True),
+        ("Specimens: placenta, cord gases and cord blood.", True),
+        ("Arterial blood gases were drawn.", True),
     ],
 )
 def test_lexicon_rules(text: str, expected: bool) -> None:

@@ -2,6 +2,8 @@
 
 The rows come from labelled JSONL (:func:`training.jsonl.read_labelled`) or from a hand-labelled
 evaluation set (:func:`handlabelled_rows`); the report is :func:`training.metrics.error_report`.
+With lexicon rules (the worker's default) a row a rule matches is labelled 1 as the worker
+labels it: its score counts as 1.0, and the report also gives the model's own figures.
 """
 
 from __future__ import annotations
@@ -15,9 +17,10 @@ from typing import Any
 from tqdm import tqdm
 
 from training.jsonl import LabelledRow, row_from_json
-from training.metrics import error_report
+from training.metrics import binary_metrics, error_report
 from training.predict import length_sorted_batches
 from worker.errors import FatalError, UsageError
+from worker.lexicon import LEXICON_VERSION, first_label
 
 __all__ = ["HANDLABELLED_SETS", "evaluate_model", "handlabelled_rows", "score_texts"]
 
@@ -101,8 +104,10 @@ def evaluate_model(
     seed: int = 0,
     worst: int = 10,
     show_text: bool = False,
+    lexicon_rules: bool = True,
 ) -> dict[str, Any]:
-    """Evaluation report of ``model_dir`` on ``rows`` (see :func:`error_report`)."""
+    """Evaluation report of ``model_dir`` on ``rows`` (see :func:`error_report`), labelled as
+    the worker labels them (``lexicon_rules``: as with ``BIOMARKER_LEXICON_RULES``)."""
     if not model_dir.is_dir():
         raise UsageError(f"{model_dir} is not a model directory")
     probs, timing = score_texts(
@@ -112,15 +117,33 @@ def evaluate_model(
         max_length=max_length,
         threads=threads,
     )
+    rules = [first_label(row.text) if lexicon_rules else None for row in rows]
+    served = [1.0 if rule is not None else prob for prob, rule in zip(probs, rules, strict=True)]
     report = error_report(
         rows,
-        probs,
+        served,
         threshold=threshold,
         resamples=resamples,
         seed=seed,
         worst=worst,
         show_text=show_text,
     )
+    report["lexicon"] = None
+    if lexicon_rules:
+        labels = [row.label for row in rows]
+        report["lexicon"] = {
+            "version": LEXICON_VERSION,
+            "rule_rows": sum(rule is not None for rule in rules),
+            "rule_alone_rows": sum(
+                rule is not None and prob < threshold
+                for prob, rule in zip(probs, rules, strict=True)
+            ),
+            "model_alone": binary_metrics(labels, probs, threshold),
+        }
+        for key in ("worst_false_negatives", "worst_false_positives"):
+            for item in report[key]:
+                if rules[item["row"] - 1] is not None:
+                    item["rule"] = rules[item["row"] - 1]
     report["model"] = str(model_dir)
     report["timing"] = {**timing, "batch_size": batch_size}
     return report

@@ -32,11 +32,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from training.lexicon import has_biomarker
 from training.sources import HAS_LETTERS, read_jsonl
 from training.splits import doc_split, note_sentences
+from worker.lexicon import has_biomarker
 
-CLINICAL_TARGET = 5000
+CLINICAL_TARGET = 7000
 LITERATURE_TARGET = 300
 #: The dataset's seed (training/dataset.py): the same seed gives the same test split.
 SPLIT_SEED = 13

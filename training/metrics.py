@@ -370,7 +370,9 @@ def _worst_lines(title: str, entries: list[dict[str, Any]]) -> list[str]:
     lines = [f"{title}:"]
     for item in entries:
         name = item["id"] if item["id"] is not None else f"row {item['row']}"
-        flags = " unsure" if item["unsure"] else ""
+        flags = (" unsure" if item["unsure"] else "") + (
+            f"  rule: {item['rule']}" if "rule" in item else ""
+        )
         line = f"  {item['score']:.4f}  {name}  {item['family'] or '-'}  {item['domain']}{flags}"
         lines.append(line)
         if "text" in item:
@@ -387,6 +389,14 @@ def render_text(report: dict[str, Any]) -> str:
         f"threshold {report['threshold']:g}; 95% intervals: {report['interval']}; "
         f"unsure rows: {report['unsure']}"
     )
+    lexicon = report.get("lexicon")
+    if lexicon:
+        alone = lexicon["model_alone"]
+        lines.append(
+            f"lexicon rules {lexicon['version']}: {lexicon['rule_rows']} rows matched, "
+            f"{lexicon['rule_alone_rows']} labelled 1 by a rule alone; model alone P/R/F1 "
+            f"{alone['precision']:.3f}/{alone['recall']:.3f}/{alone['f1']:.3f}"
+        )
     lines += _metrics_table("domain", report)
     if report["unsure"]:
         lines += _metrics_table("excl. unsure", report["excluding_unsure"])

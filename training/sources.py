@@ -25,8 +25,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from training.lexicon import has_biomarker
 from training.splits import doc_split, note_sentences
+from worker.lexicon import has_biomarker
 
 __all__ = [
     "HAS_LETTERS",

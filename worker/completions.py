@@ -87,6 +87,7 @@ def worker_threads(
         max_note_chars=settings.max_note_chars,
         max_sentence_tokens=settings.max_sentence_tokens,
         decoders=decoders_for(settings),
+        lexicon_rules=settings.lexicon_rules,
     )
     preparation = PreparationThread(
         preparer=preparer, score=inference.submit, on_prepared=hand_back
@@ -96,8 +97,8 @@ def worker_threads(
 
 def take_completed(completed: Completions, metrics: Metrics, *, threshold: float) -> None:
     """Mark records prepared (counting their sentences and skipped parts) and notes scored
-    (counting the sentences labelled as biomarker mentions: score >= ``threshold``, as in the
-    output event)."""
+    (counting the sentences labelled as biomarker mentions, as in the output event: score >=
+    ``threshold`` or a lexicon rule)."""
     while True:
         try:
             done = completed.get_nowait()
@@ -111,12 +112,10 @@ def take_completed(completed: Completions, metrics: Metrics, *, threshold: float
         else:
             done.record.note_scored(done)
             if done.error is None:  # a note that failed is dead-lettered: it labels nothing
-                metrics.sentences_flagged.inc(flagged(done, threshold))
-
-
-def flagged(note: Note, threshold: float) -> int:
-    """Sentences of a scored note labelled as biomarker mentions."""
-    return sum(1 for score in note.scores if score >= threshold)
+                by_model = sum(1 for score in done.scores if score >= threshold)
+                by_rule_alone = sum(1 for index in done.rules if done.scores[index] < threshold)
+                metrics.sentences_flagged.inc(by_model + by_rule_alone)
+                metrics.sentences_flagged_by_rule.inc(by_rule_alone)
 
 
 def check_threads(threads: dict[str, WorkerThread]) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -46,6 +46,8 @@ class Provenance:
     model_sha256: str
     threshold: float
     segmenter_version: str
+    #: :data:`~worker.lexicon.LEXICON_VERSION` when lexicon rules label sentences, else None.
+    lexicon_version: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,19 +158,22 @@ def output_id(source: SourceRef, provenance: Provenance, index: int = 0) -> str:
     """Deterministic id of one output: the same input through the same labelling gets the same id.
 
     It covers the input's place (topic, partition, offset) and everything that decides the
-    labels: the model's content hash, the threshold and the segmenter version. The first 32 hex
-    digits of sha256 over those fields joined by ``\x1f`` (the threshold as Python's ``repr`` of
-    the float, e.g. ``0.5``), followed by ``\x1f`` and ``index`` when it is not 0: ``index`` is
-    the note's position in its record (a bundle or batch holds several).
+    labels: the model's content hash, the threshold, the segmenter version and the lexicon
+    version. The first 32 hex digits of sha256 over those fields joined by ``\x1f`` (the
+    threshold as Python's ``repr`` of the float, e.g. ``0.5``; the lexicon version only when
+    lexicon rules are on), followed by ``\x1f`` and ``index`` when it is not 0: ``index`` is the
+    note's position in its record (a bundle or batch holds several).
     """
-    fields = (
+    fields = [
         source.topic,
         source.partition,
         source.offset,
         provenance.model_sha256,
         repr(float(provenance.threshold)),
         provenance.segmenter_version,
-    )
+    ]
+    if provenance.lexicon_version is not None:
+        fields.append(provenance.lexicon_version)
     material = "\x1f".join(map(str, fields))
     if index:
         material += f"\x1f{index}"
@@ -185,18 +190,24 @@ def build_output(
     provenance: Provenance,
     include_text: bool,
     note_index: int = 0,
+    rules: Mapping[int, str] | None = None,
 ) -> bytes:
     """The enriched event: the input's fields untouched plus results under ``biomarker``.
+
+    A sentence is labelled 1 when its score reaches the threshold or a lexicon rule names a
+    biomarker in it (``rules``: the rule by sentence index; the sentence then names it).
 
     A JSON event's own bytes are kept and the result is added as the object's last member, so
     every pass-through field (big integers, float spellings, escapes, key order) is unchanged.
     """
     threshold = provenance.threshold
     text = event.text
+    rules = rules or {}
     sentences = []
     positives = 0
     for index, ((start, end), score, cut) in enumerate(zip(spans, scores, truncated, strict=True)):
-        label = 1 if score >= threshold else 0
+        rule = rules.get(index)
+        label = 1 if score >= threshold or rule is not None else 0
         positives += label
         sentence: dict[str, Any] = {
             "index": index,
@@ -206,6 +217,8 @@ def build_output(
             "score": round(score, 6),
             "truncated": cut,
         }
+        if rule is not None:
+            sentence["rule"] = rule
         if include_text:
             sentence["text"] = text[start:end]
         sentences.append(sentence)
@@ -229,6 +242,11 @@ def build_output(
             "threshold": threshold,
             "worker_version": __version__,
             "segmenter_version": provenance.segmenter_version,
+            **(
+                {"lexicon_version": provenance.lexicon_version}
+                if provenance.lexicon_version is not None
+                else {}
+            ),
             "source": {
                 "topic": source.topic,
                 "partition": source.partition,

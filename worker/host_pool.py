@@ -11,8 +11,9 @@ courier thread per process sends it, waits for the reply and hands the result on
 process boundary is per record and per chunk, never a Python object per sentence:
 
 * a prepared chunk comes back as one buffer of token ids (int32) and one of sentence lengths for
-  all of its notes, plus per note its key, retraction flag, sentence count and an opaque
-  *payload* (the parsed event, its spans and truncation flags, pickled in the host process);
+  all of its notes, plus per note its key, retraction flag, sentence count, the lexicon rules of
+  its few sentences that have one, and an opaque *payload* (the parsed event, its spans,
+  truncation flags and rules, pickled in the host process);
   the worker's sentence jobs are numpy views of the id buffer;
 * a render request carries each note's payload back with its scores (one float64 buffer), and
   the reply is the enriched events' bytes.
@@ -76,6 +77,7 @@ class HostSettings:
     max_note_chars: int
     max_sentence_tokens: int
     include_note_text: bool
+    lexicon_rules: bool = True
 
 
 #: At most this many host processes by default (one GPU's worth on the machines measured).
@@ -119,6 +121,7 @@ def host_pool_for(
         max_note_chars=settings.max_note_chars,
         max_sentence_tokens=settings.max_sentence_tokens,
         include_note_text=settings.include_note_text,
+        lexicon_rules=settings.lexicon_rules,
     )
     return HostPool(host, processes, deadline_s=settings.liveness_timeout_s)
 
@@ -142,6 +145,7 @@ class _Host:
             max_note_chars=settings.max_note_chars,
             max_sentence_tokens=settings.max_sentence_tokens,
             decoders=decoders,
+            lexicon_rules=settings.lexicon_rules,
         )
 
     def handle(self, request: tuple[Any, ...]) -> tuple[Any, ...]:
@@ -181,13 +185,14 @@ class _Host:
         for source, notes in records:
             values = []
             for index, (payload, scores) in enumerate(notes):
-                event, spans, truncated = pickle.loads(payload)
+                event, spans, truncated, rules = pickle.loads(payload)
                 values.append(
                     build_output(
                         event,
                         spans=spans,
                         scores=np.frombuffer(scores, dtype=np.float64).tolist(),
                         truncated=truncated,
+                        rules=rules,
                         source=source,
                         provenance=provenance,
                         include_text=include_text,
@@ -198,11 +203,12 @@ class _Host:
         return ("rendered", rendered)
 
 
-def _note_summary(note: Note) -> tuple[bytes | None, bool, int, bytes]:
-    """Key, retraction flag, sentence count and the opaque payload the worker hands back for
-    rendering (it never unpickles it)."""
-    payload = pickle.dumps((note.event, note.spans, note.truncated), protocol=5)
-    return (note.event.key, note.event.retraction, len(note.spans), payload)
+def _note_summary(note: Note) -> tuple[bytes | None, bool, int, dict[int, str], bytes]:
+    """Key, retraction flag, sentence count, lexicon rules (few: the worker counts the labels
+    they give) and the opaque payload the worker hands back for rendering (it never unpickles
+    it)."""
+    payload = pickle.dumps((note.event, note.spans, note.truncated, note.rules), protocol=5)
+    return (note.event.key, note.event.retraction, len(note.spans), note.rules, payload)
 
 
 def serve(connection: Connection, settings: HostSettings) -> None:
@@ -471,9 +477,9 @@ def _rebuild(records: list[Record], results: list[Any], ids: bytes, lengths: byt
             record.fail(InvalidEvent(*failure))
         else:
             record.notes = []
-            for key, retraction, count, payload in summaries:
+            for key, retraction, count, rules, payload in summaries:
                 event = NoteEvent(fields={}, body="", key=key, retraction=retraction)
-                note = Note(record=record, event=event, payload=payload)
+                note = Note(record=record, event=event, rules=rules, payload=payload)
                 note.expect(count)
                 note.jobs = [
                     SentenceJob(note, index, cast(Sequence[int], flat[starts[at] : ends[at]]))

@@ -7,6 +7,7 @@ import re
 from worker.config import WorkerSettings
 from worker.errors import FatalError
 from worker.events import Provenance
+from worker.lexicon import LEXICON_VERSION
 from worker.model.classifier import SequenceClassifier
 from worker.segmentation import SEGMENTER_VERSION
 
@@ -76,4 +77,5 @@ def provenance_for(classifier: SequenceClassifier, settings: WorkerSettings) -> 
         model_sha256=info.sha256,
         threshold=settings.threshold,
         segmenter_version=SEGMENTER_VERSION,
+        lexicon_version=LEXICON_VERSION if settings.lexicon_rules else None,
     )

@@ -133,6 +133,12 @@ class Metrics:
             "Scored sentences labelled as biomarker mentions (ratio to sentences_out: drift).",
             registry=r,
         )
+        self.sentences_flagged_by_rule = Counter(
+            "biomarker_sentences_flagged_by_rule",
+            "Sentences labelled as biomarker mentions by a lexicon rule alone (model score "
+            "below the threshold); part of sentences_flagged.",
+            registry=r,
+        )
         self.delivery_errors = Counter(
             "biomarker_delivery_errors",
             "Outputs and dead letters that could not be produced: refused by the client or "

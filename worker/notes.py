@@ -40,12 +40,14 @@ class Note:
     truncated: list[bool] = field(default_factory=list)
     jobs: list[SentenceJob] = field(default_factory=list)
     scores: list[float] = field(default_factory=list)
+    #: The lexicon rule that names a biomarker in a sentence, by sentence index (most have none).
+    rules: dict[int, str] = field(default_factory=dict)
     remaining: int = 0
     error: str | None = None
     cancelled: bool = False
-    #: Prepared by a host process (:mod:`worker.host_pool`): its parsed event, spans and
-    #: truncation flags, pickled there; ``event`` then holds only the key and retraction flag,
-    #: and ``spans`` stays empty (``scores`` has one slot per sentence).
+    #: Prepared by a host process (:mod:`worker.host_pool`): its parsed event, spans,
+    #: truncation flags and rules, pickled there; ``event`` then holds only the key and
+    #: retraction flag, and ``spans`` stays empty (``scores`` has one slot per sentence).
     payload: bytes | None = None
 
     def expect(self, count: int) -> None:

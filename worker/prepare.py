@@ -23,6 +23,7 @@ import structlog
 
 from worker.errors import InvalidEvent
 from worker.inputs.decoding import Decoder, json_notes
+from worker.lexicon import first_label
 from worker.logs import where_raised
 from worker.notes import Note, Record, SentenceJob
 from worker.segmentation import split_sentences
@@ -63,6 +64,8 @@ class Preparer:
     max_note_sentences: int | None = None
     #: Decoder per input topic; records of other topics (and from files) read note events.
     decoders: Mapping[str, Decoder] = field(default_factory=dict)
+    #: Run the lexicon rules on every sentence (:attr:`~worker.notes.Note.rules`).
+    lexicon_rules: bool = True
 
     def prepare(self, records: Sequence[Record]) -> list[Note]:
         """Decode, segment and tokenise ``records``; return their notes. Each record then holds
@@ -82,6 +85,8 @@ class Preparer:
         for note in notes:
             count = len(note.spans)
             chunk = encoded[position : position + count]
+            if self.lexicon_rules:
+                note.rules = matched_rules(texts[position : position + count])
             position += count
             note.truncated = [item.truncated for item in chunk]
             note.expect(count)
@@ -107,6 +112,15 @@ class Preparer:
                 )
             notes.append(note)
         return notes
+
+
+def matched_rules(sentences: Sequence[str]) -> dict[int, str]:
+    """The lexicon rule that names a biomarker in each of ``sentences``, by index."""
+    return {
+        index: label
+        for index, sentence in enumerate(sentences)
+        if (label := first_label(sentence)) is not None
+    }
 
 
 def prepare_isolated(preparer: Preparer, records: list[Record]) -> list[Note]:

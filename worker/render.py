@@ -38,6 +38,7 @@ def render_note(note: Note, *, provenance: Provenance, include_text: bool, index
         spans=note.spans,
         scores=note.scores,
         truncated=note.truncated,
+        rules=note.rules,
         source=note.record.source,
         provenance=provenance,
         include_text=include_text,

@@ -113,6 +113,7 @@ def handle(args: argparse.Namespace) -> int:
         max_note_chars=settings.max_note_chars,
         max_sentence_tokens=settings.max_sentence_tokens,
         decoders={"": decoder},
+        lexicon_rules=settings.lexicon_rules,
     )
     run = _NoteRun(
         preparer=preparer,

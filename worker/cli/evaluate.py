@@ -53,6 +53,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     parser.add_argument("--threshold", type=float, default=0.5, help="predict 1 when score >= it")
     parser.add_argument(
+        "--no-lexicon-rules",
+        dest="lexicon_rules",
+        action="store_false",
+        help="score the model alone (default: label as the worker does, a lexicon rule's match "
+        "is 1 whatever the score)",
+    )
+    parser.add_argument(
         "--bootstrap",
         type=int,
         default=1000,
@@ -106,6 +113,7 @@ def handle(args: argparse.Namespace) -> int:
         seed=args.seed,
         worst=args.worst,
         show_text=args.show_text,
+        lexicon_rules=args.lexicon_rules,
     )
     report["input"] = source
     text = json.dumps(report, indent=2) + "\n"

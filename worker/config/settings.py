@@ -196,6 +196,12 @@ class WorkerSettings(BaseSettings):
     device: str = "auto"
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     threshold: float = Field(default=0.5, ge=0.0, le=1.0)
+    lexicon_rules: bool = Field(
+        default=True,
+        description="A sentence a curated lexicon rule names a biomarker in is labelled 1 "
+        "whatever the model's score; its output names the rule (docs/MODEL_CARD.md). False: "
+        "the model alone.",
+    )
     max_sentence_tokens: int = Field(default=256, ge=8, le=8192)
     torch_threads: int | None = Field(default=None, ge=1)
     host_processes: int | None = Field(

@@ -492,6 +492,7 @@ BIOMARKER_BACKEND: {{ .Values.model.backend | quote }}
 BIOMARKER_DEVICE: {{ include "biomarker-worker.device" . | quote }}
 BIOMARKER_DTYPE: {{ .Values.model.dtype | quote }}
 BIOMARKER_THRESHOLD: {{ .Values.model.threshold | toString | quote }}
+BIOMARKER_LEXICON_RULES: {{ .Values.model.lexiconRules | toString | quote }}
 BIOMARKER_TORCH_THREADS: {{ include "biomarker-worker.torchThreads" . | quote }}
 BIOMARKER_HOST_PROCESSES: {{ include "biomarker-worker.hostProcesses" . | quote }}
 BIOMARKER_MAX_SENTENCE_TOKENS: {{ $i.maxSentenceTokens | int | quote }}

@@ -1,0 +1,131 @@
+"""The lexicon's prefilter (worker.lexicon.prefilter): what each pattern needs, and that the rules
+it leaves out could not have matched, so the lexicon finds what running every rule finds."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from training.handlabels import DEFAULT_DATA_DIR, load_labels
+from worker.lexicon import LEXICON_VERSION, LexiconHit, find_hits, first_label, rules
+from worker.lexicon.prefilter import Prefilter, required_literals
+
+_I = re.IGNORECASE
+
+
+def _needs(pattern: str, flags: int = _I) -> list[set[str]]:
+    return [set(need) for need in required_literals(re.compile(pattern, flags))]
+
+
+def test_literals_are_case_folded_unless_the_pattern_is_case_sensitive() -> None:
+    assert _needs(r"\btroponins?\b") == [{"troponin", "troponins"}]
+    assert _needs(r"\b(?-i:ANC)\b") == [{"ANC"}]
+    assert _needs(r"\bER\b", 0) == [{"ER"}]
+    # a string of both kinds is folded whole: "CK-MB" is "ck-mb" in the folded text
+    assert _needs(r"\b(?-i:CK)-MB\b") == [{"ck-mb"}]
+
+
+def test_alternatives_multiply_out_and_look_aheads_count() -> None:
+    # the parser factors out the common "h"; the exact strings put it back
+    assert _needs(r"\b(?:hgb|hb|hemoglobin)\b") == [{"hgb", "hb", "hemoglobin"}]
+    assert _needs(r"\bCA[-\s]?(?:125|19-9)\b") == [{"ca"}, {"125", "19-9"}]
+    # "K 4.1": the abbreviation, and a digit in the look-ahead
+    assert _needs(r"\b(?:Na|K)\b(?=\s*\d)", 0) == [{"Na", "K"}, set("0123456789")]
+
+
+def test_what_may_be_absent_is_not_needed() -> None:
+    assert _needs(r"\b(?:absolute\s+)?neutrophil") == [{"neutrophil"}]
+    assert _needs(r"\bfoo(?!bar)") == [{"foo"}]
+    assert _needs(r"\w+\s+level") == [{"level"}]
+    assert _needs(r"x*|\d+") == []  # one alternative needs nothing: the whole needs nothing
+
+
+def test_a_pattern_that_needs_nothing_is_always_a_candidate() -> None:
+    prefilter = Prefilter([re.compile(r"\btroponin\b", _I), re.compile(r"\w+")])
+    assert prefilter.candidates("no match here") == [1]
+    assert prefilter.candidates("Troponin I normal.") == [0, 1]
+
+
+_FRAGMENTS = sorted(
+    {
+        string
+        for _label, regex in rules._RULES
+        for need in required_literals(regex)
+        for string in need
+    }
+    | {" ", "  ", ".", ",", ":", "-", "/", "(", ")", "+", "=", "4.1", "12", "of", "was", "is"}
+    | {"level", "levels", "serum", "low", "negative", "positive", "mg", "mEq/L", "CT", "head"}
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.lists(
+        st.one_of(
+            st.sampled_from(_FRAGMENTS),
+            st.sampled_from(_FRAGMENTS).map(str.upper),
+            st.text(alphabet="aAeE0 .-/+(", max_size=3),
+        ),
+        max_size=12,
+    ).map("".join)
+)
+def test_no_rule_left_out_could_have_matched(text: str) -> None:
+    candidates = set(rules._PREFILTER.candidates(text))
+    for index, (_label, regex) in enumerate(rules._RULES):
+        if regex.search(text):
+            assert index in candidates, (text, _label)
+
+
+def _every_rule(text: str) -> list[tuple[str, int, int]]:
+    """The lexicon without its prefilter: every rule on every text."""
+    masked = rules._EXCLUDE_RE.sub(lambda m: " " * len(m.group(0)), text)
+    hits = [
+        LexiconHit(label, m.start(), m.end())
+        for label, regex in rules._RULES
+        for m in regex.finditer(masked)
+        if not (label == "hematocrit" and rules._head_ct_or_drug(text, m.start(), m.end()))
+    ]
+    return [(hit.label, hit.start, hit.end) for hit in sorted(hits, key=lambda h: (h.start, h.end))]
+
+
+_CASES = [
+    "HbA1c was 7.2% and CK-MB 4.1.",
+    "Micardis HCT 40/12.5 daily; HCT 37.9.",
+    "Head CT (HCT) on 3/4/2019 was normal.",
+    "ER/PR positive, HER2 negative; after the ER visit.",
+    "Lactated Ringer's at 100 mL/h; serum lactate 2.1.",
+    "K 4.1, Na 139, potassium chloride 20 mEq, Plt 250.",
+    "anti-dsDNA and SSA were negative; tTG antibody elevated.",
+    "He was seen and is doing well.",
+]
+
+
+@pytest.mark.parametrize("text", _CASES)
+def test_the_prefiltered_lexicon_finds_what_every_rule_finds(text: str) -> None:
+    assert [(h.label, h.start, h.end) for h in find_hits(text)] == _every_rule(text)
+
+
+def test_the_same_on_the_hand_labelled_sentences() -> None:
+    if not (DEFAULT_DATA_DIR / "mtsamples").is_dir():
+        pytest.skip(f"corpora not at {DEFAULT_DATA_DIR}")
+    texts = [
+        sentence.text
+        for name in ("clinical", "literature")
+        for sentence, _ in load_labels(name, DEFAULT_DATA_DIR)
+    ]
+    assert len(texts) > 5000
+    differ = [
+        text
+        for text in texts
+        if [(h.label, h.start, h.end) for h in find_hits(text)] != _every_rule(text)
+    ]
+    assert not differ, f"{len(differ)} sentences differ"
+
+
+def test_first_label_names_the_earliest_match_and_the_version_is_a_content_hash() -> None:
+    assert first_label("Seen today; troponin I and HbA1c were drawn.") == "cardiac"
+    assert first_label("No fever or cough.") is None
+    assert re.fullmatch(r"lexicon-[0-9a-f]{12}", LEXICON_VERSION)
