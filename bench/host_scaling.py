@@ -234,20 +234,27 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--processes", type=int, default=2, help="host processes to compare")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
+    parser.add_argument(
+        "--no-lexicon-rules",
+        dest="lexicon_rules",
+        action="store_false",
+        help="leave the lexicon rules out of the host work (writes host_scaling_no_lexicon.json)",
+    )
     args = parser.parse_args()
+    overrides = {"lexicon_rules": args.lexicon_rules}
     from worker.model.default import default_model_dir
 
     model = SequenceClassifier.load(default_model_dir(), device="cpu")
     host = NullScorer(model)
     source, events = _events(args.notes)
-    run_host(host, events[:60], processes=1)  # warm-up: imports, allocator
+    run_host(host, events[:60], processes=1, overrides=overrides)  # warm-up: imports, allocator
     rounds = []
     ceilings = []
     for _ in range(args.rounds):
         ceilings.append(machine_ceiling())
-        one = run_host(host, events, processes=1)
-        pooled_one = run_host(host, events, processes=1, pooled=True)
-        many = run_host(host, events, processes=args.processes)
+        one = run_host(host, events, processes=1, overrides=overrides)
+        pooled_one = run_host(host, events, processes=1, pooled=True, overrides=overrides)
+        many = run_host(host, events, processes=args.processes, overrides=overrides)
         rounds.append(
             {
                 "one": one["sentences_per_s"],
@@ -274,12 +281,14 @@ def main() -> None:
         "corpus": source,
         "notes": args.notes,
         "host_processes": args.processes,
+        "lexicon_rules": args.lexicon_rules,
         "rounds": rounds,
         "median_ratio": statistics.median(entry["ratio"] for entry in rounds),
         "median_pool_ratio": statistics.median(entry["pool_ratio"] for entry in rounds),
         "median_machine_ceiling": statistics.median(ceilings),
     }
-    out = Path(args.out) / "host_scaling.json"
+    name = "host_scaling.json" if args.lexicon_rules else "host_scaling_no_lexicon.json"
+    out = Path(args.out) / name
     out.write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2) + b"\n")
     print(
         f"host-only, {args.processes} host processes against the worker's threads: median "
