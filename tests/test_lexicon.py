@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from training.handlabels import DEFAULT_DATA_DIR, load_labels
 from worker.lexicon import LEXICON_VERSION, LexiconHit, find_hits, first_label, rules
-from worker.lexicon.prefilter import Prefilter, required_literals
+from worker.lexicon.prefilter import _DIGITS, Prefilter, required_literals
 
 _I = re.IGNORECASE
 
@@ -33,7 +33,7 @@ def test_alternatives_multiply_out_and_look_aheads_count() -> None:
     assert _needs(r"\b(?:hgb|hb|hemoglobin)\b") == [{"hgb", "hb", "hemoglobin"}]
     assert _needs(r"\bCA[-\s]?(?:125|19-9)\b") == [{"ca"}, {"125", "19-9"}]
     # "K 4.1": the abbreviation, and a digit in the look-ahead
-    assert _needs(r"\b(?:Na|K)\b(?=\s*\d)", 0) == [{"Na", "K"}, set("0123456789")]
+    assert _needs(r"\b(?:Na|K)\b(?=\s*\d)", 0) == [{"Na", "K"}, set(_DIGITS)]
 
 
 def test_what_may_be_absent_is_not_needed() -> None:
@@ -41,6 +41,15 @@ def test_what_may_be_absent_is_not_needed() -> None:
     assert _needs(r"\bfoo(?!bar)") == [{"foo"}]
     assert _needs(r"\w+\s+level") == [{"level"}]
     assert _needs(r"x*|\d+") == []  # one alternative needs nothing: the whole needs nothing
+
+
+def test_unicode_digits_and_the_turkish_i_match_as_the_regex_engine_matches_them() -> None:
+    # \d matches every Unicode decimal digit; IGNORECASE equates "i" with U+0131 and U+0130
+    digit, dotless = re.compile(r"\bK\b(?=\s*\d)"), re.compile(r"\binsulin\b", _I)
+    prefilter = Prefilter([digit, dotless])
+    for text in ("K \u0664.1", "K \uff14.1", "\u0131nsulin level", "\u0130NSULIN level"):
+        expected = [index for index, regex in enumerate((digit, dotless)) if regex.search(text)]
+        assert expected and prefilter.candidates(text) == expected, text
 
 
 def test_a_pattern_that_needs_nothing_is_always_a_candidate() -> None:

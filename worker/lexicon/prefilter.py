@@ -11,7 +11,9 @@ absent), so results are the same as running every rule.
 Literals are compared case-folded, except those of case-sensitive parts of a pattern
 (``(?-i:ALT)``, a pattern compiled without ``re.IGNORECASE``), which are looked for as written:
 the automaton searches the text and its case-folded copy, so "ER" of the receptor status rule is
-not "er" of every "after". A string made of both kinds is case-folded whole.
+not "er" of every "after". A string made of both kinds is case-folded whole. The folding follows
+the regex engine where ``str.casefold`` does not: ``\\d`` needs any Unicode decimal digit, and
+the dotless and dotted I fold to "i".
 """
 
 from __future__ import annotations
@@ -41,7 +43,11 @@ _Exact = tuple[str, bool]
 _MAX_EXACT = 64
 #: Character classes of more characters than this need nothing.
 _MAX_CLASS = 10
-_DIGITS = frozenset("0123456789")
+#: What ``\\d`` matches in a str pattern: every Unicode decimal digit, not only 0-9.
+_DIGITS = frozenset(chr(code) for code in range(0x110000) if chr(code).isdecimal())
+#: Letters ``re.IGNORECASE`` equates with "i" whose case-folding is not "i": the dotless and
+#: the dotted capital I (which folds to two characters). Mapped to "i" before folding.
+_FOLD_FIRST = str.maketrans({"\u0131": "i", "\u0130": "i"})
 
 
 class _Info:
@@ -98,7 +104,9 @@ def _class(items: Any, ignore_case: bool) -> _Info:
         elif op is constants.RANGE and value[1] - value[0] < _MAX_CLASS:
             chars.update(chr(code) for code in range(value[0], value[1] + 1))
         elif op is constants.CATEGORY and value is constants.CATEGORY_DIGIT:
-            chars.update(_DIGITS)
+            if len(items) == 1:  # \d alone: a need of its own, however many digits
+                return _Info(frozenset((digit, False) for digit in _DIGITS))
+            return _ANYTHING
         else:  # negated, wide or a category: anything
             return _ANYTHING
     if len(chars) > _MAX_CLASS:
@@ -215,8 +223,9 @@ class Prefilter:
     def candidates(self, text: str) -> list[int]:
         """Indexes of the patterns that may match ``text``, in ascending order."""
         seen: dict[int, int] = {}
+        folded = (text if text.isascii() else text.translate(_FOLD_FIRST)).casefold()
         # the text as written (case-sensitive needs) and case-folded; NUL is never in a need
-        for _end, found in self._automaton.iter(f"{text}\0{text.casefold()}"):
+        for _end, found in self._automaton.iter(f"{text}\0{folded}"):
             for index, bit in found:
                 seen[index] = seen.get(index, 0) | bit
         ready = [index for index, bits in seen.items() if bits == self._required[index]]
