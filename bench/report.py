@@ -11,6 +11,8 @@ import orjson
 
 #: The project's targets for the default model on a CPU machine (docs/PERFORMANCE.md).
 E2E_SHARE_TARGET = 0.9
+#: The stricter end-to-end target the host-side work is held to (docs/PERFORMANCE.md).
+E2E_SHARE_STRICT_TARGET = 0.95
 NAIVE_FACTOR_TARGET = 5.0
 P99_BATCHES = 3
 
@@ -38,6 +40,13 @@ def ratios(results: dict[str, Any]) -> dict[str, Any]:
             if rounds
             else _ratio(ours, limits[0])
         ),
+        # Each backlog pass over the mean of the model-only passes just before and just after
+        # it (a steady drift of the machine's speed cancels); the median round.
+        "end_to_end_over_bracketing_model_only": (
+            statistics.median(float(r["bracketed_ratio"]) for r in rounds)
+            if rounds and all("bracketed_ratio" in r for r in rounds)
+            else math.nan
+        ),
         # The reported backlog rate over the fastest model-only pass of the whole run.
         "end_to_end_over_best_model_only": _ratio(ours, max(limits)),
         **{f"ours_over_{name}": _ratio(ours, _rate(run)) for name, run in peers.items()},
@@ -60,6 +69,8 @@ def ratios(results: dict[str, Any]) -> dict[str, Any]:
     p99 = out.get("paced_p99_ms", math.inf)
     out["targets_met"] = {
         "end_to_end >= 0.9 x model-only": out["end_to_end_over_model_only"] >= E2E_SHARE_TARGET,
+        "end_to_end >= 0.95 x model-only": out["end_to_end_over_model_only"]
+        >= E2E_SHARE_STRICT_TARGET,
         "ours >= 5 x naive (per sentence)": out.get("ours_over_naive_per_sentence", 0)
         >= NAIVE_FACTOR_TARGET,
         "ours >= 5 x naive (per note)": out.get("ours_over_naive_per_note", 0)
@@ -94,6 +105,7 @@ def summary_lines(results: dict[str, Any]) -> list[str]:
             f"{f'round {number}: model only, backlog':34} {'':>9} "
             f"{round_['model_only_sentences_per_s']:>9} {round_['saturation_sentences_per_s']:>9}"
             f"  ratio {round_['ratio']}"
+            + (f", bracketed {round_['bracketed_ratio']}" if "bracketed_ratio" in round_ else "")
         )
     runs = {**results.get("end_to_end", {}), **results.get("peers", {})}
     for scale in results.get("scaling", []):

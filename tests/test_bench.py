@@ -87,10 +87,18 @@ def test_quick_bench_measures_every_pass_and_writes_results(
     assert round_["ratio"] == pytest.approx(
         round_["saturation_sentences_per_s"] / round_["model_only_sentences_per_s"], abs=1e-3
     )
+    # the closing model-only pass brackets the backlog pass with the one before it
+    assert "closing_model_only" in results["pass_seconds"]
+    bracket = (round_["model_only_sentences_per_s"] + round_["next_model_only_sentences_per_s"]) / 2
+    assert round_["bracketed_ratio"] == pytest.approx(
+        round_["saturation_sentences_per_s"] / bracket, abs=1e-3
+    )
     ratios = results["ratios"]
     assert ratios["end_to_end_over_model_only"] == round_["ratio"]
+    assert ratios["end_to_end_over_bracketing_model_only"] == round_["bracketed_ratio"]
     for key in (
         "end_to_end_over_model_only",
+        "end_to_end_over_bracketing_model_only",
         "end_to_end_over_best_model_only",
         "ours_over_naive_per_sentence",
         "ours_over_faust",

@@ -11,8 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from training.handlabels import DEFAULT_DATA_DIR, load_labels
-from worker.lexicon import LEXICON_VERSION, LexiconHit, find_hits, first_label, rules
-from worker.lexicon.prefilter import _DIGITS, Prefilter, required_literals
+from worker.lexicon import LEXICON_VERSION, find_hits, first_label, rules
+from worker.lexicon.prefilter import DECIMAL_DIGITS, Prefilter, required_literals
 
 _I = re.IGNORECASE
 
@@ -34,7 +34,7 @@ def test_alternatives_multiply_out_and_look_aheads_count() -> None:
     assert _needs(r"\b(?:hgb|hb|hemoglobin)\b") == [{"hgb", "hb", "hemoglobin"}]
     assert _needs(r"\bCA[-\s]?(?:125|19-9)\b") == [{"ca"}, {"125", "19-9"}]
     # "K 4.1": the abbreviation, and a digit in the look-ahead
-    assert _needs(r"\b(?:Na|K)\b(?=\s*\d)", 0) == [{"Na", "K"}, set(_DIGITS)]
+    assert _needs(r"\b(?:Na|K)\b(?=\s*\d)", 0) == [{"Na", "K"}, set(DECIMAL_DIGITS)]
 
 
 def test_what_may_be_absent_is_not_needed() -> None:
@@ -91,14 +91,13 @@ def test_no_rule_left_out_could_have_matched(text: str) -> None:
 
 def _every_rule(text: str) -> list[tuple[str, int, int]]:
     """The lexicon without its prefilter: every rule on every text."""
-    masked = rules._EXCLUDE_RE.sub(lambda m: " " * len(m.group(0)), text)
-    hits = [
-        LexiconHit(label, m.start(), m.end())
-        for label, regex in rules._RULES
-        for m in regex.finditer(masked)
-        if not (label == "hematocrit" and rules._head_ct_or_drug(text, m.start(), m.end()))
-    ]
-    return [(hit.label, hit.start, hit.end) for hit in sorted(hits, key=lambda h: (h.start, h.end))]
+    return [(hit.label, hit.start, hit.end) for hit in find_hits(text, prefilter=False)]
+
+
+def test_the_digits_are_every_decimal_digit_unicode_has() -> None:
+    every = frozenset(chr(code) for code in range(0x110000) if chr(code).isdecimal())
+    assert every == DECIMAL_DIGITS
+    assert all(re.fullmatch(r"\d", digit) for digit in DECIMAL_DIGITS)
 
 
 _CASES = [
@@ -141,3 +140,16 @@ def test_first_label_names_the_earliest_match_and_the_version_is_a_content_hash(
     assert first_label("Seen today; troponin I and HbA1c were drawn.") == "cardiac"
     assert first_label("No fever or cough.") is None
     assert re.fullmatch(r"lexicon-[0-9a-f]{12}", LEXICON_VERSION)
+
+
+@pytest.mark.parametrize(
+    ("text", "label"),
+    [
+        ("Liver function tests were normal.", "liver panel"),
+        ("It would be helpful to have a full liver function profile.", "liver panel"),
+        ("Liver functions were monitored throughout her stay.", "liver panel"),
+        ("Abnormal liver function due to congestive heart failure.", None),
+    ],
+)
+def test_liver_function_names_the_tests_not_the_condition(text: str, label: str | None) -> None:
+    assert first_label(text) == label

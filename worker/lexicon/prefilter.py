@@ -32,7 +32,7 @@ else:
     from re import _constants as constants
     from re import _parser as parser
 
-__all__ = ["Prefilter", "required_literals"]
+__all__ = ["DECIMAL_DIGITS", "Prefilter", "required_literals"]
 
 #: One need: a match contains at least one of these strings.
 Need = frozenset[str]
@@ -43,8 +43,13 @@ _Exact = tuple[str, bool]
 _MAX_EXACT = 64
 #: Character classes of more characters than this need nothing.
 _MAX_CLASS = 10
+#: Every Unicode decimal digit lies below this code point (the Basic Multilingual Plane and the
+#: Supplementary Multilingual Plane); scanning only these keeps the import quick.
+_LAST_DIGIT_PLANE_END = 0x20000
 #: What ``\\d`` matches in a str pattern: every Unicode decimal digit, not only 0-9.
-_DIGITS = frozenset(chr(code) for code in range(0x110000) if chr(code).isdecimal())
+DECIMAL_DIGITS = frozenset(
+    chr(code) for code in range(_LAST_DIGIT_PLANE_END) if chr(code).isdecimal()
+)
 #: Letters ``re.IGNORECASE`` equates with "i" whose case-folding is not "i": the dotless and
 #: the dotted capital I (which folds to two characters). Mapped to "i" before folding.
 _FOLD_FIRST = str.maketrans({"\u0131": "i", "\u0130": "i"})
@@ -105,7 +110,7 @@ def _class(items: Any, ignore_case: bool) -> _Info:
             chars.update(chr(code) for code in range(value[0], value[1] + 1))
         elif op is constants.CATEGORY and value is constants.CATEGORY_DIGIT:
             if len(items) == 1:  # \d alone: a need of its own, however many digits
-                return _Info(frozenset((digit, False) for digit in _DIGITS))
+                return _Info(frozenset((digit, False) for digit in DECIMAL_DIGITS))
             return _ANYTHING
         else:  # negated, wide or a category: anything
             return _ANYTHING
@@ -194,7 +199,7 @@ def required_literals(pattern: re.Pattern[str]) -> list[Need]:
 def _selective(needs: list[Need]) -> list[Need]:
     """The needs worth looking for: strings of two characters or more, or digits; single
     letters and punctuation are in nearly every sentence."""
-    kept = [need for need in needs if min(map(len, need)) >= 2 or need <= _DIGITS]
+    kept = [need for need in needs if min(map(len, need)) >= 2 or need <= DECIMAL_DIGITS]
     best = _best(needs)
     return kept or ([best] if best is not None else [])
 
