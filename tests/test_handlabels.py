@@ -13,6 +13,7 @@ from training.handlabels import (
     LABELS_DIR,
     SPLIT_SEED,
     load_labels,
+    main,
     training_labels,
 )
 from training.sources import Example, read_jsonl
@@ -97,3 +98,14 @@ def test_literature_training_labels_come_from_the_corpora_train_splits_only() ->
     assert training_labels("literature_train") == {
         sentence.id: row["label"] for sentence, row in labelled
     }
+
+
+def test_the_literature_training_labels_cover_the_whole_draw(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # batches 1 and 2 are the draw at its target, so a sheet of what is still new is empty
+    assert main(["sheet", "literature_train", "--new", "--data-dir", str(DATA_DIR)]) == 0
+    assert capsys.readouterr().out == ""
+    assert main(["sheet", "literature_train", "--target", "10", "--data-dir", str(DATA_DIR)]) == 0
+    first = [json.loads(line)["id"] for line in capsys.readouterr().out.splitlines()]
+    assert len(first) == 10 and set(first) <= set(training_labels("literature_train"))
