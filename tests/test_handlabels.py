@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -109,3 +110,24 @@ def test_the_literature_training_labels_cover_the_whole_draw(
     assert main(["sheet", "literature_train", "--target", "10", "--data-dir", str(DATA_DIR)]) == 0
     first = [json.loads(line)["id"] for line in capsys.readouterr().out.splitlines()]
     assert len(first) == 10 and set(first) <= set(training_labels("literature_train"))
+
+
+def test_the_readme_table_counts_what_the_clinical_file_holds() -> None:
+    rows = [
+        json.loads(line)
+        for line in (LABELS_DIR / "clinical.jsonl").read_text().splitlines()
+        if line.strip()
+    ]
+    table = (LABELS_DIR / "README.md").read_text()
+
+    def cells(rows_: list[dict[str, Any]]) -> str:
+        count, positives = f"{len(rows_):,}", sum(row["label"] for row in rows_)
+        return f"| {count} | {positives} |"
+
+    assert f"| `clinical.jsonl` {cells(rows)}" in table
+    for batch in sorted({row["batch"] for row in rows}):
+        in_batch = [row for row in rows if row["batch"] == batch]
+        unsure = sum(row["unsure"] for row in in_batch)
+        line = next(line for line in table.splitlines() if line.startswith(f"| - batch {batch} |"))
+        assert line.startswith(f"| - batch {batch} {cells(in_batch)}"), line
+        assert line.endswith(f"| {unsure} |"), line
