@@ -312,8 +312,7 @@ def find_hits(text: str, *, prefilter: bool = True) -> list[LexiconHit]:
     match, so the result is the same as running every rule, which ``prefilter=False`` does (the
     reference the prefilter is tested and timed against).
     """
-    every = [*range(len(_RULES)), _EXCLUSIONS]
-    candidates = _PREFILTER.candidates(text) if prefilter else every
+    candidates = _PREFILTER.candidates(text) if prefilter else [*range(len(_RULES)), _EXCLUSIONS]
     if not candidates or candidates == [_EXCLUSIONS]:
         return []
     masked = text
