@@ -131,3 +131,16 @@ def test_the_readme_table_counts_what_the_clinical_file_holds() -> None:
         line = next(line for line in table.splitlines() if line.startswith(f"| - batch {batch} |"))
         assert line.startswith(f"| - batch {batch} {cells(in_batch)}"), line
         assert line.endswith(f"| {unsure} |"), line
+
+
+def test_training_labels_keep_the_first_batches_asked_for() -> None:
+    """The shipped model's data uses batch 1 of each training set; ``None`` reads them all."""
+    rows = [
+        json.loads(line)
+        for line in (LABELS_DIR / "clinical_train.jsonl").read_text().splitlines()
+        if line.strip()
+    ]
+    first = {row["id"] for row in rows if row["batch"] == 1}
+    assert set(training_labels("clinical_train", 1)) == first
+    assert len(training_labels("clinical_train")) == len(rows) > len(first)
+    assert training_labels("clinical_train", 0) == {}

@@ -424,8 +424,9 @@ def test_hand_labels_replace_corpus_labels_and_count_hand_weight_times(
         "clinical_train": {},
         "literature_train": {"bc2gm:P1T0": 0, "biored:9:0": 0, "bc2gm:P2T0": 1},
     }
-    monkeypatch.setattr(dataset_module, "training_labels", lambda name: hand[name])
-    build_dataset(data, tmp_path / "out", DatasetConfig(hand_weight=3))
+    monkeypatch.setattr(dataset_module, "training_labels", lambda name, batches: hand[name])
+    weights = {dataset_module.HAND_SOURCE: 3, dataset_module.LITERATURE_HAND_SOURCE: 3}
+    build_dataset(data, tmp_path / "out", DatasetConfig(hand_weight=weights))
     rows = [
         json.loads(line) for line in (tmp_path / "out" / "train.jsonl").read_text().splitlines()
     ]
@@ -437,3 +438,44 @@ def test_hand_labels_replace_corpus_labels_and_count_hand_weight_times(
     assert by_text["Serum glucose rose."] == [(1, "literature_hand")] * 3
     assert by_text["TP53 was mutated."] == [(1, "biored")]
     assert len({row["id"] for row in rows}) == len(rows)
+
+
+def _train_rows(out: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in (out / "train.jsonl").read_text().splitlines()]
+
+
+def test_dataset_command_sets_hand_label_weight_and_batches_per_set(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``--literature-hand-weight`` repeats only the literature hand rows; ``--*-hand-batches``
+    passes the batch count to the label reader, and 0 keeps the corpus labels."""
+    data = _mini_corpora(tmp_path / "data")
+    asked: list[tuple[str, int | None]] = []
+
+    def labels(name: str, batches: int | None) -> dict[str, int]:
+        asked.append((name, batches))
+        if name == "literature_train" and batches != 0:
+            return {"bc2gm:P1T0": 0}
+        return {}
+
+    monkeypatch.setattr(dataset_module, "training_labels", labels)
+    base = ["dataset", "--data-dir", str(data)]
+    once = tmp_path / "once"
+    args = _parser().parse_args([*base, "--out", str(once), "--literature-hand-weight", "1"])
+    assert args.handler(args) == 0
+    assert [row["source"] for row in _train_rows(once) if row["text"] == "BRCA1 binds DNA."] == [
+        "literature_hand"
+    ]
+    assert asked == [("clinical_train", 1), ("literature_train", 1)]  # the shipped model's
+    asked.clear()
+    none = tmp_path / "none"
+    cut = ["--literature-hand-batches", "0", "--clinical-hand-batches", "2"]
+    args = _parser().parse_args([*base, "--out", str(none), *cut])
+    assert args.handler(args) == 0
+    assert asked == [("clinical_train", 2), ("literature_train", 0)]
+    brca = [row for row in _train_rows(none) if row["text"] == "BRCA1 binds DNA."]
+    assert [(row["label"], row["source"]) for row in brca] == [(1, "bc2gm")]
+    for flag in ("--clinical-hand-weight", "--literature-hand-batches"):
+        args = _parser().parse_args([*base, "--out", str(tmp_path / "bad"), flag, "-1"])
+        with pytest.raises(UsageError, match=flag):
+            args.handler(args)

@@ -51,6 +51,8 @@ DATA_DIR_ENV = "BIOMARKER_DATA_DIR"
 HAND_SOURCE = "mtsamples_hand"
 LITERATURE_HAND_SOURCE = "literature_hand"
 HAND_SOURCES = frozenset({HAND_SOURCE, LITERATURE_HAND_SOURCE})
+#: The source each hand-labelled training set's rows take.
+HAND_SET_SOURCES = {"clinical_train": HAND_SOURCE, "literature_train": LITERATURE_HAND_SOURCE}
 _REQUIRED = (
     "bc2gm/bc2gm_sentences.jsonl",
     "biored/biored_sentences.jsonl",
@@ -80,9 +82,17 @@ class DatasetConfig:
     )
     #: Replace the lexicon's and the corpora's labels of the hand-labelled training sentences.
     hand_labels: bool = True
-    #: How many times each hand-labelled training sentence is seen per epoch: a few hundred
-    #: careful labels against tens of thousands of corpus labels that teach other conventions.
-    hand_weight: int = 2
+    #: How many times each hand-labelled training sentence is seen per epoch, per hand source: a
+    #: few hundred careful labels against tens of thousands of corpus labels that teach other
+    #: conventions.
+    hand_weight: dict[str, int] = field(
+        default_factory=lambda: {HAND_SOURCE: 2, LITERATURE_HAND_SOURCE: 2}
+    )
+    #: Per hand-labelled training set (``training/handlabels/<name>.jsonl``), how many of its
+    #: labelling batches to use, in order (``None``: all).
+    hand_batches: dict[str, int | None] = field(
+        default_factory=lambda: {"clinical_train": 1, "literature_train": 1}
+    )
     dev_quota: dict[str, int | None] = field(
         default_factory=lambda: {"bc2gm": 1000, "biored": 1000, "civic": 1000, "mtsamples": None}
     )
@@ -133,13 +143,13 @@ def _weakly_labelled(row: Example) -> bool:
     return row.source not in HAND_SOURCES
 
 
-def _weighted(rows: list[Example], hand_weight: int) -> list[Example]:
-    """Each hand-labelled row ``hand_weight`` times (ids suffixed ``#2``, ...), others once."""
+def _weighted(rows: list[Example], hand_weight: dict[str, int]) -> list[Example]:
+    """Each hand-labelled row its source's weight times (ids suffixed ``#2``, ...), others once."""
     out: list[Example] = []
     for row in rows:
         out.append(row)
-        if row.source in HAND_SOURCES:
-            out += [replace(row, id=f"{row.id}#{n}") for n in range(2, hand_weight + 1)]
+        repeats = hand_weight.get(row.source, 1)
+        out += [replace(row, id=f"{row.id}#{n}") for n in range(2, repeats + 1)]
     return out
 
 
@@ -214,7 +224,11 @@ def _counts(rows: list[Example]) -> dict[str, dict[str, int]]:
 def build_dataset(data_dir: Path, out_dir: Path, config: DatasetConfig) -> dict[str, Any]:
     """Write the three splits and the manifest into ``out_dir``; return the manifest."""
     hand_labels = (
-        {k: v for name in TRAINING_SETS for k, v in training_labels(name).items()}
+        {
+            k: v
+            for name in TRAINING_SETS
+            for k, v in training_labels(name, config.hand_batches.get(name)).items()
+        }
         if config.hand_labels
         else {}
     )
@@ -255,6 +269,7 @@ def build_dataset(data_dir: Path, out_dir: Path, config: DatasetConfig) -> dict[
         "dev_quota": config.dev_quota,
         "hand_labels": len(hand_labels),
         "hand_weight": config.hand_weight,
+        "hand_batches": config.hand_batches,
         "counts": {name: _counts(split_rows) for name, split_rows in splits.items()},
     }
     (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")

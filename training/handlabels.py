@@ -36,7 +36,7 @@ from training.sources import HAS_LETTERS, read_jsonl
 from training.splits import doc_split, note_sentences
 from worker.lexicon import has_biomarker
 
-CLINICAL_TARGET = 9000
+CLINICAL_TARGET = 11000
 LITERATURE_TARGET = 300
 #: The dataset's seed (training/dataset.py): the same seed gives the same test split.
 SPLIT_SEED = 13
@@ -253,11 +253,18 @@ def load_labels(
 TRAINING_SETS = ("clinical_train", "literature_train")
 
 
-def training_labels(name: str = "clinical_train") -> dict[str, int]:
-    """Sentence id -> hand label of a hand-labelled *training* set (ids only; no text)."""
+def training_labels(name: str = "clinical_train", batches: int | None = None) -> dict[str, int]:
+    """Sentence id -> hand label of a hand-labelled *training* set (ids only; no text).
+
+    ``batches`` keeps the first that many labelling batches (``None``: all).
+    """
     path = LABELS_DIR / f"{name}.jsonl"
     rows = (json.loads(line) for line in path.read_text().splitlines() if line.strip())
-    return {row["id"]: int(row["label"]) for row in rows}
+    return {
+        row["id"]: int(row["label"])
+        for row in rows
+        if batches is None or int(row["batch"]) <= batches
+    }
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -8,6 +8,10 @@ import sys
 from pathlib import Path
 
 from worker.cli.checkout import checkout_only
+from worker.errors import UsageError
+
+#: Hand-labelled training sets the command line can weight or cut: flag prefix -> set name.
+HAND_SETS = {"clinical": "clinical_train", "literature": "literature_train"}
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -17,15 +21,51 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("--data-dir", help="corpora directory (default: $BIOMARKER_DATA_DIR)")
     parser.add_argument("--out", required=True, help="output directory for the JSONL files")
     parser.add_argument("--seed", type=int, default=13, help="split and sampling seed")
+    for prefix, name in HAND_SETS.items():
+        parser.add_argument(
+            f"--{prefix}-hand-weight",
+            type=int,
+            metavar="N",
+            help=f"times each sentence of {name}.jsonl is trained on per epoch (default 2)",
+        )
+        parser.add_argument(
+            f"--{prefix}-hand-batches",
+            type=int,
+            metavar="N",
+            help=f"use the first N labelling batches of {name}.jsonl, 0 for none "
+            "(default: those of the shipped model)",
+        )
     parser.set_defaults(handler=handle)
 
 
+def hand_overrides(args: argparse.Namespace) -> tuple[dict[str, int], dict[str, int]]:
+    """The hand-label weights and batch counts given on the command line, by set name."""
+    weights: dict[str, int] = {}
+    batches: dict[str, int] = {}
+    for prefix, name in HAND_SETS.items():
+        weight = getattr(args, f"{prefix}_hand_weight")
+        count = getattr(args, f"{prefix}_hand_batches")
+        if weight is not None:
+            if weight < 1:
+                raise UsageError(f"--{prefix}-hand-weight must be at least 1")
+            weights[name] = weight
+        if count is not None:
+            if count < 0:
+                raise UsageError(f"--{prefix}-hand-batches must not be negative")
+            batches[name] = count
+    return weights, batches
+
+
 def handle(args: argparse.Namespace) -> int:
+    weights, batches = hand_overrides(args)
     with checkout_only("train"):
-        from training.dataset import DatasetConfig, build_dataset, data_dir_from
+        from training.dataset import HAND_SET_SOURCES, DatasetConfig, build_dataset, data_dir_from
 
     data_dir = data_dir_from(args.data_dir)
-    manifest = build_dataset(data_dir, Path(args.out), DatasetConfig(seed=args.seed))
+    config = DatasetConfig(seed=args.seed)
+    config.hand_weight.update({HAND_SET_SOURCES[name]: n for name, n in weights.items()})
+    config.hand_batches.update(batches)
+    manifest = build_dataset(data_dir, Path(args.out), config)
     json.dump(manifest["counts"], sys.stdout, indent=2)
     sys.stdout.write("\n")
     return 0
