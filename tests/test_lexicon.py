@@ -103,6 +103,8 @@ def test_the_digits_are_every_decimal_digit_unicode_has() -> None:
 _CASES = [
     "HbA1c was 7.2% and CK-MB 4.1.",
     "Micardis HCT 40/12.5 daily; HCT 37.9.",
+    "Diovan HCT 80/12.5 mg daily; ACT 165 seconds; HTLV-1 titers negative.",
+    "Gram stain: many WBCs, no organisms; HCT without contrast was normal.",
     "Head CT (HCT) on 3/4/2019 was normal.",
     "ER/PR positive, HER2 negative; after the ER visit.",
     "Lactated Ringer's at 100 mL/h; serum lactate 2.1.",

@@ -293,6 +293,20 @@ def test_metrics_match_a_hand_computed_example() -> None:
         ("MB fraction was 1.0.", True),
         ("Specimens: placenta, cord gases and cord blood.", True),
         ("Arterial blood gases were drawn.", True),
+        # hydrochlorothiazide before a dose, head CT with contrast, cells on a Gram stain
+        ("MEDICATIONS:  Diovan HCT 80/12.5 mg daily.", False),
+        ("Lotensin HCT 20 mg/25 mg daily; HCT 31.2 this morning.", True),
+        ("A HCT with and without contrast revealed a lesion.", False),
+        ("Gram stain showed many white blood cells but no organisms.", False),
+        ("Gram stain negative; WBC 14.2.", True),
+        # transaminases, activated clotting time, viral and Lyme titers
+        ("Hepatitis C with stable transaminases.", True),
+        ("ACT approximately 165 seconds on heparin.", True),
+        ("Activated clotting time was checked.", True),
+        ("They act within 30 seconds.", False),
+        ("HTLV-1 titers were negative.", True),
+        ("Lyme titer is pending.", True),
+        ("Viral titers in the supernatant rose.", False),
     ],
 )
 def test_lexicon_rules(text: str, expected: bool) -> None:

@@ -74,6 +74,11 @@ _NAMES: tuple[tuple[str, str], ...] = (
         r"coagulation\s+(?:panel|profile|studies))\b",
     ),
     ("pt", r"\b(?-i:PT)\s*(?:/|and|,)\s*(?:INR|a?PTT)\b|\b(?-i:PT)\b(?=" + _VALUE + ")"),
+    # activated clotting time: "ACT" is also a verb and an acronym, so only with seconds
+    (
+        "coagulation",
+        r"\bactivated\s+clotting\s+times?\b|\b(?-i:ACT)\b(?=[^.;]{0,25}\b(?:seconds|secs?)\b)",
+    ),
     ("esr", r"\b(?:ESR|sed(?:imentation)?\s+rate)\b"),
     ("crp", r"\b(?:hs-?)?CRP\b|\bc-?\s*reactive\s+protein\b"),
     # chemistry
@@ -94,7 +99,7 @@ _NAMES: tuple[tuple[str, str], ...] = (
     (
         "liver",
         r"\b(?:(?-i:ALT|AST)|SGOT|SGPT|S?GGTP?|gamma-?\s*GT|alk(?:aline)?\.?\s+phos(?:phatase)?|"
-        r"bilirubin|lipase|amylase)\b",
+        r"bilirubin|lipase|amylase|transaminases?)\b",
     ),
     (
         "liver panel",
@@ -170,6 +175,11 @@ _NAMES: tuple[tuple[str, str], ...] = (
     ),
     (
         "serology",
+        r"\b(?:HTLV|HIV|EBV|CMV|rubella|varicella|measles|mumps|Lyme|hepatitis)"
+        r"(?:[-\s]?(?:[12]|I{1,2}|[ABC]))?\s+(?:antibody\s+)?titers?\b",
+    ),
+    (
+        "serology",
         r"\b(?-i:Ig[AGEM]|RPR)\b|\bviral\s+load\b|\bSPEP\b|\b(?:protein|serum)\s+electrophoresis\b"
         r"|\bM-?spike\b",
     ),
@@ -238,7 +248,9 @@ _EXCLUDE_RE = re.compile(
     r"cholesterol\s+(?:metabolism|biosynthesis|synthesis|efflux|homeostasis)|"
     # "high cholesterol" names the condition (history lists); a value or "level" is the analyte
     r"(?:high|elevated)\s+(?:blood\s+)?cholesterol"
-    r"(?!\s*(?:levels?|values?|of|was|is|at|:|=|\d)))\b",
+    r"(?!\s*(?:levels?|values?|of|was|is|at|:|=|\d))|"
+    # cells seen on a Gram stain are the culture specimen's microscopy, not a blood count
+    r"gram\s+stains?\b[^.;]{0,60}?\b(?:white\s+blood\s+cells?|WBCs?))\b",
     _I,
 )
 
@@ -253,9 +265,13 @@ class LexiconHit:
 
 
 # "HCT" without a value is head CT in imaging sentences and hydrochlorothiazide after a brand
-# name ("Micardis HCT"); with a value ("HCT 37.9") it is the hematocrit.
-_IMAGING_RE = re.compile(r"\b(?:CTA?|MRI|MRA|scans?|x-?rays?|imaging|radiograph\w*|head)\b", _I)
+# name ("Micardis HCT") or before a dose; with a value ("HCT 37.9") it is the hematocrit.
+_IMAGING_RE = re.compile(
+    r"\b(?:CTA?|MRI|MRA|scans?|x-?rays?|imaging|radiograph\w*|head|contrast)\b", _I
+)
 _HCT_VALUE_RE = re.compile(rf"HCT(?={_VALUE})")
+# A dose is the drug whatever comes before it ("Diovan HCT 80/12.5 mg").
+_HCT_DOSE_RE = re.compile(r"HCT\s*\d[\d.]*\s*(?:mg\s*)?(?:/\s*\d[\d.]*\s*)?mg\b", _I)
 _BRAND_BEFORE_RE = re.compile(r"\b[A-Z][a-z]{3,}\s+$")
 _DATE_AFTER_RE = re.compile(r"HCT,?\s*(?:on|of|from|dated)?\s*\d{1,2}/\d{1,2}/\d{2,4}")
 _DATE_BEFORE_RE = re.compile(r"\d{1,2}/\d{1,2}/\d{2,4}\s*[,:]?\s*$")
@@ -266,6 +282,8 @@ def _head_ct_or_drug(text: str, start: int, end: int) -> bool:
         return False
     if _DATE_AFTER_RE.match(text, start) or _DATE_BEFORE_RE.search(text[:start]):
         return True  # an imaging study is dated, a value is not
+    if _HCT_DOSE_RE.match(text, start):
+        return True
     if _HCT_VALUE_RE.match(text, start):
         return False
     return bool(_IMAGING_RE.search(text) or _BRAND_BEFORE_RE.search(text[:start]))
@@ -296,6 +314,7 @@ LEXICON_VERSION = (
                 _EXCLUDE_RE,
                 _IMAGING_RE,
                 _HCT_VALUE_RE,
+                _HCT_DOSE_RE,
                 _BRAND_BEFORE_RE,
                 _DATE_AFTER_RE,
                 _DATE_BEFORE_RE,
