@@ -297,6 +297,10 @@ def test_metrics_match_a_hand_computed_example() -> None:
         ("MEDICATIONS:  Diovan HCT 80/12.5 mg daily.", False),
         ("Lotensin HCT 20 mg/25 mg daily; HCT 31.2 this morning.", True),
         ("A HCT with and without contrast revealed a lesion.", False),
+        ("An emergent HCT demonstrated a left MCA infarction.", False),
+        ("Initial HCT was unremarkable.", False),
+        ("HCT was 31 this morning.", True),
+        ("Hgb and Hct were stable.", True),
         ("Gram stain showed many white blood cells but no organisms.", False),
         ("Gram stain negative; WBC 14.2.", True),
         # transaminases, activated clotting time, viral and Lyme titers

@@ -57,7 +57,7 @@ _NAMES: tuple[tuple[str, str], ...] = (
         r"\b(?:hb\s*a1c|hemoglobin\s+a1c|a1c|glyc(?:at|osyl)ated\s+ha?emoglobin|"
         r"glycohemoglobin)\b",
     ),
-    # "HCT" is also head CT: :func:`find_hits` drops it without a value in imaging sentences.
+    # "HCT" in capitals is also head CT or a drug: :func:`find_hits` keeps it only with a value.
     ("hematocrit", r"\b(?:ha?ematocrits?|hct|h\s*(?:&|and)\s*h)\b"),
     ("white count", r"\b(?:wbcs?|white\s+(?:blood\s+)?(?:cell\s+)?count|white\s+blood\s+cells?)\b"),
     ("platelet count", r"\bplatelet\s+counts?\b|\bplt\s+counts?\b"),
@@ -264,15 +264,11 @@ class LexiconHit:
     end: int
 
 
-# "HCT" without a value is head CT in imaging sentences and hydrochlorothiazide after a brand
-# name ("Micardis HCT") or before a dose; with a value ("HCT 37.9") it is the hematocrit.
-_IMAGING_RE = re.compile(
-    r"\b(?:CTA?|MRI|MRA|scans?|x-?rays?|imaging|radiograph\w*|head|contrast)\b", _I
-)
+# "HCT" in capitals is the hematocrit only with a value ("HCT 37.9"); without one it is head CT
+# ("HCT revealed an old infarct", "HCT without contrast") or hydrochlorothiazide ("Micardis
+# HCT"), and a dose ("Diovan HCT 80/12.5 mg") or a date ("HCT on 7/3/95") is never a value.
 _HCT_VALUE_RE = re.compile(rf"HCT(?={_VALUE})")
-# A dose is the drug whatever comes before it ("Diovan HCT 80/12.5 mg").
 _HCT_DOSE_RE = re.compile(r"HCT\s*\d[\d.]*\s*(?:mg\s*)?(?:/\s*\d[\d.]*\s*)?mg\b", _I)
-_BRAND_BEFORE_RE = re.compile(r"\b[A-Z][a-z]{3,}\s+$")
 _DATE_AFTER_RE = re.compile(r"HCT,?\s*(?:on|of|from|dated)?\s*\d{1,2}/\d{1,2}/\d{2,4}")
 _DATE_BEFORE_RE = re.compile(r"\d{1,2}/\d{1,2}/\d{2,4}\s*[,:]?\s*$")
 
@@ -284,9 +280,7 @@ def _head_ct_or_drug(text: str, start: int, end: int) -> bool:
         return True  # an imaging study is dated, a value is not
     if _HCT_DOSE_RE.match(text, start):
         return True
-    if _HCT_VALUE_RE.match(text, start):
-        return False
-    return bool(_IMAGING_RE.search(text) or _BRAND_BEFORE_RE.search(text[:start]))
+    return not _HCT_VALUE_RE.match(text, start)
 
 
 #: Every rule in reporting order: its category name and regex.
@@ -312,10 +306,8 @@ LEXICON_VERSION = (
             for regex in (
                 *(regex for _label, regex in _RULES),
                 _EXCLUDE_RE,
-                _IMAGING_RE,
                 _HCT_VALUE_RE,
                 _HCT_DOSE_RE,
-                _BRAND_BEFORE_RE,
                 _DATE_AFTER_RE,
                 _DATE_BEFORE_RE,
             )
