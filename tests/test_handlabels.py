@@ -113,11 +113,7 @@ def test_the_literature_training_labels_cover_the_whole_draw(
 
 
 def test_the_readme_table_counts_what_the_clinical_file_holds() -> None:
-    rows = [
-        json.loads(line)
-        for line in (LABELS_DIR / "clinical.jsonl").read_text().splitlines()
-        if line.strip()
-    ]
+    rows = list(read_jsonl(LABELS_DIR / "clinical.jsonl"))
     table = (LABELS_DIR / "README.md").read_text()
 
     def cells(rows_: list[dict[str, Any]]) -> str:
@@ -135,11 +131,7 @@ def test_the_readme_table_counts_what_the_clinical_file_holds() -> None:
 
 def test_training_labels_keep_the_first_batches_asked_for() -> None:
     """The shipped model's data uses batch 1 of each training set; ``None`` reads them all."""
-    rows = [
-        json.loads(line)
-        for line in (LABELS_DIR / "clinical_train.jsonl").read_text().splitlines()
-        if line.strip()
-    ]
+    rows = list(read_jsonl(LABELS_DIR / "clinical_train.jsonl"))
     first = {row["id"] for row in rows if row["batch"] == 1}
     assert set(training_labels("clinical_train", 1)) == first
     assert len(training_labels("clinical_train")) == len(rows) > len(first)

@@ -50,9 +50,9 @@ DATA_DIR_ENV = "BIOMARKER_DATA_DIR"
 #: BC2GM/BioRED (literature).
 HAND_SOURCE = "mtsamples_hand"
 LITERATURE_HAND_SOURCE = "literature_hand"
-HAND_SOURCES = frozenset({HAND_SOURCE, LITERATURE_HAND_SOURCE})
 #: The source each hand-labelled training set's rows take.
 HAND_SET_SOURCES = {"clinical_train": HAND_SOURCE, "literature_train": LITERATURE_HAND_SOURCE}
+HAND_SOURCES = frozenset(HAND_SET_SOURCES.values())
 _REQUIRED = (
     "bc2gm/bc2gm_sentences.jsonl",
     "biored/biored_sentences.jsonl",

@@ -258,11 +258,9 @@ def training_labels(name: str = "clinical_train", batches: int | None = None) ->
 
     ``batches`` keeps the first that many labelling batches (``None``: all).
     """
-    path = LABELS_DIR / f"{name}.jsonl"
-    rows = (json.loads(line) for line in path.read_text().splitlines() if line.strip())
     return {
         row["id"]: int(row["label"])
-        for row in rows
+        for row in read_jsonl(LABELS_DIR / f"{name}.jsonl")
         if batches is None or int(row["batch"]) <= batches
     }
 
