@@ -110,6 +110,7 @@ _CASES = [
     "Lactated Ringer's at 100 mL/h; serum lactate 2.1.",
     "K 4.1, Na 139, potassium chloride 20 mEq, Plt 250.",
     "anti-dsDNA and SSA were negative; tTG antibody elevated.",
+    "Warm blood potassium cardioplegia; tacrolimus 3.1; Rh: positive; high triglycerides.",
     "He was seen and is doing well.",
 ]
 

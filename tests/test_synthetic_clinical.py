@@ -43,3 +43,18 @@ def test_positives_agree_with_the_lexicon_except_bare_ambiguous_analytes() -> No
     disagree = [text for text in positives if not has_biomarker(text)]
     assert len(disagree) < len(positives) * 0.05
     assert all(ambiguous.search(text) for text in disagree), disagree
+
+
+def test_note_decoys_are_added_only_when_asked_and_keep_the_policy() -> None:
+    """Drugs named like proteins given as treatment and non-analyte measurements are 0 (and the
+    lexicon agrees); the default templates are unchanged, so 1.2.0's data can be rebuilt."""
+    plain = clinical_templates(seed=13)
+    rows = clinical_templates(seed=13, note_decoys=True)
+    assert [row.text for row in plain] == [row.text for row in clinical_templates(seed=13)]
+    added = [row for row in rows if row.text not in {p.text for p in plain}]
+    negatives = [row.text for row in added if row.label == 0]
+    assert "He received G-CSF daily after his chemotherapy." in negatives
+    assert "Sponge count was reported as being correct." in negatives
+    assert len(negatives) > 150 and not [text for text in negatives if has_biomarker(text)]
+    assert not [row.text for row in added if _SEED_MARKERS.search(row.text)]
+    assert len({row.text for row in rows}) == len(rows)

@@ -311,6 +311,23 @@ def test_metrics_match_a_hand_computed_example() -> None:
         ("HTLV-1 titers were negative.", True),
         ("Lyme titer is pending.", True),
         ("Viral titers in the supernatant rose.", False),
+        # potassium in cardioplegia is treatment; high triglycerides as a condition
+        ("Cold-blood potassium cardioplegia was given antegrade.", False),
+        ("Serum potassium 5.1 after the cardioplegia.", True),
+        ("Her sister suffers from high cholesterol and high triglycerides.", False),
+        ("High triglycerides of 410 on the last panel.", True),
+        # immunosuppressant levels written bare, chemistry panels, MYCN, blood bank typing
+        ("LABORATORY DATA:  Tacrolimus 3.1 and negative EBV.", True),
+        ("Tacrolimus 1 mg p.o. b.i.d.", False),
+        ("Her initial chem panel was within normal limits.", True),
+        ("Chemistry panel was unremarkable.", True),
+        ("Chemistries were within normal limits.", False),
+        ("The tumour was not N-Myc amplified.", True),
+        ("Blood type:  O positive.", True),
+        ("Ordered Rh.", True),
+        ("Rh immune globulin was given.", False),
+        ("A 75-year-old RHM with low back pain.", False),
+        ("Sent for ova and parasites and fecal leukocytes.", True),
     ],
 )
 def test_lexicon_rules(text: str, expected: bool) -> None:
@@ -497,3 +514,25 @@ def test_dataset_command_sets_hand_label_weight_and_batches_per_set(
         args = _parser().parse_args([*base, "--out", str(tmp_path / "bad"), flag, "-1"])
         with pytest.raises(UsageError, match=flag):
             args.handler(args)
+
+
+def test_dataset_command_adds_the_note_decoys_only_when_asked(tmp_path: Path) -> None:
+    """``--note-decoys`` adds the note-style decoys to the synthetic clinical rows; the manifest
+    says so; without it the rows are those of the shipped model's data."""
+    data = _mini_corpora(tmp_path / "data")
+    base = ["dataset", "--data-dir", str(data)]
+    for name, flags in (("plain", []), ("decoys", ["--note-decoys"])):
+        args = _parser().parse_args([*base, "--out", str(tmp_path / name), *flags])
+        assert args.handler(args) == 0
+    plain, decoys = (
+        {row["text"]: row["label"] for row in _train_rows(tmp_path / name)}
+        for name in ("plain", "decoys")
+    )
+    added = {text: label for text, label in decoys.items() if text not in plain}
+    assert added["He received G-CSF daily after his chemotherapy."] == 0
+    assert added["It was not N-Myc amplified."] == 1
+    assert set(plain) <= set(decoys)
+    manifests = [
+        json.loads((tmp_path / n / "manifest.json").read_text()) for n in ("plain", "decoys")
+    ]
+    assert [m["note_decoys"] for m in manifests] == [False, True]

@@ -93,6 +93,9 @@ class DatasetConfig:
     hand_batches: dict[str, int | None] = field(
         default_factory=lambda: {"clinical_train": 1, "literature_train": 1}
     )
+    #: Add the note-style decoys of :mod:`training.synthetic_clinical` (drugs named like
+    #: proteins given as treatment, measurements that are not analytes); 1.2.0 had none.
+    note_decoys: bool = False
     dev_quota: dict[str, int | None] = field(
         default_factory=lambda: {"bc2gm": 1000, "biored": 1000, "civic": 1000, "mtsamples": None}
     )
@@ -115,14 +118,16 @@ def normalise(text: str) -> str:
     return " ".join(text.lower().split())
 
 
-def _all_examples(data_dir: Path, seed: int, hand_labels: dict[str, int]) -> Iterator[Example]:
+def _all_examples(
+    data_dir: Path, seed: int, hand_labels: dict[str, int], note_decoys: bool = False
+) -> Iterator[Example]:
     literature = (*read_bc2gm(data_dir), *read_biored(data_dir))
     yield from with_hand_labels(literature, hand_labels, LITERATURE_HAND_SOURCE)
     yield from read_civicmine(data_dir, seed=seed)
     yield from read_civic(data_dir, seed=seed)
     yield from with_hand_labels(read_mtsamples(data_dir, seed=seed), hand_labels)
     yield from synthetic_examples(seed=seed)
-    yield from clinical_templates(seed=seed)
+    yield from clinical_templates(seed=seed, note_decoys=note_decoys)
 
 
 def with_hand_labels(
@@ -232,7 +237,7 @@ def build_dataset(data_dir: Path, out_dir: Path, config: DatasetConfig) -> dict[
         if config.hand_labels
         else {}
     )
-    rows = list(_all_examples(data_dir, config.seed, hand_labels))
+    rows = list(_all_examples(data_dir, config.seed, hand_labels, config.note_decoys))
     test = _dedupe((row for row in rows if row.split == "test"), set())
     test_keys = {normalise(row.text) for row in test}
     dev = _dedupe((row for row in rows if row.split == "dev"), test_keys)
@@ -270,6 +275,7 @@ def build_dataset(data_dir: Path, out_dir: Path, config: DatasetConfig) -> dict[
         "hand_labels": len(hand_labels),
         "hand_weight": config.hand_weight,
         "hand_batches": config.hand_batches,
+        "note_decoys": config.note_decoys,
         "counts": {name: _counts(split_rows) for name, split_rows in splits.items()},
     }
     (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")

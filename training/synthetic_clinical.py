@@ -259,12 +259,105 @@ _NEGATIVES = (
 )
 
 
+#: Drugs named like proteins, hormones or analytes, given as treatment (0 under the policy): the
+#: model's most frequent false positive on notes ("He received G-CSF daily after his
+#: chemotherapy."). Each is written into every treatment template.
+_TREATMENT_DRUGS = (
+    "G-CSF",
+    "filgrastim",
+    "Neupogen",
+    "pegfilgrastim",
+    "erythropoietin",
+    "epoetin alfa",
+    "Aranesp",
+    "topical thrombin",
+    "heparin",
+    "insulin glargine",
+    "glucagon",
+    "IVIG",
+    "RhoGAM",
+    "octreotide",
+    "growth hormone",
+    "testosterone cypionate",
+    "levothyroxine",
+    "magnesium sulfate",
+    "calcium gluconate",
+    "sodium bicarbonate",
+    "vitamin K",
+    "iron sucrose",
+    "alteplase",
+    "interferon",
+    "rituximab",
+    "botulinum toxin",
+)
+_TREATMENT_TEMPLATES = (
+    "He received {d} daily after his chemotherapy.",
+    "We will resume {d} after the next cycle.",
+    "{D} was given in the operating room.",
+    "She was started on {d} and tolerated it well.",
+    "{D} was discontinued at this time.",
+    "He has been on {d} for the past two years.",
+)
+#: Measurements that are not analytes, written as notes write them: fetal biometry ratios, ECG
+#: intervals, catheterisation saturations, surgical counts.
+_MEASURE_DECOYS = (
+    "FL/HC: 20.5    (19.9-21.5)",
+    "HC/AC: 1.07    (0.96-1.11).",
+    "FL/AC: 22.1    (20-24).",
+    "BPD: 8.9 cm.",
+    "Estimated fetal weight 2,410 g.",
+    "Amniotic fluid index 12.4 cm.",
+    "R wave 10.3.",
+    "QTc 452 ms.",
+    "PR interval 0.16 seconds, QRS duration 98 ms.",
+    "Sokolow-Lyon voltage 38 mm.",
+    "Mixed venous saturation was 68%.",
+    "Aortic saturation 96% on room air.",
+    "Sponge count was reported as being correct.",
+    "Needle and sponge counts were correct x2.",
+    "Instrument and sponge counts were correct at the end of the case.",
+    "Cold blood potassium cardioplegia was given antegrade.",
+)
+#: Note-style positives the model misses: drug levels written bare, gene amplification.
+_NOTE_POSITIVES = (
+    "LABORATORY DATA:  Tacrolimus 3.1 and negative EBV.",
+    "Tacrolimus level 8.2 this morning.",
+    "Cyclosporine trough was 180.",
+    "Vancomycin trough was 18.",
+    "Digoxin was done and was less than 0.9.",
+    "Sirolimus level came back at 6.",
+    "The tumor was MYCN amplified.",
+    "It was not N-Myc amplified.",
+    "Her initial chem panel was within normal limits.",
+    "Chemistry panel was unremarkable.",
+)
+
+
+def _note_decoys() -> list[tuple[str, int]]:
+    treatments = [
+        template.format(d=drug, D=_cap(drug))
+        for drug in _TREATMENT_DRUGS
+        for template in _TREATMENT_TEMPLATES
+    ]
+    return [
+        *((text, 0) for text in (*treatments, *_MEASURE_DECOYS)),
+        *((text, 1) for text in _NOTE_POSITIVES),
+    ]
+
+
 def _cap(text: str) -> str:
     return text[0].upper() + text[1:]
 
 
-def clinical_templates(*, seed: int, positives: int = 600) -> list[Example]:
-    """``positives`` seeded positive lines plus every negative pattern (each date), shuffled."""
+def clinical_templates(
+    *, seed: int, positives: int = 600, note_decoys: bool = False
+) -> list[Example]:
+    """``positives`` seeded positive lines plus every negative pattern (each date), shuffled.
+
+    ``note_decoys`` adds drugs named like proteins given as treatment, measurements that are not
+    analytes and a few note-style positives (:data:`_TREATMENT_DRUGS`, ...); the default leaves
+    them out, as model 1.2.0's data did.
+    """
     rng = random.Random(f"{seed}:synthetic_clinical")
     made: set[str] = set()
     chosen: list[tuple[str, int]] = []
@@ -292,6 +385,8 @@ def clinical_templates(*, seed: int, positives: int = 600) -> list[Example]:
             chosen.append((text, 1))
     negatives = sorted({template.format(d=date) for template in _NEGATIVES for date in _DATES})
     chosen += [(text, 0) for text in negatives]
+    if note_decoys:
+        chosen += [row for row in _note_decoys() if row[0] not in made]
     rng.shuffle(chosen)
     return [
         Example(f"synthetic_clinical:{i}", text, label, "synthetic_clinical", f"sc:{i}", "train")

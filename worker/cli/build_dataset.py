@@ -35,6 +35,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
             help=f"use the first N labelling batches of {name}.jsonl, 0 for none "
             "(default: those of the shipped model)",
         )
+    parser.add_argument(
+        "--note-decoys",
+        action="store_true",
+        help="add note-style decoys: drugs named like proteins given as treatment, "
+        "measurements that are not analytes",
+    )
     parser.set_defaults(handler=handle)
 
 
@@ -62,7 +68,7 @@ def handle(args: argparse.Namespace) -> int:
         from training.dataset import HAND_SET_SOURCES, DatasetConfig, build_dataset, data_dir_from
 
     data_dir = data_dir_from(args.data_dir)
-    config = DatasetConfig(seed=args.seed)
+    config = DatasetConfig(seed=args.seed, note_decoys=args.note_decoys)
     config.hand_weight.update({HAND_SET_SOURCES[name]: n for name, n in weights.items()})
     config.hand_batches.update(batches)
     manifest = build_dataset(data_dir, Path(args.out), config)

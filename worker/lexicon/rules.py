@@ -46,7 +46,8 @@ _DRUG_AFTER = (
     r"\s*(?:chloride|citrate|gluconate|bicarbonate|phosphate|sulfate|oxide|hydroxide|carbonate|"
     r"acetate|channel|supplements?|replacement|replete|repletion|tablets?|tabs?|diet|rich|"
     r"infusion|drip|bolus|sliding|pump|therapy|deficiency|intake|restriction|dependent|"
-    r"binding|signaling|signalling|influx|efflux|transport|transporter|homeostasis|metabolism)\b"
+    r"binding|signaling|signalling|influx|efflux|transport|transporter|homeostasis|metabolism|"
+    r"cardioplegia)\b"
 )
 
 _NAMES: tuple[tuple[str, str], ...] = (
@@ -108,7 +109,10 @@ _NAMES: tuple[tuple[str, str], ...] = (
         r"profile|labs?)|enzymes?|panel)\b",
     ),
     ("lipids", r"\b(?:cholesterol|triglycerides?|HDL|LDL|VLDL)\b|\blipid\s+(?:panel|profile)\b"),
-    ("panel", r"\b(?:CBCs?|BMPs?|CMPs?|chem(?:istry)?[-\s]?(?:7|10|12|20)|SMA-?\d+)\b"),
+    (
+        "panel",
+        r"\b(?:CBCs?|BMPs?|CMPs?|chem(?:istry)?[-\s]?(?:7|10|12|20|panels?)|SMA-?\d+)\b",
+    ),
     ("panel", r"\b(?:complete\s+blood\s+count|(?:basic|comprehensive)\s+metabolic\s+panel)\b"),
     (
         "thyroid",
@@ -146,9 +150,12 @@ _NAMES: tuple[tuple[str, str], ...] = (
     (
         "drug level",
         r"\b(?:trough|peak)\s+levels?\b|\b(?:vancomycin|digoxin|dilantin|phenytoin|"
-        r"lithium|valproic\s+acid|depakote|tegretol|carbamazepine|tacrolimus|gentamicin|alcohol|"
+        r"lithium|valproic\s+acid|depakote|tegretol|carbamazepine|tacrolimus|cyclosporine|sirolimus|"
+        r"everolimus|gentamicin|alcohol|"
         r"ethanol)\s+(?:levels?|troughs?)\b|\bblood\s+alcohol\b"
-        r"|\b(?:digoxin|dilantin|phenytoin|lithium|vancomycin|tacrolimus)\s+(?:was|is|of)\s+\d",
+        r"|\b(?:digoxin|dilantin|phenytoin|lithium|vancomycin|tacrolimus)\s+(?:was|is|of)\s+\d"
+        # immunosuppressant levels are reported bare ("tacrolimus 3.1"); a dose has its unit
+        rf"|\b(?:tacrolimus|cyclosporine|sirolimus|everolimus)(?={_VALUE}){_NOT_DOSE}",
     ),
     (
         "urine",
@@ -161,7 +168,10 @@ _NAMES: tuple[tuple[str, str], ...] = (
         "named test",
         r"\b(?:urinalysis|urinalyses|urine\s+analysis|(?:urine\s+)?drug\s+screens?|"
         r"tox(?:icology)?\s+screens?|u-?tox|(?:urine\s+|serum\s+)?pregnancy\s+tests?|guaiac|"
-        r"hemoccult|(?:fecal\s+)?occult\s+blood)\b"
+        r"hemoccult|(?:fecal\s+)?occult\s+blood|fecal\s+leukocytes|blood\s+type|"
+        r"type\s+and\s+(?:screen|cross(?:match)?))\b"
+        # Rh typing: "Rh: positive", "Ordered Rh." (case-sensitive: "RH" is right-handed)
+        r"|\b(?-i:Rh)\b(?=\s*(?::|status|factor|type|positive|negative|\.|$))"
         r"|\b(?-i:UA)\b(?=\s*(?:showed|shows|was|is|revealed|:|positive|negative|with))",
     ),
     ("metals", r"\b(?:blood\s+lead|lead\s+(?:levels?|screen\w*))\b"),
@@ -207,7 +217,8 @@ _NAMES: tuple[tuple[str, str], ...] = (
     (
         "genes",
         r"\b(?:BRCA[12]?|EGFR|KRAS|NRAS|BRAF|ALK|ROS1|JAK2|BCR-?ABL1?|FLT3|NPM1|IDH[12]|TP53|"
-        r"p53|MLH1|MSH[26]|PMS2|MTHFR|HLA-?B27|MGMT|PIK3CA|CDKN2A|PTEN|RB1|VHL|C-?KIT)\b",
+        r"p53|MLH1|MSH[26]|PMS2|MTHFR|HLA-?B27|MGMT|PIK3CA|CDKN2A|PTEN|RB1|VHL|C-?KIT|MYCN|"
+        r"N-?MYC)\b",
     ),
     (
         "molecular status",
@@ -247,8 +258,8 @@ _EXCLUDE_RE = re.compile(
     r"insulin\s+\d+\s*/\s*\d+|oxygen[-\s]glucose\s+deprivation|"
     r"cholesterol\s+(?:metabolism|biosynthesis|synthesis|efflux|homeostasis)|"
     # "high cholesterol" names the condition (history lists); a value or "level" is the analyte
-    r"(?:high|elevated)\s+(?:blood\s+)?cholesterol"
-    r"(?!\s*(?:levels?|values?|of|was|is|at|:|=|\d))|"
+    r"(?:(?:high|elevated)\s+(?:blood\s+)?cholesterol|high\s+triglycerides)"
+    r"(?!\s*(?:levels?|values?|readings?|of|was|is|at|:|=|\d))|"
     # cells seen on a Gram stain are the culture specimen's microscopy, not a blood count
     r"gram\s+stains?\b[^.;]{0,60}?\b(?:white\s+blood\s+cells?|WBCs?))\b",
     _I,
