@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 
 from training.synthetic_clinical import clinical_templates
 from worker.lexicon import has_biomarker
 
+#: sha256 of the default templates ("label<TAB>text" lines, in order), as 1.2.0's data had them.
+_SHIPPED_TEMPLATES_SHA256 = "4584936072fc2fafe94c7ef24ec4925d1ab2ee4f6d1f4210fc9bcb37d6c3cdd9"
 #: The seed sentences' markers (docs/MODEL_CARD.md): the templates must not teach them.
 _SEED_MARKERS = re.compile(r"\b(?:PSA|CRP|troponin|HbA1c|A1c|glucose|HER2|neu)\b", re.IGNORECASE)
 
@@ -50,7 +53,9 @@ def test_note_decoys_are_added_only_when_asked_and_keep_the_policy() -> None:
     lexicon agrees); the default templates are unchanged, so 1.2.0's data can be rebuilt."""
     plain = clinical_templates(seed=13)
     rows = clinical_templates(seed=13, note_decoys=True)
-    assert [row.text for row in plain] == [row.text for row in clinical_templates(seed=13)]
+    # the default rows, in order, are those model 1.2.0 was trained on
+    listing = "\n".join(f"{row.label}\t{row.text}" for row in plain).encode()
+    assert hashlib.sha256(listing).hexdigest() == _SHIPPED_TEMPLATES_SHA256
     added = [row for row in rows if row.text not in {p.text for p in plain}]
     negatives = [row.text for row in added if row.label == 0]
     assert "He received G-CSF daily after his chemotherapy." in negatives

@@ -47,7 +47,7 @@ _DRUG_AFTER = (
     r"acetate|channel|supplements?|replacement|replete|repletion|tablets?|tabs?|diet|rich|"
     r"infusion|drip|bolus|sliding|pump|therapy|deficiency|intake|restriction|dependent|"
     r"binding|signaling|signalling|influx|efflux|transport|transporter|homeostasis|metabolism|"
-    r"cardioplegia)\b"
+    r"cardiopleg\w*)\b"
 )
 
 _NAMES: tuple[tuple[str, str], ...] = (
@@ -154,8 +154,10 @@ _NAMES: tuple[tuple[str, str], ...] = (
         r"everolimus|gentamicin|alcohol|"
         r"ethanol)\s+(?:levels?|troughs?)\b|\bblood\s+alcohol\b"
         r"|\b(?:digoxin|dilantin|phenytoin|lithium|vancomycin|tacrolimus)\s+(?:was|is|of)\s+\d"
-        # immunosuppressant levels are reported bare ("tacrolimus 3.1"); a dose has its unit
-        rf"|\b(?:tacrolimus|cyclosporine|sirolimus|everolimus)(?={_VALUE}){_NOT_DOSE}",
+        # immunosuppressant levels are written bare in a lab line ("Laboratory data from 12/30/07
+        # tacrolimus 3.1"); in a medication list the same shape is a dose
+        r"|\blab(?:oratory|s)?\b[^.;]{0,60}?\b(?:tacrolimus|cyclosporine|sirolimus|everolimus)"
+        r"\s+(?:was\s+|of\s+|:\s*)?\d",
     ),
     (
         "urine",
@@ -168,10 +170,12 @@ _NAMES: tuple[tuple[str, str], ...] = (
         "named test",
         r"\b(?:urinalysis|urinalyses|urine\s+analysis|(?:urine\s+)?drug\s+screens?|"
         r"tox(?:icology)?\s+screens?|u-?tox|(?:urine\s+|serum\s+)?pregnancy\s+tests?|guaiac|"
-        r"hemoccult|(?:fecal\s+)?occult\s+blood|fecal\s+leukocytes|blood\s+type|"
-        r"type\s+and\s+(?:screen|cross(?:match)?))\b"
-        # Rh typing: "Rh: positive", "Ordered Rh." (case-sensitive: "RH" is right-handed)
-        r"|\b(?-i:Rh)\b(?=\s*(?::|status|factor|type|positive|negative|\.|$))"
+        r"hemoccult|(?:fecal\s+)?occult\s+blood|(?:fecal|stool)\s+leukocytes?|"
+        r"blood\s+typ(?:e|es|ing)|typed\s+and\s+cross\w*|type\s*(?:and|&)\s*(?:screen|cross\w*)|"
+        r"ABO\s*(?:/|and)\s*Rh)\b"
+        # Rh typing: "Rh: positive", "Rh-negative", "Ordered Rh." (case-sensitive: "RH" is
+        # right-handed)
+        r"|\b(?-i:Rh)\b(?=\s*(?:[-+]|-?\s*(?:positive|negative)\b|:|status|factor|\.\s*$))"
         r"|\b(?-i:UA)\b(?=\s*(?:showed|shows|was|is|revealed|:|positive|negative|with))",
     ),
     ("metals", r"\b(?:blood\s+lead|lead\s+(?:levels?|screen\w*))\b"),
@@ -218,7 +222,7 @@ _NAMES: tuple[tuple[str, str], ...] = (
         "genes",
         r"\b(?:BRCA[12]?|EGFR|KRAS|NRAS|BRAF|ALK|ROS1|JAK2|BCR-?ABL1?|FLT3|NPM1|IDH[12]|TP53|"
         r"p53|MLH1|MSH[26]|PMS2|MTHFR|HLA-?B27|MGMT|PIK3CA|CDKN2A|PTEN|RB1|VHL|C-?KIT|MYCN|"
-        r"N-?MYC)\b",
+        r"N-?MYC)\b(?!\s+downstream)",
     ),
     (
         "molecular status",
@@ -259,7 +263,7 @@ _EXCLUDE_RE = re.compile(
     r"cholesterol\s+(?:metabolism|biosynthesis|synthesis|efflux|homeostasis)|"
     # "high cholesterol" names the condition (history lists); a value or "level" is the analyte
     r"(?:(?:high|elevated)\s+(?:blood\s+)?cholesterol|high\s+triglycerides)"
-    r"(?!\s*(?:levels?|values?|readings?|of|was|is|at|:|=|\d))|"
+    r"(?!\s*(?:levels?|values?|readings?|of|was|is|were|are|at|:|=|\(|,?\s*\d))|"
     # cells seen on a Gram stain are the culture specimen's microscopy, not a blood count
     r"gram\s+stains?\b[^.;]{0,60}?\b(?:white\s+blood\s+cells?|WBCs?))\b",
     _I,
