@@ -50,7 +50,7 @@ def test_positives_agree_with_the_lexicon_except_bare_ambiguous_analytes() -> No
 
 def test_note_decoys_are_added_only_when_asked_and_keep_the_policy() -> None:
     """Drugs named like proteins given as treatment and non-analyte measurements are 0 (and the
-    lexicon agrees); the default templates are unchanged, so 1.2.0's data can be rebuilt."""
+    lexicon agrees); without them the templates are 1.2.0's, so its data can still be rebuilt."""
     plain = clinical_templates(seed=13)
     rows = clinical_templates(seed=13, note_decoys=True)
     # the default rows, in order, are those model 1.2.0 was trained on

@@ -528,12 +528,12 @@ def test_dataset_command_sets_hand_label_weight_and_batches_per_set(
             args.handler(args)
 
 
-def test_dataset_command_adds_the_note_decoys_only_when_asked(tmp_path: Path) -> None:
-    """``--note-decoys`` adds the note-style decoys to the synthetic clinical rows; the manifest
-    says so; without it the rows are those of the shipped model's data."""
+def test_dataset_command_adds_the_note_decoys_unless_told_not_to(tmp_path: Path) -> None:
+    """The note-style decoys are on by default, as in the shipped model's data, and the manifest
+    says so; ``--no-note-decoys`` leaves them out, as 1.2.0's data did."""
     data = _mini_corpora(tmp_path / "data")
     base = ["dataset", "--data-dir", str(data)]
-    for name, flags in (("plain", []), ("decoys", ["--note-decoys"])):
+    for name, flags in (("plain", ["--no-note-decoys"]), ("decoys", [])):
         args = _parser().parse_args([*base, "--out", str(tmp_path / name), *flags])
         assert args.handler(args) == 0
     plain, decoys = (

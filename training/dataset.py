@@ -94,8 +94,9 @@ class DatasetConfig:
         default_factory=lambda: {"clinical_train": 1, "literature_train": 1}
     )
     #: Add the note-style decoys of :mod:`training.synthetic_clinical` (drugs named like
-    #: proteins given as treatment, measurements that are not analytes); 1.2.0 had none.
-    note_decoys: bool = False
+    #: proteins given as treatment, measurements that are not analytes), as model 1.3.0's data
+    #: did; 1.2.0's had none.
+    note_decoys: bool = True
     dev_quota: dict[str, int | None] = field(
         default_factory=lambda: {"bc2gm": 1000, "biored": 1000, "civic": 1000, "mtsamples": None}
     )

@@ -37,9 +37,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         )
     parser.add_argument(
         "--note-decoys",
-        action="store_true",
-        help="add note-style decoys: drugs named like proteins given as treatment, "
-        "measurements that are not analytes",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="note-style decoys: drugs named like proteins given as treatment, measurements "
+        "that are not analytes (default: on, as the shipped model; --no-note-decoys for 1.2.0's)",
     )
     parser.set_defaults(handler=handle)
 
