@@ -4,6 +4,8 @@ it leaves out could not have matched, so the lexicon finds what running every ru
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -156,3 +158,22 @@ def test_first_label_names_the_earliest_match_and_the_version_is_a_content_hash(
 )
 def test_liver_function_names_the_tests_not_the_condition(text: str, label: str | None) -> None:
     assert first_label(text) == label
+
+
+#: Every rule on terms followed by a long run of spaces. Adjacent ``\s*`` in a pattern made this
+#: cost a power of the run's length (400 spaces after "potassium": 20 s): one note could hold a
+#: partition up. Linear now, so 20,000 spaces take milliseconds; a regression runs for hours.
+_LONG_SPACES = """
+from worker.lexicon.rules import _EXCLUDE_RE, _RULES, find_hits
+for term in ("potassium", "K", "PT", "HCT", "ER", "PR", "Rh", "high cholesterol", "labs"):
+    for sep in (" ", " \\n"):
+        for tail in ("x 1", "1", ".", "3/4/05"):
+            text = term + sep * 10000 + tail
+            find_hits(text)
+            for _, regex in (*_RULES, ("exclude", _EXCLUDE_RE)):
+                list(regex.finditer(text))
+"""
+
+
+def test_a_long_run_of_spaces_after_a_term_costs_linear_time() -> None:
+    subprocess.run([sys.executable, "-c", _LONG_SPACES], check=True, timeout=60)

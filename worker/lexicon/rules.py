@@ -27,11 +27,13 @@ __all__ = ["LEXICON_VERSION", "LexiconHit", "find_hits", "first_label", "has_bio
 _I = re.IGNORECASE
 
 # A value right after a term: "of 8.7", "was 139", ": 4.1", "= 0.9", "is < 0.01", "250,000".
+# Each optional part carries the spaces before it, so no two ``\s*`` are adjacent: a long run of
+# spaces after an analyte costs linear time, not a power of its length.
 _VALUE_PREFIX = (
-    r"(?:\s*(?:level|levels|count|value)?"
+    r"(?:\s*(?:level|levels|count|value))?"
     r"(?:\s+(?:had|has|have|came|back|out|up|down|now|today|initially|slightly|mildly|"
     r"risen|rose|fell|dropped|increased|decreased|improved|borderline|low|high|elevated))*"
-    r"\s*(?:of|was|were|is|are|at|to|:|=|-)?\s*)[<>]?\s*"
+    r"(?:\s*(?:of|was|were|is|are|at|to|:|=|-))?\s*(?:[<>]\s*)?"
 )
 _VALUE = _VALUE_PREFIX + r"\d"
 # A dose unit after the value means a drug ("potassium 20 mEq", "K 10 mg"); "mEq/L" is a lab.
@@ -175,7 +177,7 @@ _NAMES: tuple[tuple[str, str], ...] = (
         r"ABO\s*(?:/|and)\s*Rh)\b"
         # Rh typing: "Rh: positive", "Rh-negative", "Ordered Rh." (case-sensitive: "RH" is
         # right-handed)
-        r"|\b(?-i:Rh)\b(?=\s*(?:[-+]|-?\s*(?:positive|negative)\b|:|status|factor|\.\s*$))"
+        r"|\b(?-i:Rh)\b(?=\s*(?:[-+]|(?:-\s*)?(?:positive|negative)\b|:|status|factor|\.\s*$))"
         r"|\b(?-i:UA)\b(?=\s*(?:showed|shows|was|is|revealed|:|positive|negative|with))",
     ),
     ("metals", r"\b(?:blood\s+lead|lead\s+(?:levels?|screen\w*))\b"),
@@ -232,8 +234,8 @@ _NAMES: tuple[tuple[str, str], ...] = (
 )
 
 _ER_STATUS = (
-    r"\b(?:ER|PR|PgR)\s*(?:[+-](?![A-Za-z])|\(\s*[+-]\s*\)|\s+(?:and|/)\s+PR\b|/\s*PR\b"
-    r"|-?\s*(?:positive|negative|pos|neg)\b)"
+    r"\b(?:ER|PR|PgR)(?:\s*[+-](?![A-Za-z])|\s*\(\s*[+-]\s*\)|\s+(?:and|/)\s+PR\b|\s*/\s*PR\b"
+    r"|\s*(?:-\s*)?(?:positive|negative|pos|neg)\b)"
 )
 
 _AMBIGUOUS = (
@@ -263,7 +265,7 @@ _EXCLUDE_RE = re.compile(
     r"cholesterol\s+(?:metabolism|biosynthesis|synthesis|efflux|homeostasis)|"
     # "high cholesterol" names the condition (history lists); a value or "level" is the analyte
     r"(?:(?:high|elevated)\s+(?:blood\s+)?cholesterol|high\s+triglycerides)"
-    r"(?!\s*(?:levels?|values?|readings?|of|was|is|were|are|at|:|=|\(|,?\s*\d))|"
+    r"(?!\s*(?:levels?|values?|readings?|of|was|is|were|are|at|:|=|\(|,\s*\d|\d))|"
     # cells seen on a Gram stain are the culture specimen's microscopy, not a blood count
     r"gram\s+stains?\b[^.;]{0,60}?\b(?:white\s+blood\s+cells?|WBCs?))\b",
     _I,
@@ -284,7 +286,7 @@ class LexiconHit:
 # HCT"), and a dose ("Diovan HCT 80/12.5 mg") or a date ("HCT on 7/3/95") is never a value.
 _HCT_VALUE_RE = re.compile(rf"HCT(?={_VALUE})")
 _HCT_DOSE_RE = re.compile(r"HCT\s*\d[\d.]*\s*(?:mg\s*)?(?:/\s*\d[\d.]*\s*)?mg\b", _I)
-_DATE_AFTER_RE = re.compile(r"HCT,?\s*(?:on|of|from|dated)?\s*\d{1,2}/\d{1,2}/\d{2,4}")
+_DATE_AFTER_RE = re.compile(r"HCT,?(?:\s*(?:on|of|from|dated))?\s*\d{1,2}/\d{1,2}/\d{2,4}")
 _DATE_BEFORE_RE = re.compile(r"\d{1,2}/\d{1,2}/\d{2,4}\s*[,:]?\s*$")
 
 
