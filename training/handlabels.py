@@ -36,7 +36,8 @@ from training.sources import HAS_LETTERS, read_jsonl
 from training.splits import doc_split, note_sentences
 from worker.lexicon import has_biomarker
 
-CLINICAL_TARGET = 17000
+#: More than the test split holds (18,641 sentences): the clinical set is the whole split.
+CLINICAL_TARGET = 19000
 LITERATURE_TARGET = 300
 #: The dataset's seed (training/dataset.py): the same seed gives the same test split.
 SPLIT_SEED = 13
