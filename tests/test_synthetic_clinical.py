@@ -56,7 +56,8 @@ def test_note_decoys_are_added_only_when_asked_and_keep_the_policy() -> None:
     # the default rows, in order, are those model 1.2.0 was trained on
     listing = "\n".join(f"{row.label}\t{row.text}" for row in plain).encode()
     assert hashlib.sha256(listing).hexdigest() == _SHIPPED_TEMPLATES_SHA256
-    added = [row for row in rows if row.text not in {p.text for p in plain}]
+    plain_texts = {row.text for row in plain}
+    added = [row for row in rows if row.text not in plain_texts]
     negatives = [row.text for row in added if row.label == 0]
     assert "He received G-CSF daily after his chemotherapy." in negatives
     assert "Sponge count was reported as being correct." in negatives

@@ -120,7 +120,7 @@ def normalise(text: str) -> str:
 
 
 def _all_examples(
-    data_dir: Path, seed: int, hand_labels: dict[str, int], note_decoys: bool = False
+    data_dir: Path, seed: int, hand_labels: dict[str, int], *, note_decoys: bool
 ) -> Iterator[Example]:
     literature = (*read_bc2gm(data_dir), *read_biored(data_dir))
     yield from with_hand_labels(literature, hand_labels, LITERATURE_HAND_SOURCE)
@@ -238,7 +238,7 @@ def build_dataset(data_dir: Path, out_dir: Path, config: DatasetConfig) -> dict[
         if config.hand_labels
         else {}
     )
-    rows = list(_all_examples(data_dir, config.seed, hand_labels, config.note_decoys))
+    rows = list(_all_examples(data_dir, config.seed, hand_labels, note_decoys=config.note_decoys))
     test = _dedupe((row for row in rows if row.split == "test"), set())
     test_keys = {normalise(row.text) for row in test}
     dev = _dedupe((row for row in rows if row.split == "dev"), test_keys)
