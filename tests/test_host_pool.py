@@ -113,6 +113,8 @@ def test_a_host_process_that_dies_stops_the_worker(model: SequenceClassifier) ->
         assert pool.wait_ready(60)
         for process, _ in pool._processes:  # as the OOM killer would
             process.kill()
+        for process, _ in pool._processes:  # gone before the send: the pipe is broken, not closed
+            process.join(10)
         record = Record(source=SourceRef("in", 0, 0, None), key=None, value=b'{"text": "x"}')
         preparation.submit([record])
         _until_stopped(preparation, 30)

@@ -349,9 +349,9 @@ class HostPool:
                 if message is None:
                     request.done(None)
                     continue
-                pipe.send(message)
+                self._send(pipe, message)
                 request.done(self._expect(pipe, process, None, self._deadline_s))
-            pipe.send(None)
+            self._send(pipe, None)
         except BaseException as exc:  # reported to the owner, which exits non-zero
             if self._stopping:  # a process killed at the end of stop(): nothing to report
                 return
@@ -365,6 +365,13 @@ class HostPool:
             )
         finally:
             pipe.close()
+
+    @staticmethod
+    def _send(pipe: Connection, message: tuple[Any, ...] | None) -> None:
+        try:
+            pipe.send(message)
+        except OSError as exc:  # a broken pipe: the process died between two requests
+            raise HostProcessFailed("host process exited") from exc
 
     @staticmethod
     def _expect(pipe: Connection, process: BaseProcess, kind: str | None, timeout: float) -> Any:
