@@ -13,6 +13,7 @@ from training.handlabels import (
     DEFAULT_DATA_DIR,
     LABELS_DIR,
     SPLIT_SEED,
+    clinical_dev_sentences,
     load_labels,
     main,
     training_labels,
@@ -23,7 +24,9 @@ from training.splits import doc_split
 DATA_DIR = DEFAULT_DATA_DIR if DEFAULT_DATA_DIR.is_dir() else Path("/work/shared/data")
 
 
-@pytest.mark.parametrize("name", ["clinical", "literature", "clinical_train", "literature_train"])
+@pytest.mark.parametrize(
+    "name", ["clinical", "clinical_dev", "literature", "clinical_train", "literature_train"]
+)
 def test_every_labelled_sentence_resolves_to_its_text_from_the_corpora(name: str) -> None:
     labelled = load_labels(name, DATA_DIR)
     assert len({sentence.id for sentence, _ in labelled}) == len(labelled)
@@ -33,10 +36,19 @@ def test_every_labelled_sentence_resolves_to_its_text_from_the_corpora(name: str
         assert row["label"] == row["pass_a"] == row["pass_b"] or row["adjudicated"]
 
 
-def test_clinical_sentences_come_from_held_out_notes_only() -> None:
-    for sentence, _ in load_labels("clinical", DATA_DIR):
-        split = doc_split(f"mtsamples:{sentence.doc}", seed=SPLIT_SEED, dev=0.1, test=0.2)
-        assert split == "test", sentence.id
+@pytest.mark.parametrize(("name", "split"), [("clinical", "test"), ("clinical_dev", "dev")])
+def test_clinical_sentences_come_from_held_out_notes_only(name: str, split: str) -> None:
+    for sentence, _ in load_labels(name, DATA_DIR):
+        held = doc_split(f"mtsamples:{sentence.doc}", seed=SPLIT_SEED, dev=0.1, test=0.2)
+        assert held == split, sentence.id
+
+
+def test_the_clinical_dev_draw_labels_whole_notes_in_draw_order() -> None:
+    """Whole notes, as drawn: the labelled ids are a prefix of the dev draw (a larger target
+    only adds notes after them)."""
+    labelled = [sentence.id for sentence, _ in load_labels("clinical_dev", DATA_DIR)]
+    drawn = [sentence.id for sentence in clinical_dev_sentences(DATA_DIR, 10**6)]
+    assert drawn[: len(labelled)] == labelled
 
 
 def test_the_label_files_hold_no_text() -> None:
@@ -112,15 +124,18 @@ def test_the_literature_training_labels_cover_the_whole_draw(
     assert len(first) == 10 and set(first) <= set(training_labels("literature_train"))
 
 
-def test_the_readme_table_counts_what_the_clinical_file_holds() -> None:
-    rows = list(read_jsonl(LABELS_DIR / "clinical.jsonl"))
+@pytest.mark.parametrize("name", ["clinical", "clinical_dev"])
+def test_the_readme_table_counts_what_the_clinical_files_hold(name: str) -> None:
+    rows = list(read_jsonl(LABELS_DIR / f"{name}.jsonl"))
     table = (LABELS_DIR / "README.md").read_text()
+    if name == "clinical_dev":  # its own table, after the test split's
+        table = table[table.index(f"| `{name}.jsonl`") :]
 
     def cells(rows_: list[dict[str, Any]]) -> str:
         count, positives = f"{len(rows_):,}", sum(row["label"] for row in rows_)
         return f"| {count} | {positives} |"
 
-    assert f"| `clinical.jsonl` {cells(rows)}" in table
+    assert f"| `{name}.jsonl` {cells(rows)}" in table
     for batch in sorted({row["batch"] for row in rows}):
         in_batch = [row for row in rows if row["batch"] == batch]
         unsure = sum(row["unsure"] for row in in_batch)

@@ -548,3 +548,23 @@ def test_dataset_command_adds_the_note_decoys_unless_told_not_to(tmp_path: Path)
         json.loads((tmp_path / n / "manifest.json").read_text()) for n in ("plain", "decoys")
     ]
     assert [m["note_decoys"] for m in manifests] == [False, True]
+
+
+def test_dataset_command_caps_the_mtsamples_train_rows_at_the_quota(tmp_path: Path) -> None:
+    """``--mtsamples-quota`` caps the lexicon-labelled MTSamples train rows and the manifest
+    records it; without it the shipped model's cap holds."""
+    data = _mini_corpora(tmp_path / "data")
+    base = ["dataset", "--data-dir", str(data)]
+    counts = {}
+    for name, flags in (("default", []), ("one", ["--mtsamples-quota", "1"])):
+        args = _parser().parse_args([*base, "--out", str(tmp_path / name), *flags])
+        assert args.handler(args) == 0
+        manifest = json.loads((tmp_path / name / "manifest.json").read_text())
+        counts[name] = manifest["counts"]["train"]["mtsamples"]
+        assert manifest["train_quota"]["mtsamples"] == (1 if flags else 10000)
+    assert sum(counts["default"].values()) > 1
+    assert sum(counts["one"].values()) == 1
+    assert counts["one"]["1"] == min(1, counts["default"]["1"])  # positives are kept first
+    args = _parser().parse_args([*base, "--out", str(tmp_path / "bad"), "--mtsamples-quota", "0"])
+    with pytest.raises(UsageError, match="--mtsamples-quota"):
+        args.handler(args)

@@ -1,13 +1,17 @@
 """Hand-labelled sentences: which sentences, their labels, and their text.
 
-The evaluation sets never enter training: every sentence comes from a held-out (``test``)
-split, the same document-level splits :mod:`training.sources` uses, so no document of them is
-trained on.
+The evaluation sets never enter training: every sentence comes from a held-out (``test`` or
+``dev``) split, the same document-level splits :mod:`training.sources` uses, so no document of
+them is trained on.
 
 - **clinical**: whole MTSamples notes of the test split, one note per specialty in turn (seeded
   order), sentence by sentence (the worker's own segmenter, as in training) until at least
   ``CLINICAL_TARGET`` sentences, so the class balance is that of real notes, not of picked
   sentences.
+- **clinical_dev**: the same draw from the MTSamples notes of the *dev* split, a second clinical
+  yardstick once the test split's notes were all labelled. Dev notes are never trained on; their
+  lexicon labels choose the threshold and were read to choose data mixes, their hand labels
+  were not.
 - **literature**: BC2GM and BioRED sentences of their official test splits, half from each, in a
   seeded order.
 - **clinical_train** and **literature_train** (training, not evaluation): MTSamples sentences of
@@ -38,6 +42,9 @@ from worker.lexicon import has_biomarker
 
 #: More than the test split holds (18,641 sentences): the clinical set is the whole split.
 CLINICAL_TARGET = 19000
+#: Of the dev split's ~9,400 sentences, the labelled batches so far (the draw is prefix-stable:
+#: a larger target keeps these sentences and adds notes after them).
+CLINICAL_DEV_TARGET = 2000
 LITERATURE_TARGET = 300
 #: The dataset's seed (training/dataset.py): the same seed gives the same test split.
 SPLIT_SEED = 13
@@ -58,7 +65,9 @@ def _order(key: str) -> str:
     return hashlib.sha256(f"{SAMPLE_SEED}:{key}".encode()).hexdigest()
 
 
-def clinical_sentences(data_dir: Path, target: int = CLINICAL_TARGET) -> list[Sentence]:
+def clinical_sentences(
+    data_dir: Path, target: int = CLINICAL_TARGET, split: str = "test"
+) -> list[Sentence]:
     """Whole held-out MTSamples notes until ``target`` sentences, one note per specialty in turn.
 
     Specialties (a note's first) and the notes within each come in seeded order; taking one note
@@ -67,7 +76,7 @@ def clinical_sentences(data_dir: Path, target: int = CLINICAL_TARGET) -> list[Se
     """
     by_specialty: dict[str, list[dict[str, Any]]] = {}
     for row in read_jsonl(data_dir / "mtsamples" / "mtsamples_notes.jsonl"):
-        if doc_split(f"mtsamples:{row['note_id']}", seed=SPLIT_SEED, dev=0.1, test=0.2) == "test":
+        if doc_split(f"mtsamples:{row['note_id']}", seed=SPLIT_SEED, dev=0.1, test=0.2) == split:
             specialty = (row["medical_specialties"] or ["unknown"])[0].strip()
             by_specialty.setdefault(specialty, []).append(row)
     queues = [
@@ -86,6 +95,11 @@ def clinical_sentences(data_dir: Path, target: int = CLINICAL_TARGET) -> list[Se
                         sid = f"{row['note_id']}:{start}-{end}"
                         chosen.append(Sentence(sid, text, row["note_id"]))
     return chosen
+
+
+def clinical_dev_sentences(data_dir: Path, target: int = CLINICAL_DEV_TARGET) -> list[Sentence]:
+    """:func:`clinical_sentences` drawn from the notes of the dev split."""
+    return clinical_sentences(data_dir, target, split="dev")
 
 
 def _literature_rows(data_dir: Path, split: str) -> Iterator[tuple[Sentence, dict[str, Any]]]:
@@ -217,6 +231,7 @@ def literature_training_sentences(
 
 SETS = {
     "clinical": clinical_sentences,
+    "clinical_dev": clinical_dev_sentences,
     "literature": literature_sentences,
     "clinical_train": clinical_training_sentences,
     "literature_train": literature_training_sentences,

@@ -42,6 +42,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="note-style decoys: drugs named like proteins given as treatment, measurements "
         "that are not analytes (default: on, as the shipped model; --no-note-decoys for 1.2.0's)",
     )
+    parser.add_argument(
+        "--mtsamples-quota",
+        type=int,
+        metavar="N",
+        help="at most N lexicon-labelled MTSamples train sentences: all positives, then hard "
+        "negatives, then a seeded sample of the others (default: the shipped model's)",
+    )
     parser.set_defaults(handler=handle)
 
 
@@ -65,6 +72,8 @@ def hand_overrides(args: argparse.Namespace) -> tuple[dict[str, int], dict[str, 
 
 def handle(args: argparse.Namespace) -> int:
     weights, batches = hand_overrides(args)
+    if args.mtsamples_quota is not None and args.mtsamples_quota < 1:
+        raise UsageError("--mtsamples-quota must be at least 1")
     with checkout_only("train"):
         from training.dataset import HAND_SET_SOURCES, DatasetConfig, build_dataset, data_dir_from
 
@@ -72,6 +81,8 @@ def handle(args: argparse.Namespace) -> int:
     config = DatasetConfig(seed=args.seed, note_decoys=args.note_decoys)
     config.hand_weight.update({HAND_SET_SOURCES[name]: n for name, n in weights.items()})
     config.hand_batches.update(batches)
+    if args.mtsamples_quota is not None:
+        config.train_quota["mtsamples"] = args.mtsamples_quota
     manifest = build_dataset(data_dir, Path(args.out), config)
     json.dump(manifest["counts"], sys.stdout, indent=2)
     sys.stdout.write("\n")

@@ -1,8 +1,9 @@
 """``biomarker-worker evaluate``: scores and errors of a checkpoint on labelled sentences.
 
 The rows come from labelled JSONL (``--data``) or from a hand-labelled evaluation set
-(``--handlabelled clinical|literature``). The report (JSON, or ``--format text``) lists errors by
-sentence id; sentence text appears only with ``--show-text``, since clinical text is sensitive.
+(``--handlabelled clinical|clinical_dev|literature``). The report (JSON, or ``--format text``)
+lists errors by sentence id; sentence text appears only with ``--show-text``, since clinical text
+is sensitive.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from worker.cli.checkout import checkout_only
 from worker.errors import UsageError
 
 #: Mirrors training.evaluate.HANDLABELLED_SETS (the parser must not import training/).
-HANDLABELLED_CHOICES = ("clinical", "literature")
+HANDLABELLED_CHOICES = ("clinical", "clinical_dev", "literature")
 DATA_DIR_ENV = "BIOMARKER_DATA_DIR"
 
 
