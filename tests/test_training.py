@@ -295,6 +295,9 @@ def test_metrics_match_a_hand_computed_example() -> None:
         ("Arterial blood gases were drawn.", True),
         # hydrochlorothiazide before a dose, head CT with contrast, cells on a Gram stain
         ("MEDICATIONS:  Diovan HCT 80/12.5 mg daily.", False),
+        ("Micardis HCT 40/12.5 daily.", False),
+        ("Benicar HCT 40/25, one a day.", False),
+        ("HCT 36/Hgb 12 on admission.", True),
         ("Lotensin HCT 20 mg/25 mg daily; HCT 31.2 this morning.", True),
         ("A HCT with and without contrast revealed a lesion.", False),
         ("An emergent HCT demonstrated a left MCA infarction.", False),

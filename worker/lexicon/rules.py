@@ -283,9 +283,13 @@ class LexiconHit:
 
 # "HCT" in capitals is the hematocrit only with a value ("HCT 37.9"); without one it is head CT
 # ("HCT revealed an old infarct", "HCT without contrast") or hydrochlorothiazide ("Micardis
-# HCT"), and a dose ("Diovan HCT 80/12.5 mg") or a date ("HCT on 7/3/95") is never a value.
+# HCT"), and a dose ("Diovan HCT 80/12.5 mg", "Micardis HCT 40/12.5": the thiazide's 6.25, 12.5
+# or 25 mg after the slash) or a date ("HCT on 7/3/95") is never a value.
 _HCT_VALUE_RE = re.compile(rf"HCT(?={_VALUE})")
-_HCT_DOSE_RE = re.compile(r"HCT\s*\d[\d.]*\s*(?:mg\s*)?(?:/\s*\d[\d.]*\s*)?mg\b", _I)
+_HCT_DOSE_RE = re.compile(
+    r"HCT\s*\d[\d.]*\s*(?:mg\s*)?(?:/\s*\d[\d.]*\s*)?mg\b|HCT\s*\d{1,3}\s*/\s*(?:6\.25|12\.5|25)\b",
+    _I,
+)
 _DATE_AFTER_RE = re.compile(r"HCT,?(?:\s*(?:on|of|from|dated))?\s*\d{1,2}/\d{1,2}/\d{2,4}")
 _DATE_BEFORE_RE = re.compile(r"\d{1,2}/\d{1,2}/\d{2,4}\s*[,:]?\s*$")
 
