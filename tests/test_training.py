@@ -564,7 +564,7 @@ def test_dataset_command_caps_the_mtsamples_train_rows_at_the_quota(tmp_path: Pa
         assert args.handler(args) == 0
         manifest = json.loads((tmp_path / name / "manifest.json").read_text())
         counts[name] = manifest["counts"]["train"]["mtsamples"]
-        assert manifest["train_quota"]["mtsamples"] == (1 if flags else 10000)
+        assert manifest["train_quota"]["mtsamples"] == (1 if flags else 20000)
     assert sum(counts["default"].values()) > 1
     assert sum(counts["one"].values()) == 1
     assert counts["one"]["1"] == min(1, counts["default"]["1"])  # positives are kept first

@@ -73,7 +73,7 @@ class DatasetConfig:
             "biored": None,
             "civic": 3000,
             "civicmine": None,
-            "mtsamples": 10000,
+            "mtsamples": 20000,  # 1.3.0 and earlier: 10,000
             HAND_SOURCE: None,
             LITERATURE_HAND_SOURCE: None,
             "synthetic": None,

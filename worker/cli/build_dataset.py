@@ -47,7 +47,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         type=int,
         metavar="N",
         help="at most N lexicon-labelled MTSamples train sentences: all positives, then hard "
-        "negatives, then a seeded sample of the others (default: the shipped model's)",
+        "negatives, then a seeded sample of the others (default 20000, the shipped model's; "
+        "10000 for 1.3.0's)",
     )
     parser.set_defaults(handler=handle)
 
