@@ -6,7 +6,7 @@
 # Steps: build the labelled dataset, fine-tune the packaged all-MiniLM-L6-v2 base, export the
 # float16 delta into worker/model/default/, then evaluate the exported model on the held-out
 # test split into bench/results/model_metrics.json (the model alone: the test labels of notes come
-# from the same lexicon the worker serves). Seeded; about 35-45 minutes on 2 CPU cores.
+# from the same lexicon the worker serves). Seeded; about 50-60 minutes on 2 CPU cores.
 # Bit-identical weights need the same torch version and thread count (--threads 2 here).
 set -euo pipefail
 
