@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,9 @@ from training.handlabels import (
     DEFAULT_DATA_DIR,
     LABELS_DIR,
     SPLIT_SEED,
+    Sentence,
     clinical_dev_sentences,
+    clinical_train_notes_sentences,
     load_labels,
     main,
     training_labels,
@@ -25,7 +28,15 @@ DATA_DIR = DEFAULT_DATA_DIR if DEFAULT_DATA_DIR.is_dir() else Path("/work/shared
 
 
 @pytest.mark.parametrize(
-    "name", ["clinical", "clinical_dev", "literature", "clinical_train", "literature_train"]
+    "name",
+    [
+        "clinical",
+        "clinical_dev",
+        "literature",
+        "clinical_train",
+        "clinical_train_notes",
+        "literature_train",
+    ],
 )
 def test_every_labelled_sentence_resolves_to_its_text_from_the_corpora(name: str) -> None:
     labelled = load_labels(name, DATA_DIR)
@@ -36,18 +47,30 @@ def test_every_labelled_sentence_resolves_to_its_text_from_the_corpora(name: str
         assert row["label"] == row["pass_a"] == row["pass_b"] or row["adjudicated"]
 
 
-@pytest.mark.parametrize(("name", "split"), [("clinical", "test"), ("clinical_dev", "dev")])
-def test_clinical_sentences_come_from_held_out_notes_only(name: str, split: str) -> None:
+@pytest.mark.parametrize(
+    ("name", "split"),
+    [("clinical", "test"), ("clinical_dev", "dev"), ("clinical_train_notes", "train")],
+)
+def test_clinical_sentences_come_from_the_notes_of_their_split_only(name: str, split: str) -> None:
     for sentence, _ in load_labels(name, DATA_DIR):
         held = doc_split(f"mtsamples:{sentence.doc}", seed=SPLIT_SEED, dev=0.1, test=0.2)
         assert held == split, sentence.id
 
 
-def test_the_clinical_dev_draw_labels_whole_notes_in_draw_order() -> None:
-    """Whole notes, as drawn: the labelled ids are a prefix of the dev draw (a larger target
-    only adds notes after them)."""
-    labelled = [sentence.id for sentence, _ in load_labels("clinical_dev", DATA_DIR)]
-    drawn = [sentence.id for sentence in clinical_dev_sentences(DATA_DIR, 10**6)]
+@pytest.mark.parametrize(
+    ("name", "draw"),
+    [
+        ("clinical_dev", clinical_dev_sentences),
+        ("clinical_train_notes", clinical_train_notes_sentences),
+    ],
+)
+def test_the_whole_note_draws_label_whole_notes_in_draw_order(
+    name: str, draw: Callable[[Path, int], list[Sentence]]
+) -> None:
+    """Whole notes, as drawn: the labelled ids are a prefix of the draw (a larger target only
+    adds notes after them)."""
+    labelled = [sentence.id for sentence, _ in load_labels(name, DATA_DIR)]
+    drawn = [sentence.id for sentence in draw(DATA_DIR, 10**6)]
     assert drawn[: len(labelled)] == labelled
 
 
@@ -124,15 +147,15 @@ def test_the_literature_training_labels_cover_the_whole_draw(
     assert len(first) == 10 and set(first) <= set(training_labels("literature_train"))
 
 
-@pytest.mark.parametrize("name", ["clinical", "clinical_dev"])
+@pytest.mark.parametrize("name", ["clinical", "clinical_dev", "clinical_train_notes"])
 def test_the_readme_table_counts_what_the_clinical_files_hold(name: str) -> None:
     rows = list(read_jsonl(LABELS_DIR / f"{name}.jsonl"))
     table = (LABELS_DIR / "README.md").read_text()
-    if name == "clinical_dev":  # its own table, after the test split's
+    if name != "clinical":  # each its own table, after the test split's
         table = table[table.index(f"| `{name}.jsonl`") :]
 
     def cells(rows_: list[dict[str, Any]]) -> str:
-        count, positives = f"{len(rows_):,}", sum(row["label"] for row in rows_)
+        count, positives = f"{len(rows_):,}", f"{sum(row['label'] for row in rows_):,}"
         return f"| {count} | {positives} |"
 
     assert f"| `{name}.jsonl` {cells(rows)}" in table

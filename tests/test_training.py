@@ -472,6 +472,7 @@ def test_hand_labels_replace_corpus_labels_and_count_hand_weight_times(
     data = _mini_corpora(tmp_path / "data")
     hand = {
         "clinical_train": {},
+        "clinical_train_notes": {},
         "literature_train": {"bc2gm:P1T0": 0, "biored:9:0": 0, "bc2gm:P2T0": 1},
     }
     monkeypatch.setattr(dataset_module, "training_labels", lambda name, batches: hand[name])
@@ -488,6 +489,64 @@ def test_hand_labels_replace_corpus_labels_and_count_hand_weight_times(
     assert by_text["Serum glucose rose."] == [(1, "literature_hand")] * 3
     assert by_text["TP53 was mutated."] == [(1, "biored")]
     assert len({row["id"] for row in rows}) == len(rows)
+
+
+def test_whole_note_hand_labels_are_trained_on_once_and_yield_to_the_picked_set(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Sentences of hand-labelled whole notes take their hand label under their own source, once
+    per epoch, outside the lexicon-labelled MTSamples quota; a sentence in both clinical sets
+    takes the picked set's label and weight."""
+    data = _mini_corpora(tmp_path / "data")
+    hand = {
+        "clinical_train": {"mts-1:68-89": 0},
+        "clinical_train_notes": {"mts-0:68-89": 1, "mts-1:68-89": 1},
+        "literature_train": {},
+    }
+    monkeypatch.setattr(dataset_module, "training_labels", lambda name, batches: hand[name])
+    config = DatasetConfig()
+    config.train_quota["mtsamples"] = 1
+    manifest = build_dataset(data, tmp_path / "out", config)
+    rows = _train_rows(tmp_path / "out")
+    by_text: dict[str, list[tuple[int, str]]] = {}
+    for row in rows:
+        by_text.setdefault(row["text"], []).append((row["label"], row["source"]))
+    assert by_text["Follow up in 0 weeks."] == [(1, dataset_module.HAND_NOTES_SOURCE)]
+    assert by_text["Follow up in 1 weeks."] == [(0, dataset_module.HAND_SOURCE)] * 2
+    assert sum(row["source"] == "mtsamples" for row in rows) == 1  # the quota: lexicon rows only
+    assert manifest["hand_labels"] == {
+        "clinical_train": 1,
+        "clinical_train_notes": 2,
+        "literature_train": 0,
+    }
+
+
+def test_the_whole_note_quota_keeps_hand_positives_first(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``--clinical-notes-quota`` caps the hand-labelled note sentences by the lexicon rows'
+    tiers: positives first (here by hand label, where the lexicon sees no analyte)."""
+    data = _mini_corpora(tmp_path / "data")
+    hand = {
+        "clinical_train": {},
+        "clinical_train_notes": {"mts-0:68-89": 0, "mts-1:68-89": 1, "mts-3:68-89": 0},
+        "literature_train": {},
+    }
+    monkeypatch.setattr(dataset_module, "training_labels", lambda name, batches: hand[name])
+    base = ["dataset", "--data-dir", str(data)]
+    args = _parser().parse_args(
+        [*base, "--out", str(tmp_path / "one"), "--clinical-notes-quota", "1"]
+    )
+    assert args.handler(args) == 0
+    kept = [row for row in _train_rows(tmp_path / "one") if row["source"] == "mtsamples_hand_notes"]
+    assert [(row["text"], row["label"]) for row in kept] == [("Follow up in 1 weeks.", 1)]
+    manifest = json.loads((tmp_path / "one" / "manifest.json").read_text())
+    assert manifest["train_quota"]["mtsamples_hand_notes"] == 1
+    args = _parser().parse_args(
+        [*base, "--out", str(tmp_path / "bad"), "--clinical-notes-quota", "0"]
+    )
+    with pytest.raises(UsageError, match="--clinical-notes-quota"):
+        args.handler(args)
 
 
 def _train_rows(out: Path) -> list[dict[str, Any]]:
@@ -516,13 +575,21 @@ def test_dataset_command_sets_hand_label_weight_and_batches_per_set(
     assert [row["source"] for row in _train_rows(once) if row["text"] == "BRCA1 binds DNA."] == [
         "literature_hand"
     ]
-    assert asked == [("clinical_train", 1), ("literature_train", 1)]  # the shipped model's
+    # the shipped model's
+    assert asked == [("clinical_train", 1), ("clinical_train_notes", 0), ("literature_train", 1)]
     asked.clear()
     none = tmp_path / "none"
-    cut = ["--literature-hand-batches", "0", "--clinical-hand-batches", "2"]
+    cut = [
+        "--literature-hand-batches",
+        "0",
+        "--clinical-hand-batches",
+        "2",
+        "--clinical-notes-hand-batches",
+        "3",
+    ]
     args = _parser().parse_args([*base, "--out", str(none), *cut])
     assert args.handler(args) == 0
-    assert asked == [("clinical_train", 2), ("literature_train", 0)]
+    assert asked == [("clinical_train", 2), ("clinical_train_notes", 3), ("literature_train", 0)]
     brca = [row for row in _train_rows(none) if row["text"] == "BRCA1 binds DNA."]
     assert [(row["label"], row["source"]) for row in brca] == [(1, "bc2gm")]
     for flag in ("--clinical-hand-weight", "--literature-hand-batches"):

@@ -46,12 +46,18 @@ from worker.errors import UsageError
 __all__ = ["DatasetConfig", "build_dataset", "data_dir_from", "normalise", "write_jsonl"]
 
 DATA_DIR_ENV = "BIOMARKER_DATA_DIR"
-#: Source names of training sentences labelled by hand (training/handlabels/): MTSamples, and
-#: BC2GM/BioRED (literature).
+#: Source names of training sentences labelled by hand (training/handlabels/): MTSamples
+#: sentences picked where the lexicon is weakest, MTSamples whole notes, and BC2GM/BioRED
+#: (literature).
 HAND_SOURCE = "mtsamples_hand"
+HAND_NOTES_SOURCE = "mtsamples_hand_notes"
 LITERATURE_HAND_SOURCE = "literature_hand"
 #: The source each hand-labelled training set's rows take.
-HAND_SET_SOURCES = {"clinical_train": HAND_SOURCE, "literature_train": LITERATURE_HAND_SOURCE}
+HAND_SET_SOURCES = {
+    "clinical_train": HAND_SOURCE,
+    "clinical_train_notes": HAND_NOTES_SOURCE,
+    "literature_train": LITERATURE_HAND_SOURCE,
+}
 HAND_SOURCES = frozenset(HAND_SET_SOURCES.values())
 _REQUIRED = (
     "bc2gm/bc2gm_sentences.jsonl",
@@ -75,6 +81,7 @@ class DatasetConfig:
             "civicmine": None,
             "mtsamples": 20000,  # 1.3.0 and earlier: 10,000
             HAND_SOURCE: None,
+            HAND_NOTES_SOURCE: None,
             LITERATURE_HAND_SOURCE: None,
             "synthetic": None,
             "synthetic_clinical": None,
@@ -84,14 +91,18 @@ class DatasetConfig:
     hand_labels: bool = True
     #: How many times each hand-labelled training sentence is seen per epoch, per hand source: a
     #: few hundred careful labels against tens of thousands of corpus labels that teach other
-    #: conventions.
+    #: conventions (the whole notes, thousands of mostly ordinary sentences, once).
     hand_weight: dict[str, int] = field(
-        default_factory=lambda: {HAND_SOURCE: 2, LITERATURE_HAND_SOURCE: 2}
+        default_factory=lambda: {HAND_SOURCE: 2, HAND_NOTES_SOURCE: 1, LITERATURE_HAND_SOURCE: 2}
     )
     #: Per hand-labelled training set (``training/handlabels/<name>.jsonl``), how many of its
     #: labelling batches to use, in order (``None``: all).
     hand_batches: dict[str, int | None] = field(
-        default_factory=lambda: {"clinical_train": 1, "literature_train": 1}
+        default_factory=lambda: {
+            "clinical_train": 1,
+            "clinical_train_notes": 0,
+            "literature_train": 1,
+        }
     )
     #: Add the note-style decoys of :mod:`training.synthetic_clinical` (drugs named like
     #: proteins given as treatment, measurements that are not analytes), as model 1.3.0's data
@@ -120,13 +131,21 @@ def normalise(text: str) -> str:
 
 
 def _all_examples(
-    data_dir: Path, seed: int, hand_labels: dict[str, int], *, note_decoys: bool
+    data_dir: Path, seed: int, hand_labels: dict[str, dict[str, int]], *, note_decoys: bool
 ) -> Iterator[Example]:
     literature = (*read_bc2gm(data_dir), *read_biored(data_dir))
-    yield from with_hand_labels(literature, hand_labels, LITERATURE_HAND_SOURCE)
+    yield from with_hand_labels(
+        literature, hand_labels.get("literature_train", {}), LITERATURE_HAND_SOURCE
+    )
     yield from read_civicmine(data_dir, seed=seed)
     yield from read_civic(data_dir, seed=seed)
-    yield from with_hand_labels(read_mtsamples(data_dir, seed=seed), hand_labels)
+    notes = with_hand_labels(
+        read_mtsamples(data_dir, seed=seed),
+        hand_labels.get("clinical_train_notes", {}),
+        HAND_NOTES_SOURCE,
+    )
+    # A sentence in both clinical sets takes the picked set's label and weight.
+    yield from with_hand_labels(notes, hand_labels.get("clinical_train", {}))
     yield from synthetic_examples(seed=seed)
     yield from clinical_templates(seed=seed, note_decoys=note_decoys)
 
@@ -173,6 +192,10 @@ def _dedupe(rows: Iterable[Example], banned: set[str]) -> list[Example]:
 def _rng(seed: int, source: str, purpose: str) -> random.Random:
     """One RNG per source and purpose, so a change in one source leaves the others alone."""
     return random.Random(f"{seed}:{source}:{purpose}")
+
+
+#: Sources of MTSamples note sentences, capped by tier (:func:`_note_tier`).
+_NOTE_SOURCES = frozenset({"mtsamples", HAND_NOTES_SOURCE})
 
 
 def _note_tier(row: Example) -> int:
@@ -230,11 +253,7 @@ def _counts(rows: list[Example]) -> dict[str, dict[str, int]]:
 def build_dataset(data_dir: Path, out_dir: Path, config: DatasetConfig) -> dict[str, Any]:
     """Write the three splits and the manifest into ``out_dir``; return the manifest."""
     hand_labels = (
-        {
-            k: v
-            for name in TRAINING_SETS
-            for k, v in training_labels(name, config.hand_batches.get(name)).items()
-        }
+        {name: training_labels(name, config.hand_batches.get(name)) for name in TRAINING_SETS}
         if config.hand_labels
         else {}
     )
@@ -253,7 +272,7 @@ def build_dataset(data_dir: Path, out_dir: Path, config: DatasetConfig) -> dict[
             group,
             config.train_quota.get(source),
             _rng(config.seed, source, "train"),
-            _note_tier if source == "mtsamples" else None,
+            _note_tier if source in _NOTE_SOURCES else None,
         )
     ]
     dev = [
@@ -273,7 +292,7 @@ def build_dataset(data_dir: Path, out_dir: Path, config: DatasetConfig) -> dict[
         "splitter_sha256": splitter_digest(),
         "train_quota": config.train_quota,
         "dev_quota": config.dev_quota,
-        "hand_labels": len(hand_labels),
+        "hand_labels": {name: len(labels) for name, labels in hand_labels.items()},
         "hand_weight": config.hand_weight,
         "hand_batches": config.hand_batches,
         "note_decoys": config.note_decoys,

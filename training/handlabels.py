@@ -14,9 +14,10 @@ them is trained on.
   were not.
 - **literature**: BC2GM and BioRED sentences of their official test splits, half from each, in a
   seeded order.
-- **clinical_train** and **literature_train** (training, not evaluation): MTSamples sentences of
-  *train* notes, and BC2GM and BioRED sentences of their *train* splits, whose hand labels replace
-  the lexicon's or the corpus's in :mod:`training.dataset`.
+- **clinical_train**, **clinical_train_notes** and **literature_train** (training, not
+  evaluation): MTSamples sentences of *train* notes (picked where the lexicon is weakest, and
+  whole notes drawn as the clinical sets are), and BC2GM and BioRED sentences of their *train*
+  splits, whose hand labels replace the lexicon's or the corpus's in :mod:`training.dataset`.
 
 The repository keeps ids, labels and the annotation passes only (``training/handlabels/*.jsonl``);
 the text is read back from the corpora in ``../shared/data`` (their SOURCE.md files give licence
@@ -44,6 +45,8 @@ from worker.lexicon import has_biomarker
 CLINICAL_TARGET = 19000
 #: More than the dev split holds (10,252 sentences): the clinical_dev set is the whole split.
 CLINICAL_DEV_TARGET = 11000
+#: More than the train split holds (65,865 sentences): ``clinical_train_notes`` is the whole split.
+CLINICAL_TRAIN_NOTES_TARGET = 70000
 LITERATURE_TARGET = 300
 #: The dataset's seed (training/dataset.py): the same seed gives the same test split.
 SPLIT_SEED = 13
@@ -99,6 +102,17 @@ def clinical_sentences(
 def clinical_dev_sentences(data_dir: Path, target: int = CLINICAL_DEV_TARGET) -> list[Sentence]:
     """:func:`clinical_sentences` drawn from the notes of the dev split."""
     return clinical_sentences(data_dir, target, split="dev")
+
+
+def clinical_train_notes_sentences(
+    data_dir: Path, target: int = CLINICAL_TRAIN_NOTES_TARGET
+) -> list[Sentence]:
+    """:func:`clinical_sentences` drawn from the notes of the *train* split, for training.
+
+    Whole notes, as the evaluation sets are drawn, so the hand labels teach the policy on
+    ordinary note text too, not only where the lexicon is weakest (``clinical_train``).
+    """
+    return clinical_sentences(data_dir, target, split="train")
 
 
 def _literature_rows(data_dir: Path, split: str) -> Iterator[tuple[Sentence, dict[str, Any]]]:
@@ -233,6 +247,7 @@ SETS = {
     "clinical_dev": clinical_dev_sentences,
     "literature": literature_sentences,
     "clinical_train": clinical_training_sentences,
+    "clinical_train_notes": clinical_train_notes_sentences,
     "literature_train": literature_training_sentences,
 }
 
@@ -265,7 +280,7 @@ def load_labels(
 
 
 #: The hand-labelled *training* sets (ids and labels only; :mod:`training.dataset` reads them).
-TRAINING_SETS = ("clinical_train", "literature_train")
+TRAINING_SETS = ("clinical_train", "clinical_train_notes", "literature_train")
 
 
 def training_labels(name: str = "clinical_train", batches: int | None = None) -> dict[str, int]:

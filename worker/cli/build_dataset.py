@@ -11,7 +11,13 @@ from worker.cli.checkout import checkout_only
 from worker.errors import UsageError
 
 #: Hand-labelled training sets the command line can weight or cut: flag prefix -> set name.
-HAND_SETS = {"clinical": "clinical_train", "literature": "literature_train"}
+HAND_SETS = {
+    "clinical": "clinical_train",
+    "clinical-notes": "clinical_train_notes",
+    "literature": "literature_train",
+}
+#: The default weight of each set, for the help text.
+_DEFAULT_WEIGHT = {"clinical_train": 2, "clinical_train_notes": 1, "literature_train": 2}
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -26,7 +32,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
             f"--{prefix}-hand-weight",
             type=int,
             metavar="N",
-            help=f"times each sentence of {name}.jsonl is trained on per epoch (default 2)",
+            help=f"times each sentence of {name}.jsonl is trained on per epoch "
+            f"(default {_DEFAULT_WEIGHT[name]})",
         )
         parser.add_argument(
             f"--{prefix}-hand-batches",
@@ -50,6 +57,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "negatives, then a seeded sample of the others (default 20000, the shipped model's; "
         "10000 for 1.3.0's)",
     )
+    parser.add_argument(
+        "--clinical-notes-quota",
+        type=int,
+        metavar="N",
+        help="at most N sentences of the hand-labelled whole train notes, by the same tiers "
+        "(default: all)",
+    )
     parser.set_defaults(handler=handle)
 
 
@@ -58,8 +72,9 @@ def hand_overrides(args: argparse.Namespace) -> tuple[dict[str, int], dict[str, 
     weights: dict[str, int] = {}
     batches: dict[str, int] = {}
     for prefix, name in HAND_SETS.items():
-        weight = getattr(args, f"{prefix}_hand_weight")
-        count = getattr(args, f"{prefix}_hand_batches")
+        attribute = prefix.replace("-", "_")
+        weight = getattr(args, f"{attribute}_hand_weight")
+        count = getattr(args, f"{attribute}_hand_batches")
         if weight is not None:
             if weight < 1:
                 raise UsageError(f"--{prefix}-hand-weight must be at least 1")
@@ -73,10 +88,17 @@ def hand_overrides(args: argparse.Namespace) -> tuple[dict[str, int], dict[str, 
 
 def handle(args: argparse.Namespace) -> int:
     weights, batches = hand_overrides(args)
-    if args.mtsamples_quota is not None and args.mtsamples_quota < 1:
-        raise UsageError("--mtsamples-quota must be at least 1")
+    for flag in ("mtsamples_quota", "clinical_notes_quota"):
+        if getattr(args, flag) is not None and getattr(args, flag) < 1:
+            raise UsageError(f"--{flag.replace('_', '-')} must be at least 1")
     with checkout_only("train"):
-        from training.dataset import HAND_SET_SOURCES, DatasetConfig, build_dataset, data_dir_from
+        from training.dataset import (
+            HAND_NOTES_SOURCE,
+            HAND_SET_SOURCES,
+            DatasetConfig,
+            build_dataset,
+            data_dir_from,
+        )
 
     data_dir = data_dir_from(args.data_dir)
     config = DatasetConfig(seed=args.seed, note_decoys=args.note_decoys)
@@ -84,6 +106,8 @@ def handle(args: argparse.Namespace) -> int:
     config.hand_batches.update(batches)
     if args.mtsamples_quota is not None:
         config.train_quota["mtsamples"] = args.mtsamples_quota
+    if args.clinical_notes_quota is not None:
+        config.train_quota[HAND_NOTES_SOURCE] = args.clinical_notes_quota
     manifest = build_dataset(data_dir, Path(args.out), config)
     json.dump(manifest["counts"], sys.stdout, indent=2)
     sys.stdout.write("\n")
