@@ -79,9 +79,13 @@ class DatasetConfig:
             "biored": None,
             "civic": 3000,
             "civicmine": None,
-            "mtsamples": 20000,  # 1.3.0 and earlier: 10,000
+            # Lexicon-labelled note sentences: 10,000 until 1.3.0, 20,000 for 1.4.0; since 1.5.0
+            # every train note is labelled by hand, so none are left for the lexicon to label.
+            "mtsamples": 20000,
             HAND_SOURCE: None,
-            HAND_NOTES_SOURCE: None,
+            # Hand-labelled whole notes, by the same tiers (1.5.0: 20,000, as many note
+            # sentences as 1.4.0 read).
+            HAND_NOTES_SOURCE: 20000,
             LITERATURE_HAND_SOURCE: None,
             "synthetic": None,
             "synthetic_clinical": None,
@@ -100,7 +104,7 @@ class DatasetConfig:
     hand_batches: dict[str, int | None] = field(
         default_factory=lambda: {
             "clinical_train": 1,
-            "clinical_train_notes": 0,
+            "clinical_train_notes": None,
             "literature_train": 1,
         }
     )

@@ -54,15 +54,16 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         type=int,
         metavar="N",
         help="at most N lexicon-labelled MTSamples train sentences: all positives, then hard "
-        "negatives, then a seeded sample of the others (default 20000, the shipped model's; "
-        "10000 for 1.3.0's)",
+        "negatives, then a seeded sample of the others (default 20000, 1.4.0's; 10000 for "
+        "1.3.0's; since 1.5.0 the train notes are labelled by hand, so it caps only what "
+        "--clinical-notes-hand-batches leaves to the lexicon)",
     )
     parser.add_argument(
         "--clinical-notes-quota",
         type=int,
         metavar="N",
         help="at most N sentences of the hand-labelled whole train notes, by the same tiers "
-        "(default: all)",
+        "(default 20000, the shipped model's)",
     )
     parser.set_defaults(handler=handle)
 
