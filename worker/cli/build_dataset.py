@@ -16,8 +16,6 @@ HAND_SETS = {
     "clinical-notes": "clinical_train_notes",
     "literature": "literature_train",
 }
-#: The default weight of each set, for the help text.
-_DEFAULT_WEIGHT = {"clinical_train": 2, "clinical_train_notes": 1, "literature_train": 2}
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -33,7 +31,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
             type=int,
             metavar="N",
             help=f"times each sentence of {name}.jsonl is trained on per epoch "
-            f"(default {_DEFAULT_WEIGHT[name]})",
+            "(default: the shipped model's, DatasetConfig.hand_weight)",
         )
         parser.add_argument(
             f"--{prefix}-hand-batches",
