@@ -19,6 +19,7 @@ from training.handlabels import (
     clinical_train_notes_sentences,
     load_labels,
     main,
+    training_hard_negatives,
     training_labels,
 )
 from training.sources import Example, read_jsonl
@@ -174,3 +175,15 @@ def test_training_labels_keep_the_first_batches_asked_for() -> None:
     assert set(training_labels("clinical_train", 1)) == first
     assert len(training_labels("clinical_train")) == len(rows) > len(first)
     assert training_labels("clinical_train", 0) == {}
+
+
+def test_training_hard_negatives_are_the_hand_labelled_negatives_with_a_family() -> None:
+    """The hard negatives of the whole train notes: label 0 with a family, by batch."""
+    rows = list(read_jsonl(LABELS_DIR / "clinical_train_notes.jsonl"))
+    hard = training_hard_negatives("clinical_train_notes")
+    expected = {row["id"] for row in rows if row["label"] == 0 and row["family"]}
+    assert hard == expected
+    assert 5000 < len(hard) < len(rows) // 2
+    first = training_hard_negatives("clinical_train_notes", 1)
+    assert first == {row["id"] for row in rows if row["id"] in hard and row["batch"] == 1}
+    assert first < hard

@@ -549,6 +549,44 @@ def test_the_whole_note_quota_keeps_hand_positives_first(
         args.handler(args)
 
 
+def test_the_whole_note_quota_can_keep_hand_named_hard_negatives_next(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With ``--hand-hard-negatives`` a negative the hand labels give a family (a vital sign, a
+    drug given as treatment, ...) joins the lexicon's decoys in the tier after the positives, so
+    a tight cap keeps it ahead of ordinary sentences; the manifest records the choice."""
+    data = _mini_corpora(tmp_path / "data")
+    hand = {
+        "clinical_train": {},
+        "clinical_train_notes": {"mts-0:68-89": 0, "mts-1:68-89": 0, "mts-3:68-89": 0},
+        "literature_train": {},
+    }
+    monkeypatch.setattr(dataset_module, "training_labels", lambda name, batches: hand[name])
+    asked: list[tuple[str, int | None]] = []
+
+    def hard(name: str, batches: int | None) -> frozenset[str]:
+        asked.append((name, batches))
+        return frozenset({"mts-3:68-89"})
+
+    monkeypatch.setattr(dataset_module, "training_hard_negatives", hard)
+    base = ["dataset", "--data-dir", str(data), "--clinical-notes-quota", "1"]
+    args = _parser().parse_args([*base, "--out", str(tmp_path / "hard"), "--hand-hard-negatives"])
+    assert args.handler(args) == 0
+    kept = [
+        row for row in _train_rows(tmp_path / "hard") if row["source"] == "mtsamples_hand_notes"
+    ]
+    assert [row["text"] for row in kept] == ["Follow up in 3 weeks."]
+    assert asked == [("clinical_train_notes", None)]
+    manifest = json.loads((tmp_path / "hard" / "manifest.json").read_text())
+    assert manifest["hand_hard_negatives"] is True
+    asked.clear()
+    args = _parser().parse_args([*base, "--out", str(tmp_path / "off"), "--no-hand-hard-negatives"])
+    assert args.handler(args) == 0
+    assert asked == []
+    manifest = json.loads((tmp_path / "off" / "manifest.json").read_text())
+    assert manifest["hand_hard_negatives"] is False
+
+
 def _train_rows(out: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in (out / "train.jsonl").read_text().splitlines()]
 

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from training.handlabels import TRAINING_SETS, training_labels
+from training.handlabels import TRAINING_SETS, training_hard_negatives, training_labels
 from training.lexicon import is_decoy
 from training.sources import (
     Example,
@@ -59,6 +59,8 @@ HAND_SET_SOURCES = {
     "literature_train": LITERATURE_HAND_SOURCE,
 }
 HAND_SOURCES = frozenset(HAND_SET_SOURCES.values())
+#: The hand-labelled set of whole train notes, the one capped by note tiers.
+NOTES_SET = "clinical_train_notes"
 _REQUIRED = (
     "bc2gm/bc2gm_sentences.jsonl",
     "biored/biored_sentences.jsonl",
@@ -112,6 +114,10 @@ class DatasetConfig:
     #: proteins given as treatment, measurements that are not analytes), as model 1.3.0's data
     #: did; 1.2.0's had none.
     note_decoys: bool = True
+    #: Put the hard negatives the hand labels name (label 0 with a family: vital signs, drugs
+    #: given as treatment, conditions named after an analyte, ...) in the note tier of the
+    #: lexicon's decoys, ahead of ordinary sentences, when the whole notes are capped.
+    hand_hard_negatives: bool = False
     dev_quota: dict[str, int | None] = field(
         default_factory=lambda: {"bc2gm": 1000, "biored": 1000, "civic": 1000, "mtsamples": None}
     )
@@ -202,11 +208,16 @@ def _rng(seed: int, source: str, purpose: str) -> random.Random:
 _NOTE_SOURCES = frozenset({"mtsamples", HAND_NOTES_SOURCE})
 
 
-def _note_tier(row: Example) -> int:
-    """MTSamples train priority: positives, then hard negatives (decoys), then the rest."""
-    if row.label == 1:
-        return 0
-    return 1 if is_decoy(row.text) else 2
+def _note_tier(hard_negatives: frozenset[str]) -> Callable[[Example], int]:
+    """MTSamples train priority: positives, then hard negatives (the lexicon's decoys and
+    ``hard_negatives``, ids the hand labels name), then the rest."""
+
+    def tier(row: Example) -> int:
+        if row.label == 1:
+            return 0
+        return 1 if row.id in hard_negatives or is_decoy(row.text) else 2
+
+    return tier
 
 
 def _cap(
@@ -262,6 +273,12 @@ def build_dataset(data_dir: Path, out_dir: Path, config: DatasetConfig) -> dict[
         else {}
     )
     rows = list(_all_examples(data_dir, config.seed, hand_labels, note_decoys=config.note_decoys))
+    hard_negatives = (
+        training_hard_negatives(NOTES_SET, config.hand_batches.get(NOTES_SET))
+        if config.hand_labels and config.hand_hard_negatives
+        else frozenset()
+    )
+    note_tier = _note_tier(hard_negatives)
     test = _dedupe((row for row in rows if row.split == "test"), set())
     test_keys = {normalise(row.text) for row in test}
     dev = _dedupe((row for row in rows if row.split == "dev"), test_keys)
@@ -276,7 +293,7 @@ def build_dataset(data_dir: Path, out_dir: Path, config: DatasetConfig) -> dict[
             group,
             config.train_quota.get(source),
             _rng(config.seed, source, "train"),
-            _note_tier if source in _NOTE_SOURCES else None,
+            note_tier if source in _NOTE_SOURCES else None,
         )
     ]
     dev = [
@@ -300,6 +317,7 @@ def build_dataset(data_dir: Path, out_dir: Path, config: DatasetConfig) -> dict[
         "hand_weight": config.hand_weight,
         "hand_batches": config.hand_batches,
         "note_decoys": config.note_decoys,
+        "hand_hard_negatives": config.hand_hard_negatives,
         "counts": {name: _counts(split_rows) for name, split_rows in splits.items()},
     }
     (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")

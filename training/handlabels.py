@@ -295,6 +295,18 @@ def training_labels(name: str = "clinical_train", batches: int | None = None) ->
     }
 
 
+def training_hard_negatives(name: str, batches: int | None = None) -> frozenset[str]:
+    """Ids of a hand-labelled *training* set's hard negatives: label 0 with a family (a vital
+    sign, a drug given as treatment, a condition named after an analyte, ...)."""
+    return frozenset(
+        row["id"]
+        for row in read_jsonl(LABELS_DIR / f"{name}.jsonl")
+        if (batches is None or int(row["batch"]) <= batches)
+        and int(row["label"]) == 0
+        and row.get("family")
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m training.handlabels", description=__doc__)
     parser.add_argument("command", choices=["sheet"])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from worker.cli.checkout import checkout_only
@@ -46,6 +47,14 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         default=True,
         help="note-style decoys: drugs named like proteins given as treatment, measurements "
         "that are not analytes (default: on, as the shipped model; --no-note-decoys for 1.2.0's)",
+    )
+    parser.add_argument(
+        "--hand-hard-negatives",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="when the whole train notes are capped, keep the hard negatives their hand labels "
+        "name (vital signs, drugs given as treatment, ...) ahead of ordinary sentences, with "
+        "the lexicon's decoys (default: as the shipped model's data, DatasetConfig)",
     )
     parser.add_argument(
         "--mtsamples-quota",
@@ -101,6 +110,8 @@ def handle(args: argparse.Namespace) -> int:
 
     data_dir = data_dir_from(args.data_dir)
     config = DatasetConfig(seed=args.seed, note_decoys=args.note_decoys)
+    if args.hand_hard_negatives is not None:
+        config = replace(config, hand_hard_negatives=args.hand_hard_negatives)
     config.hand_weight.update({HAND_SET_SOURCES[name]: n for name, n in weights.items()})
     config.hand_batches.update(batches)
     if args.mtsamples_quota is not None:
