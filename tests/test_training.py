@@ -552,9 +552,9 @@ def test_the_whole_note_quota_keeps_hand_positives_first(
 def test_the_whole_note_quota_can_keep_hand_named_hard_negatives_next(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """With ``--hand-hard-negatives`` a negative the hand labels give a family (a vital sign, a
-    drug given as treatment, ...) joins the lexicon's decoys in the tier after the positives, so
-    a tight cap keeps it ahead of ordinary sentences; the manifest records the choice."""
+    """With ``--hand-hard-negatives`` (the default) a negative the hand labels give a family (a
+    vital sign, a drug given as treatment, ...) joins the lexicon's decoys in the tier after the
+    positives, so a tight cap keeps it ahead of ordinary sentences; the manifest records it."""
     data = _mini_corpora(tmp_path / "data")
     hand = {
         "clinical_train": {},
@@ -570,7 +570,7 @@ def test_the_whole_note_quota_can_keep_hand_named_hard_negatives_next(
 
     monkeypatch.setattr(dataset_module, "training_hard_negatives", hard)
     base = ["dataset", "--data-dir", str(data), "--clinical-notes-quota", "1"]
-    args = _parser().parse_args([*base, "--out", str(tmp_path / "hard"), "--hand-hard-negatives"])
+    args = _parser().parse_args([*base, "--out", str(tmp_path / "hard")])  # the default
     assert args.handler(args) == 0
     kept = [
         row for row in _train_rows(tmp_path / "hard") if row["source"] == "mtsamples_hand_notes"

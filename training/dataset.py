@@ -86,8 +86,9 @@ class DatasetConfig:
             "mtsamples": 20000,
             HAND_SOURCE: None,
             # Hand-labelled whole notes, by the same tiers (1.5.0: 20,000, as many note
-            # sentences as 1.4.0 read).
-            HAND_NOTES_SOURCE: 20000,
+            # sentences as 1.4.0 read; 1.6.0: 24,000, the hand-named hard negatives added to
+            # the second tier and as many ordinary sentences as before).
+            HAND_NOTES_SOURCE: 24000,
             LITERATURE_HAND_SOURCE: None,
             "synthetic": None,
             "synthetic_clinical": None,
@@ -116,8 +117,9 @@ class DatasetConfig:
     note_decoys: bool = True
     #: Put the hard negatives the hand labels name (label 0 with a family: vital signs, drugs
     #: given as treatment, conditions named after an analyte, ...) in the note tier of the
-    #: lexicon's decoys, ahead of ordinary sentences, when the whole notes are capped.
-    hand_hard_negatives: bool = False
+    #: lexicon's decoys, ahead of ordinary sentences, when the whole notes are capped (since
+    #: 1.6.0; 1.5.0's data: off).
+    hand_hard_negatives: bool = True
     dev_quota: dict[str, int | None] = field(
         default_factory=lambda: {"bc2gm": 1000, "biored": 1000, "civic": 1000, "mtsamples": None}
     )

@@ -54,7 +54,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         default=None,
         help="when the whole train notes are capped, keep the hard negatives their hand labels "
         "name (vital signs, drugs given as treatment, ...) ahead of ordinary sentences, with "
-        "the lexicon's decoys (default: as the shipped model's data, DatasetConfig)",
+        "the lexicon's decoys (default: on, as the shipped model's data; off for 1.5.0's)",
     )
     parser.add_argument(
         "--mtsamples-quota",
@@ -70,7 +70,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         type=int,
         metavar="N",
         help="at most N sentences of the hand-labelled whole train notes, by the same tiers "
-        "(default 20000, the shipped model's)",
+        "(default 24000, the shipped model's; 20000 for 1.5.0's)",
     )
     parser.set_defaults(handler=handle)
 
