@@ -283,16 +283,19 @@ def load_labels(
 TRAINING_SETS = ("clinical_train", "clinical_train_notes", "literature_train")
 
 
+def _training_rows(name: str, batches: int | None) -> Iterator[dict[str, Any]]:
+    """The rows of a hand-labelled *training* set, its first ``batches`` batches (``None``: all)."""
+    for row in read_jsonl(LABELS_DIR / f"{name}.jsonl"):
+        if batches is None or int(row["batch"]) <= batches:
+            yield row
+
+
 def training_labels(name: str = "clinical_train", batches: int | None = None) -> dict[str, int]:
     """Sentence id -> hand label of a hand-labelled *training* set (ids only; no text).
 
     ``batches`` keeps the first that many labelling batches (``None``: all).
     """
-    return {
-        row["id"]: int(row["label"])
-        for row in read_jsonl(LABELS_DIR / f"{name}.jsonl")
-        if batches is None or int(row["batch"]) <= batches
-    }
+    return {row["id"]: int(row["label"]) for row in _training_rows(name, batches)}
 
 
 def training_hard_negatives(name: str, batches: int | None = None) -> frozenset[str]:
@@ -300,10 +303,8 @@ def training_hard_negatives(name: str, batches: int | None = None) -> frozenset[
     sign, a drug given as treatment, a condition named after an analyte, ...)."""
     return frozenset(
         row["id"]
-        for row in read_jsonl(LABELS_DIR / f"{name}.jsonl")
-        if (batches is None or int(row["batch"]) <= batches)
-        and int(row["label"]) == 0
-        and row.get("family")
+        for row in _training_rows(name, batches)
+        if int(row["label"]) == 0 and row.get("family")
     )
 
 
