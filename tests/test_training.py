@@ -614,7 +614,7 @@ def test_dataset_command_sets_hand_label_weight_and_batches_per_set(
         "literature_hand"
     ]
     # the shipped model's
-    assert asked == [("clinical_train", 1), ("clinical_train_notes", None), ("literature_train", 1)]
+    assert asked == [("clinical_train", 1), ("clinical_train_notes", None), ("literature_train", 2)]
     asked.clear()
     none = tmp_path / "none"
     cut = [

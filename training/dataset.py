@@ -103,12 +103,13 @@ class DatasetConfig:
         default_factory=lambda: {HAND_SOURCE: 2, HAND_NOTES_SOURCE: 1, LITERATURE_HAND_SOURCE: 2}
     )
     #: Per hand-labelled training set (``training/handlabels/<name>.jsonl``), how many of its
-    #: labelling batches to use, in order (``None``: all).
+    #: labelling batches to use, in order (``None``: all). The literature's second batch joined
+    #: with 1.7.0; 1.6.0's data read its first only.
     hand_batches: dict[str, int | None] = field(
         default_factory=lambda: {
             "clinical_train": 1,
             "clinical_train_notes": None,
-            "literature_train": 1,
+            "literature_train": 2,
         }
     )
     #: Add the note-style decoys of :mod:`training.synthetic_clinical` (drugs named like
