@@ -140,7 +140,7 @@ def test_literature_training_labels_come_from_the_corpora_train_splits_only() ->
 def test_the_literature_training_labels_cover_the_whole_draw(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    # batches 1 and 2 are the draw at its target, so a sheet of what is still new is empty
+    # batches 1-3 are the draw at its target, so a sheet of what is still new is empty
     assert main(["sheet", "literature_train", "--new", "--data-dir", str(DATA_DIR)]) == 0
     assert capsys.readouterr().out == ""
     assert main(["sheet", "literature_train", "--target", "10", "--data-dir", str(DATA_DIR)]) == 0
