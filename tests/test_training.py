@@ -563,23 +563,27 @@ def test_the_whole_note_quota_can_keep_hand_named_hard_negatives_next(
     }
     monkeypatch.setattr(dataset_module, "training_labels", lambda name, batches: hand[name])
     asked: list[tuple[str, int | None]] = []
+    named = ""
 
     def hard(name: str, batches: int | None) -> frozenset[str]:
         asked.append((name, batches))
-        return frozenset({"mts-3:68-89"})
+        return frozenset({named})
 
     monkeypatch.setattr(dataset_module, "training_hard_negatives", hard)
     base = ["dataset", "--data-dir", str(data), "--clinical-notes-quota", "1"]
-    args = _parser().parse_args([*base, "--out", str(tmp_path / "hard")])  # the default
-    assert args.handler(args) == 0
-    kept = [
-        row for row in _train_rows(tmp_path / "hard") if row["source"] == "mtsamples_hand_notes"
-    ]
-    assert [row["text"] for row in kept] == ["Follow up in 3 weeks."]
-    assert asked == [("clinical_train_notes", None)]
-    manifest = json.loads((tmp_path / "hard" / "manifest.json").read_text())
+    # whichever of the three the hand labels name is the one kept, so a seeded draw that
+    # ignored the names could match at most one of these
+    for note in (0, 1, 3):
+        named = f"mts-{note}:68-89"
+        out = tmp_path / f"hard-{note}"
+        args = _parser().parse_args([*base, "--out", str(out)])  # the default
+        assert args.handler(args) == 0
+        kept = [row for row in _train_rows(out) if row["source"] == "mtsamples_hand_notes"]
+        assert [row["text"] for row in kept] == [f"Follow up in {note} weeks."]
+        assert asked == [("clinical_train_notes", None)]
+        asked.clear()
+    manifest = json.loads((tmp_path / "hard-3" / "manifest.json").read_text())
     assert manifest["hand_hard_negatives"] is True
-    asked.clear()
     args = _parser().parse_args([*base, "--out", str(tmp_path / "off"), "--no-hand-hard-negatives"])
     assert args.handler(args) == 0
     assert asked == []
