@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -521,18 +522,19 @@ def test_whole_note_hand_labels_are_trained_on_once_and_yield_to_the_picked_set(
     }
 
 
+def _label_train_notes(monkeypatch: pytest.MonkeyPatch, labels: dict[str, int]) -> None:
+    """Hand labels for these train-note sentences only (no other hand-labelled training set)."""
+    hand = {"clinical_train": {}, "clinical_train_notes": labels, "literature_train": {}}
+    monkeypatch.setattr(dataset_module, "training_labels", lambda name, batches: hand[name])
+
+
 def test_the_whole_note_quota_keeps_hand_positives_first(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """``--clinical-notes-quota`` caps the hand-labelled note sentences by the lexicon rows'
     tiers: positives first (here by hand label, where the lexicon sees no analyte)."""
     data = _mini_corpora(tmp_path / "data")
-    hand = {
-        "clinical_train": {},
-        "clinical_train_notes": {"mts-0:68-89": 0, "mts-1:68-89": 1, "mts-3:68-89": 0},
-        "literature_train": {},
-    }
-    monkeypatch.setattr(dataset_module, "training_labels", lambda name, batches: hand[name])
+    _label_train_notes(monkeypatch, {"mts-0:68-89": 0, "mts-1:68-89": 1, "mts-3:68-89": 0})
     base = ["dataset", "--data-dir", str(data)]
     args = _parser().parse_args(
         [*base, "--out", str(tmp_path / "one"), "--clinical-notes-quota", "1"]
@@ -556,12 +558,7 @@ def test_the_whole_note_quota_can_keep_hand_named_hard_negatives_next(
     vital sign, a drug given as treatment, ...) joins the lexicon's decoys in the tier after the
     positives, so a tight cap keeps it ahead of ordinary sentences; the manifest records it."""
     data = _mini_corpora(tmp_path / "data")
-    hand = {
-        "clinical_train": {},
-        "clinical_train_notes": {"mts-0:68-89": 0, "mts-1:68-89": 0, "mts-3:68-89": 0},
-        "literature_train": {},
-    }
-    monkeypatch.setattr(dataset_module, "training_labels", lambda name, batches: hand[name])
+    _label_train_notes(monkeypatch, {"mts-0:68-89": 0, "mts-1:68-89": 0, "mts-3:68-89": 0})
     asked: list[tuple[str, int | None]] = []
     named = ""
 
@@ -589,6 +586,37 @@ def test_the_whole_note_quota_can_keep_hand_named_hard_negatives_next(
     assert asked == []
     manifest = json.loads((tmp_path / "off" / "manifest.json").read_text())
     assert manifest["hand_hard_negatives"] is False
+
+
+def test_the_hand_named_hard_negatives_can_weigh_more(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``--hard-negative-weight N`` trains each hard negative the train notes' hand labels name
+    N times per epoch and every other note sentence once; the default keeps each once, as the
+    shipped model's data, and the manifest records the weight."""
+    data = _mini_corpora(tmp_path / "data")
+    _label_train_notes(monkeypatch, {"mts-0:68-89": 0, "mts-1:68-89": 0, "mts-3:68-89": 1})
+    monkeypatch.setattr(
+        dataset_module, "training_hard_negatives", lambda name, batches: frozenset({"mts-1:68-89"})
+    )
+    base = ["dataset", "--data-dir", str(data)]
+    counts: dict[str, Counter[str]] = {}
+    for name, flags in (("default", []), ("twice", ["--hard-negative-weight", "2"])):
+        out = tmp_path / name
+        args = _parser().parse_args([*base, "--out", str(out), *flags])
+        assert args.handler(args) == 0
+        counts[name] = Counter(
+            row["text"] for row in _train_rows(out) if row["source"] == "mtsamples_hand_notes"
+        )
+        manifest = json.loads((out / "manifest.json").read_text())
+        assert manifest["hard_negative_weight"] == (2 if flags else 1)
+    assert set(counts["default"].values()) == {1}
+    assert counts["twice"] == counts["default"] + Counter({"Follow up in 1 weeks.": 1})
+    args = _parser().parse_args(
+        [*base, "--out", str(tmp_path / "bad"), "--hard-negative-weight", "0"]
+    )
+    with pytest.raises(UsageError, match="--hard-negative-weight"):
+        args.handler(args)
 
 
 def _train_rows(out: Path) -> list[dict[str, Any]]:

@@ -121,6 +121,10 @@ class DatasetConfig:
     #: lexicon's decoys, ahead of ordinary sentences, when the whole notes are capped (since
     #: 1.6.0; 1.5.0's data: off).
     hand_hard_negatives: bool = True
+    #: How many times each of those hand-named hard negatives of the train notes is trained on
+    #: per epoch (at least; 1 as every shipped model's data), so the lessons of the families the
+    #: model confuses (drugs given as treatment, conditions named after an analyte) weigh more.
+    hard_negative_weight: int = 1
     dev_quota: dict[str, int | None] = field(
         default_factory=lambda: {"bc2gm": 1000, "biored": 1000, "civic": 1000, "mtsamples": None}
     )
@@ -181,12 +185,20 @@ def _weakly_labelled(row: Example) -> bool:
     return row.source not in HAND_SOURCES
 
 
-def _weighted(rows: list[Example], hand_weight: dict[str, int]) -> list[Example]:
-    """Each hand-labelled row its source's weight times (ids suffixed ``#2``, ...), others once."""
+def _weighted(
+    rows: list[Example],
+    hand_weight: dict[str, int],
+    hard_negatives: frozenset[str] = frozenset(),
+    hard_negative_weight: int = 1,
+) -> list[Example]:
+    """Each hand-labelled row its source's weight times (ids suffixed ``#2``, ...), others once;
+    a train-note row among ``hard_negatives`` at least ``hard_negative_weight`` times."""
     out: list[Example] = []
     for row in rows:
         out.append(row)
         repeats = hand_weight.get(row.source, 1)
+        if row.source == HAND_NOTES_SOURCE and row.id in hard_negatives:
+            repeats = max(repeats, hard_negative_weight)
         out += [replace(row, id=f"{row.id}#{n}") for n in range(2, repeats + 1)]
     return out
 
@@ -276,12 +288,13 @@ def build_dataset(data_dir: Path, out_dir: Path, config: DatasetConfig) -> dict[
         else {}
     )
     rows = list(_all_examples(data_dir, config.seed, hand_labels, note_decoys=config.note_decoys))
+    weigh_hard_negatives = config.hard_negative_weight > 1
     hard_negatives = (
         training_hard_negatives(NOTES_SET, config.hand_batches.get(NOTES_SET))
-        if config.hand_labels and config.hand_hard_negatives
+        if config.hand_labels and (config.hand_hard_negatives or weigh_hard_negatives)
         else frozenset()
     )
-    note_tier = _note_tier(hard_negatives)
+    note_tier = _note_tier(hard_negatives if config.hand_hard_negatives else frozenset())
     test = _dedupe((row for row in rows if row.split == "test"), set())
     test_keys = {normalise(row.text) for row in test}
     dev = _dedupe((row for row in rows if row.split == "dev"), test_keys)
@@ -304,7 +317,7 @@ def build_dataset(data_dir: Path, out_dir: Path, config: DatasetConfig) -> dict[
         for source, group in sorted(_by_source(dev).items())
         for row in _cap(group, config.dev_quota.get(source), _rng(config.seed, source, "dev"))
     ]
-    train = _weighted(train, config.hand_weight)
+    train = _weighted(train, config.hand_weight, hard_negatives, config.hard_negative_weight)
     _rng(config.seed, "all", "shuffle").shuffle(train)
     out_dir.mkdir(parents=True, exist_ok=True)
     splits = {"train": train, "dev": dev, "test": test}
@@ -321,6 +334,7 @@ def build_dataset(data_dir: Path, out_dir: Path, config: DatasetConfig) -> dict[
         "hand_batches": config.hand_batches,
         "note_decoys": config.note_decoys,
         "hand_hard_negatives": config.hand_hard_negatives,
+        "hard_negative_weight": config.hard_negative_weight,
         "counts": {name: _counts(split_rows) for name, split_rows in splits.items()},
     }
     (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")

@@ -57,6 +57,14 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "the lexicon's decoys (default: on, as the shipped model's data; off for 1.5.0's)",
     )
     parser.add_argument(
+        "--hard-negative-weight",
+        type=int,
+        metavar="N",
+        help="train on each hard negative the train notes' hand labels name (drugs given as "
+        "treatment, conditions named after an analyte, ...) at least N times per epoch "
+        "(default 1, the shipped model's)",
+    )
+    parser.add_argument(
         "--mtsamples-quota",
         type=int,
         metavar="N",
@@ -96,7 +104,7 @@ def hand_overrides(args: argparse.Namespace) -> tuple[dict[str, int], dict[str, 
 
 def handle(args: argparse.Namespace) -> int:
     weights, batches = hand_overrides(args)
-    for flag in ("mtsamples_quota", "clinical_notes_quota"):
+    for flag in ("mtsamples_quota", "clinical_notes_quota", "hard_negative_weight"):
         if getattr(args, flag) is not None and getattr(args, flag) < 1:
             raise UsageError(f"--{flag.replace('_', '-')} must be at least 1")
     with checkout_only("train"):
@@ -112,6 +120,8 @@ def handle(args: argparse.Namespace) -> int:
     config = DatasetConfig(seed=args.seed, note_decoys=args.note_decoys)
     if args.hand_hard_negatives is not None:
         config = replace(config, hand_hard_negatives=args.hand_hard_negatives)
+    if args.hard_negative_weight is not None:
+        config = replace(config, hard_negative_weight=args.hard_negative_weight)
     config.hand_weight.update({HAND_SET_SOURCES[name]: n for name, n in weights.items()})
     config.hand_batches.update(batches)
     if args.mtsamples_quota is not None:
