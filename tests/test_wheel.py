@@ -159,6 +159,7 @@ def test_cli_runs_from_the_wheel_alone(installed: Installed) -> None:
         (["train", "--base", "b", "--train", "t.jsonl", "--out", "out"], "[train] extra"),
         (["evaluate", "--model", "m", "--data", "d.jsonl"], "[train] extra"),
         (["dataset", "--out", "out"], "[train] extra"),
+        (["soup", "--model", "a", "--model", "b", "--out", "out"], "[train] extra"),
         (["bench", "--quick"], "[bench,onnx] extras"),
         (["demo", "--notes", "1"], "(pip install -e .)"),
         (["chaos", "--notes", "1"], "(pip install -e .)"),

@@ -27,6 +27,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "worker.cli.show_config",
     "worker.cli.build_dataset",
     "worker.cli.train",
+    "worker.cli.soup",
     "worker.cli.evaluate",
     "worker.cli.bench",
     "worker.cli.chaos",

@@ -1,6 +1,6 @@
 """Sub-commands whose code lives only in a source checkout, not in the service wheel.
 
-``train``, ``evaluate`` and ``dataset`` need ``training/``; ``bench`` needs ``bench/`` and
+``train``, ``soup``, ``evaluate`` and ``dataset`` need ``training/``; ``bench`` needs ``bench/`` and
 ``devkit/``; ``demo`` and ``chaos`` need ``devkit/``. The wheel carries ``worker/`` alone, so
 those commands import the checkout's packages lazily inside :func:`checkout_only`, which turns a
 missing package or a missing extra into one line (exit 2) instead of a traceback.
