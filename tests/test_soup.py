@@ -106,6 +106,7 @@ def test_checkpoints_of_another_architecture_are_refused_in_one_line(
         ("into-input", "is one of its checkpoints"),
         ("weights", "2 weights for 3 checkpoints"),
         ("negative", "must be positive"),
+        ("nan", "must be positive"),
     ],
 )
 def test_bad_soups_are_usage_errors(
@@ -124,5 +125,7 @@ def test_bad_soups_are_usage_errors(
         weights = [1.0, 2.0]
     elif case == "negative":
         weights = [1.0, -1.0, 1.0]
+    elif case == "nan":
+        weights = [1.0, float("nan"), 1.0]
     with pytest.raises(UsageError, match=message):
         make_soup(models, out, weights)

@@ -1,9 +1,10 @@
 """Average the weights of checkpoints fine-tuned from one base (a "model soup").
 
-Runs of the same recipe that differ only in their seed end close together in weight space, and
-the element-wise mean of their weights classifies like an ensemble of them at the cost of one
-model (Wortsman et al., 2022, "Model soups"). A single run's held-out F1 moves by about 0.02 with
-the seed alone (docs/MODEL_CARD.md), so a soup of a few seeds is steadier than any one of them.
+Runs of the same recipe that differ only in their seed end close together in weight space, so
+the element-wise mean of their weights is itself a working model, at the cost of one (Wortsman et
+al., 2022, "Model soups"). A single run's held-out F1 moves by about 0.02 with the seed alone; an
+average does not depend on one lucky or unlucky seed. Its scores sit nearer the middle than its
+members' (docs/MODEL_CARD.md, round 15), so choose its threshold on development data.
 
 Every ingredient must be a Hugging Face checkpoint directory (``config.json``,
 ``model.safetensors``) of the same architecture with the same tensors. Tensors equal in every
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
@@ -89,7 +91,7 @@ def _normalised(weights: Sequence[float] | None, count: int) -> list[float]:
         return [1.0 / count] * count
     if len(weights) != count:
         raise UsageError(f"{len(weights)} weights for {count} checkpoints")
-    if any(weight <= 0 for weight in weights):
+    if not all(math.isfinite(weight) and weight > 0 for weight in weights):
         raise UsageError("soup weights must be positive")
     total = sum(weights)
     return [weight / total for weight in weights]

@@ -16,8 +16,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="average checkpoints fine-tuned from one base (e.g. several seeds) into one",
         description=(
             "Write the element-wise mean of the weights of checkpoints fine-tuned from one base "
-            "with one recipe (a 'model soup'), e.g. runs that differ only in their seed: one "
-            "model's cost, steadier than any single run. Tensors equal in all of them are copied."
+            "with one recipe (a 'model soup'), e.g. runs that differ only in their seed, at one "
+            "model's cost. Tensors equal in all of them are copied. Its scores sit nearer the "
+            "middle than its members': choose its threshold on development data."
         ),
     )
     parser.add_argument(
