@@ -107,6 +107,7 @@ def test_checkpoints_of_another_architecture_are_refused_in_one_line(
         ("weights", "2 weights for 3 checkpoints"),
         ("negative", "must be positive"),
         ("nan", "must be positive"),
+        ("unwritable", "cannot write the soup"),
     ],
 )
 def test_bad_soups_are_usage_errors(
@@ -127,5 +128,8 @@ def test_bad_soups_are_usage_errors(
         weights = [1.0, -1.0, 1.0]
     elif case == "nan":
         weights = [1.0, float("nan"), 1.0]
+    elif case == "unwritable":
+        (tmp_path / "a-file").write_text("")
+        out = tmp_path / "a-file" / "soup"
     with pytest.raises(UsageError, match=message):
         make_soup(models, out, weights)

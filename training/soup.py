@@ -135,11 +135,6 @@ def make_soup(
         key: _mix([state[key] for state in states], mix_weights, key) for key in sorted(states[0])
     }
     copied = sum(averaged[key] is states[0][key] for key in averaged)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    save_file(averaged, str(out_dir / _WEIGHTS), metadata={"format": "pt"})
-    for name in (_CONFIG, *_TOKENIZER_FILES):
-        if (model_dirs[0] / name).is_file():
-            shutil.copyfile(model_dirs[0] / name, out_dir / name)
     manifest: dict[str, Any] = {
         "ingredients": [
             {
@@ -152,5 +147,20 @@ def make_soup(
         "tensors": len(averaged),
         "tensors_averaged": len(averaged) - copied,
     }
-    (out_dir / SOUP_MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    try:
+        _write(out_dir, averaged, model_dirs[0], manifest)
+    except OSError as exc:
+        raise UsageError(f"cannot write the soup to {out_dir}: {exc.strerror}") from exc
     return manifest
+
+
+def _write(
+    out_dir: Path, weights: dict[str, torch.Tensor], first: Path, manifest: dict[str, Any]
+) -> None:
+    """The averaged weights, the first ingredient's config and tokenizer, and ``soup.json``."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    save_file(weights, str(out_dir / _WEIGHTS), metadata={"format": "pt"})
+    for name in (_CONFIG, *_TOKENIZER_FILES):
+        if (first / name).is_file():
+            shutil.copyfile(first / name, out_dir / name)
+    (out_dir / SOUP_MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
