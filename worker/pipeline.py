@@ -161,6 +161,7 @@ class Pipeline:
             on_blocked=self._stage_offsets,
         )
         self._stopping = threading.Event()
+        self._signal: str | None = None  # the stop signal received, set by a signal handler
         self._memory = FreeMemoryReturner()
         self.last_progress = time.monotonic()
         self._next_gauges = 0.0
@@ -169,11 +170,18 @@ class Pipeline:
         self.hung = False
 
     # ------------------------------------------------------------------ lifecycle
-    def request_stop(self) -> None:
-        """Ask the loop to drain and exit (signal handlers, bounded runs, tests)."""
+    def request_stop(self, reason: str = "requested") -> None:
+        """Ask the loop to drain and exit (bounded runs, tests, the end of a replay); signal
+        handlers call :meth:`signalled` instead."""
         if not self._stopping.is_set():
-            log.info("stop_requested")
+            log.info("stop_requested", reason=reason)
         self._stopping.set()
+
+    def signalled(self, name: str) -> None:
+        """Note a stop signal; the loop drains on its next turn. A handler runs in the main
+        thread between two bytecodes, possibly while that thread holds the log's write lock
+        (or an ``Event``'s), so it only assigns an attribute: logging from it could deadlock."""
+        self._signal = name
 
     def run(self) -> int:
         """Consume until stopped (or a replay is finished); return the process exit code."""
@@ -202,8 +210,10 @@ class Pipeline:
             with startup_objects_frozen():
                 while not self._stopping.is_set():
                     self._step()
-                    if self.source.finished():
-                        self.request_stop()
+                    if self._signal is not None:
+                        self.request_stop(reason=self._signal)
+                    elif self.source.finished():
+                        self.request_stop(reason="replay finished")
                 self._drain()
         except ClientHung as exc:  # the client is stuck inside librdkafka: do not touch it
             log.error("client_hung", error=str(exc), in_flight=self.tracker.heads())
@@ -259,7 +269,9 @@ class Pipeline:
     def readiness(self) -> tuple[bool, str]:
         """Able to work (:func:`worker.health.readiness`); owning no partitions is ``idle``."""
         return readiness(
-            stopping=self._stopping.is_set() or self.errors.fatal is not None,
+            stopping=self._stopping.is_set()
+            or self._signal is not None
+            or self.errors.fatal is not None,
             model_running=self._inference.alive(),
             brokers=self.errors.brokers_problem(),
             heartbeats=self._heartbeats(),

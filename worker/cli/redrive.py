@@ -142,11 +142,9 @@ def handle(args: argparse.Namespace) -> int:
 def _stop_on_signals(redriver: Redriver, started: list[Redriver]) -> None:
     """SIGTERM and SIGINT finish the batch in flight (delivered, committed), then stop."""
     started.append(redriver)
-    log = structlog.get_logger("worker.redrive")
 
-    def handler(signum: int, _frame: FrameType | None) -> None:
-        log.info("signal_received", signal=signal.Signals(signum).name)
-        redriver.request_stop()
+    def handler(_signum: int, _frame: FrameType | None) -> None:
+        redriver.request_stop()  # assigns a flag only: a handler that logged could deadlock
 
     signal.signal(signal.SIGTERM, handler)
     signal.signal(signal.SIGINT, handler)

@@ -88,12 +88,11 @@ def handle(args: argparse.Namespace) -> int:
 
 
 def stop_on_signals(pipeline: Pipeline) -> None:
-    """SIGTERM and SIGINT ask the pipeline to drain and exit."""
-    log = structlog.get_logger("worker.run")
+    """SIGTERM and SIGINT ask the pipeline to drain and exit (it logs ``stop_requested`` with
+    the signal's name: the handler itself must not log, see :meth:`Pipeline.signalled`)."""
 
     def handler(signum: int, _frame: FrameType | None) -> None:
-        log.info("signal_received", signal=signal.Signals(signum).name)
-        pipeline.request_stop()
+        pipeline.signalled(signal.Signals(signum).name)
 
     signal.signal(signal.SIGTERM, handler)
     signal.signal(signal.SIGINT, handler)

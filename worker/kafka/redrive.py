@@ -143,7 +143,8 @@ class Redriver:
         self._pending: set[int] = set()  # partitions short of their end
 
     def request_stop(self) -> None:
-        """Stop after the batch in flight (delivered and committed)."""
+        """Stop after the batch in flight (delivered and committed); only sets a flag, so a
+        signal handler may call it."""
         self._stopping = True
 
     def run(self) -> Summary:
@@ -188,6 +189,7 @@ class Redriver:
     def _going_on(self) -> bool:
         if self._stopping:
             self.summary.stopped = "signal"
+            log.info("stop_requested", reason="signal")
             return False
         if self._full():
             self.summary.stopped = "max_records"
