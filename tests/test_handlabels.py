@@ -17,6 +17,7 @@ from training.handlabels import (
     Sentence,
     clinical_dev_sentences,
     clinical_train_notes_sentences,
+    literature_dev_sentences,
     load_labels,
     main,
     training_hard_negatives,
@@ -34,6 +35,7 @@ DATA_DIR = DEFAULT_DATA_DIR if DEFAULT_DATA_DIR.is_dir() else Path("/work/shared
         "clinical",
         "clinical_dev",
         "literature",
+        "literature_dev",
         "clinical_train",
         "clinical_train_notes",
         "literature_train",
@@ -135,6 +137,37 @@ def test_literature_training_labels_come_from_the_corpora_train_splits_only() ->
     assert training_labels("literature_train") == {
         sentence.id: row["label"] for sentence, row in labelled
     }
+
+
+def _literature_ids(split: str) -> set[str]:
+    """Ids of the BC2GM (whose dev split is "devel") and BioRED sentences of one split."""
+    bc2gm = {"train": "train", "dev": "devel", "test": "test"}[split]
+    ids = {
+        f"bc2gm:{row['id']}"
+        for row in read_jsonl(DATA_DIR / "bc2gm" / "bc2gm_sentences.jsonl")
+        if row["split"] == bc2gm
+    }
+    return ids | {
+        f"biored:{row['pmid']}:{row['sent_idx']}"
+        for row in read_jsonl(DATA_DIR / "biored" / "biored_sentences.jsonl")
+        if row["split"] == split
+    }
+
+
+@pytest.mark.parametrize(("name", "split"), [("literature", "test"), ("literature_dev", "dev")])
+def test_literature_evaluation_sentences_come_from_their_split_half_from_each_corpus(
+    name: str, split: str
+) -> None:
+    ids = [sentence.id for sentence, _ in load_labels(name, DATA_DIR)]
+    assert set(ids) <= _literature_ids(split)
+    assert not set(ids) & _literature_ids("train")
+    corpora = [sentence_id.split(":", 1)[0] for sentence_id in ids]
+    assert corpora.count("bc2gm") == corpora.count("biored") == len(ids) // 2
+
+
+def test_the_literature_dev_labels_are_the_whole_draw() -> None:
+    labelled = {sentence.id for sentence, _ in load_labels("literature_dev", DATA_DIR)}
+    assert labelled == {sentence.id for sentence in literature_dev_sentences(DATA_DIR)}
 
 
 def test_the_literature_training_labels_cover_the_whole_draw(

@@ -25,7 +25,7 @@ from worker.lexicon import LEXICON_VERSION, first_label
 __all__ = ["HANDLABELLED_SETS", "evaluate_model", "handlabelled_rows", "score_texts"]
 
 #: The hand-labelled evaluation sets (:mod:`training.handlabels`).
-HANDLABELLED_SETS = ("clinical", "clinical_dev", "literature")
+HANDLABELLED_SETS = ("clinical", "clinical_dev", "literature", "literature_dev")
 
 
 def score_texts(

@@ -14,6 +14,9 @@ them is trained on.
   were not.
 - **literature**: BC2GM and BioRED sentences of their official test splits, half from each, in a
   seeded order.
+- **literature_dev**: the same draw from their official *dev* splits (never trained on), the
+  literature's development set: thresholds, checkpoint averages and recipes are chosen on it and
+  ``clinical_dev``'s lexicon labels, and its errors may be read, so the test sets stay untouched.
 - **clinical_train**, **clinical_train_notes** and **literature_train** (training, not
   evaluation): MTSamples sentences of *train* notes (picked where the lexicon is weakest, and
   whole notes drawn as the clinical sets are), and BC2GM and BioRED sentences of their *train*
@@ -49,6 +52,8 @@ CLINICAL_DEV_TARGET = 11000
 CLINICAL_TRAIN_NOTES_TARGET = 70000
 #: Three batches of 150 BC2GM and 150 BioRED test sentences (the draw is prefix-stable).
 LITERATURE_TARGET = 900
+#: One batch of 150 BC2GM and 150 BioRED dev sentences.
+LITERATURE_DEV_TARGET = 300
 #: The dataset's seed (training/dataset.py): the same seed gives the same test split.
 SPLIT_SEED = 13
 #: Orders the held-out documents; changing it picks other sentences.
@@ -116,10 +121,15 @@ def clinical_train_notes_sentences(
     return clinical_sentences(data_dir, target, split="train")
 
 
+#: BC2GM calls its dev split "devel".
+_BC2GM_SPLIT = {"train": "train", "dev": "devel", "test": "test"}
+
+
 def _literature_rows(data_dir: Path, split: str) -> Iterator[tuple[Sentence, dict[str, Any]]]:
-    """BC2GM and BioRED sentences of one official split, each with its corpus row."""
+    """BC2GM and BioRED sentences of one official split (train, dev or test), each with its
+    corpus row."""
     for row in read_jsonl(data_dir / "bc2gm" / "bc2gm_sentences.jsonl"):
-        if row["split"] == split:
+        if row["split"] == _BC2GM_SPLIT[split]:
             yield Sentence(f"bc2gm:{row['id']}", row["text"], f"bc2gm:{row['id'][:9]}"), row
     for row in read_jsonl(data_dir / "biored" / "biored_sentences.jsonl"):
         if row["split"] == split:
@@ -127,15 +137,12 @@ def _literature_rows(data_dir: Path, split: str) -> Iterator[tuple[Sentence, dic
             yield Sentence(sid, row["text"], f"biored:{row['pmid']}"), row
 
 
-def _literature(data_dir: Path) -> Iterator[Sentence]:
-    for sentence, _ in _literature_rows(data_dir, "test"):
-        yield sentence
-
-
-def literature_sentences(data_dir: Path, target: int = LITERATURE_TARGET) -> list[Sentence]:
-    """Half BC2GM, half BioRED test sentences, in seeded order."""
+def literature_sentences(
+    data_dir: Path, target: int = LITERATURE_TARGET, split: str = "test"
+) -> list[Sentence]:
+    """Half BC2GM, half BioRED sentences of one official split, in seeded order."""
     by_corpus: dict[str, list[Sentence]] = {"bc2gm": [], "biored": []}
-    for sentence in _literature(data_dir):
+    for sentence, _ in _literature_rows(data_dir, split):
         if HAS_LETTERS.search(sentence.text):
             by_corpus[sentence.id.split(":", 1)[0]].append(sentence)
     chosen: list[Sentence] = []
@@ -143,6 +150,11 @@ def literature_sentences(data_dir: Path, target: int = LITERATURE_TARGET) -> lis
         sentences.sort(key=lambda s: _order(s.id))
         chosen += sentences[: target // 2]
     return chosen
+
+
+def literature_dev_sentences(data_dir: Path, target: int = LITERATURE_DEV_TARGET) -> list[Sentence]:
+    """:func:`literature_sentences` drawn from the corpora's dev splits."""
+    return literature_sentences(data_dir, target, split="dev")
 
 
 #: Clinical *training* sentences worth a human label, in two halves: sentences the training
@@ -249,6 +261,7 @@ SETS = {
     "clinical": clinical_sentences,
     "clinical_dev": clinical_dev_sentences,
     "literature": literature_sentences,
+    "literature_dev": literature_dev_sentences,
     "clinical_train": clinical_training_sentences,
     "clinical_train_notes": clinical_train_notes_sentences,
     "literature_train": literature_training_sentences,

@@ -18,7 +18,7 @@ from worker.cli.checkout import checkout_only
 from worker.errors import UsageError
 
 #: Mirrors training.evaluate.HANDLABELLED_SETS (the parser must not import training/).
-HANDLABELLED_CHOICES = ("clinical", "clinical_dev", "literature")
+HANDLABELLED_CHOICES = ("clinical", "clinical_dev", "literature", "literature_dev")
 DATA_DIR_ENV = "BIOMARKER_DATA_DIR"
 
 
