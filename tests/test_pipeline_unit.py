@@ -354,6 +354,34 @@ def test_a_transactional_call_that_hangs_past_its_deadline_is_fatal(
     assert kit.broker.committed.get((IN, 0)) is None
 
 
+def test_a_close_that_hangs_at_shutdown_ends_the_run_after_its_deadline(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Leaving the group may block inside librdkafka: after the drain has committed, the run
+    gives up on the close (the process then exits without tearing the client down)."""
+    monkeypatch.setattr("worker.pipeline._CLOSE_DEADLINE_S", 0.3)
+    kit = Kit(partitions=1)
+    kit.fill(5, partitions=1)
+    release = threading.Event()
+    closes: list[float] = []
+
+    def hanging_close() -> None:
+        closes.append(time.monotonic())
+        release.wait(30)
+
+    kit.consumer.close = hanging_close  # type: ignore[method-assign]
+    pipeline = kit.pipeline(revoke_timeout_s=0.2)
+    try:
+        code = kit.run(pipeline, lambda: len(kit.broker.read(OUT)) == 5, timeout_s=10)
+        stopped = time.monotonic()
+    finally:
+        release.set()
+    assert code == EXIT_FATAL and pipeline.hung
+    assert len(closes) == 1  # not tried again
+    assert stopped - closes[0] < 5
+    assert kit.broker.committed[(IN, 0)] == 5  # the drain committed before the close
+
+
 def test_a_replay_reads_its_range_only_and_stops_by_itself() -> None:
     kit = Kit(partitions=2)
     kit.fill(20)

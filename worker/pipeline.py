@@ -71,6 +71,8 @@ EXIT_FATAL = 1
 _IDLE_POLL_S = 0.1
 _BUSY_POLL_S = 0.005
 _GAUGE_INTERVAL_S = 5.0
+#: How long leaving the group may take besides finishing revoked work (``revoke_timeout_s``): the
+#: chart's ``shutdown.closeAllowanceSeconds``. A close still blocked then is :class:`ClientHung`.
 _CLOSE_DEADLINE_S = 10.0
 
 
@@ -168,6 +170,7 @@ class Pipeline:
         #: A client call hung inside librdkafka: the process must exit without tearing the
         #: clients down (``os._exit``), which would block on that same call.
         self.hung = False
+        self._closing = False
 
     # ------------------------------------------------------------------ lifecycle
     def request_stop(self, reason: str = "requested") -> None:
@@ -353,12 +356,19 @@ class Pipeline:
         self._committer.commit(_committable(states))
         self.source.crashes.released(states)
         left = self.tracker.inflight
-        self.source.close()
+        self._closing = True  # a close that hangs is not tried again by _abort
+        call_with_deadline(
+            self.source.close,
+            seconds=self.settings.revoke_timeout_s + _CLOSE_DEADLINE_S,
+            what="close",
+        )
         log.info("drained", unfinished_notes=left)
 
     def _abort(self) -> None:
         """Fatal path: leave the group (so the partitions move at once, not after the session
         timeout); only delivered work was staged, so closing is safe."""
+        if self._closing:
+            return
         try:
             call_with_deadline(self.source.close, seconds=_CLOSE_DEADLINE_S, what="close")
         except (KafkaException, RuntimeError, ClientHung) as exc:
