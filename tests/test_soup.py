@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 from transformers import BertConfig, BertForSequenceClassification
 
 from training.soup import SOUP_MANIFEST, make_soup
@@ -108,6 +108,7 @@ def test_checkpoints_of_another_architecture_are_refused_in_one_line(
         ("negative", "must be positive"),
         ("nan", "must be positive"),
         ("unwritable", "cannot write the soup"),
+        ("integer", "integer tensor bert.steps differs"),
     ],
 )
 def test_bad_soups_are_usage_errors(
@@ -131,5 +132,9 @@ def test_bad_soups_are_usage_errors(
     elif case == "unwritable":
         (tmp_path / "a-file").write_text("")
         out = tmp_path / "a-file" / "soup"
+    elif case == "integer":  # a counter buffer cannot be averaged: it must agree
+        for index, seed in enumerate(seeds):
+            tensors = {**_weights(seed), "bert.steps": torch.tensor([index], dtype=torch.int64)}
+            save_file(tensors, str(seed / "model.safetensors"), metadata={"format": "pt"})
     with pytest.raises(UsageError, match=message):
         make_soup(models, out, weights)
