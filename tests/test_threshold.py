@@ -7,8 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from training.evaluate import score_texts
 from training.handlabels import DEFAULT_DATA_DIR
-from training.threshold import GRID, choose_threshold, main
+from training.threshold import FOLD_MANIFEST, GRID, choose_threshold, fold_threshold, main
+from worker.errors import UsageError
 
 DATA_DIR = DEFAULT_DATA_DIR if DEFAULT_DATA_DIR.is_dir() else Path("/work/shared/data")
 
@@ -56,3 +58,50 @@ def test_a_missing_model_or_set_is_a_one_line_error(
     assert capsys.readouterr().err.strip().endswith("is not a model directory")
     assert main(["--model", str(tmp_path), "--set", "nothing"]) == 2
     assert "no hand-labelled set 'nothing'" in capsys.readouterr().err
+
+
+_TEXTS = [
+    "Serum PSA was 4.2 ng/mL.",
+    "The patient tolerated the procedure well.",
+    "Hgb 12.3, creatinine 1.1.",
+    "He denies chest pain.",
+    "EGFR L858R mutation was found.",
+    "Plan as below.",
+    "Potassium 4.1 and sodium 139.",
+    "Follow up in two weeks.",
+]
+
+
+def test_a_folded_copy_served_at_one_half_decides_as_the_original_at_its_threshold(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    scores, _ = score_texts(tiny_model_dir, _TEXTS, threads=1)
+    ranked = sorted(scores)
+    middle = len(ranked) // 2
+    threshold = (ranked[middle - 1] + ranked[middle]) / 2  # half the sentences on each side
+    folded = tmp_path / "folded"
+    manifest = fold_threshold(tiny_model_dir, folded, threshold)
+    folded_scores, _ = score_texts(folded, _TEXTS, threads=1)
+    assert [s >= threshold for s in scores] == [s >= 0.5 for s in folded_scores]
+    assert 0 < sum(s >= 0.5 for s in folded_scores) < len(_TEXTS)
+    assert json.loads((folded / FOLD_MANIFEST).read_text()) == manifest
+    assert manifest["threshold"] == threshold
+    assert (folded / "config.json").read_text() == (tiny_model_dir / "config.json").read_text()
+
+
+@pytest.mark.parametrize(
+    ("case", "message"),
+    [("zero", "strictly between 0 and 1"), ("exists", "already exists"), ("empty", "no model")],
+)
+def test_bad_folds_are_usage_errors(
+    tiny_model_dir: Path, tmp_path: Path, case: str, message: str
+) -> None:
+    model, out, threshold = tiny_model_dir, tmp_path / "folded", 0.7
+    if case == "zero":
+        threshold = 0.0
+    elif case == "exists":
+        out.mkdir()
+    elif case == "empty":
+        model = tmp_path
+    with pytest.raises(UsageError, match=message):
+        fold_threshold(model, out, threshold)

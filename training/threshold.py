@@ -8,17 +8,25 @@ score), and takes the grid threshold whose F1, summed over the sets, is highest:
 
     python -m training.threshold --model RUN --threads 2 [--out choice.json]
 
-Serve the checkpoint at the threshold it prints (``BIOMARKER_THRESHOLD``).
+Serve the checkpoint at the threshold it prints (``BIOMARKER_THRESHOLD``), or write a copy
+with the threshold folded into its classifier (``--fold-into DIR``): the label-1 logit's bias is
+lowered by ``logit(threshold)``, so the copy served at the worker's default 0.5 labels every
+sentence as the original does at the threshold. Its scores move (monotonically); its decisions
+do not.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
+import shutil
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+from safetensors.torch import load_file, save_file
 
 from training.evaluate import handlabelled_rows, score_texts
 from training.metrics import binary_metrics
@@ -31,6 +39,10 @@ GRID = tuple(round(0.05 * step, 2) for step in range(6, 20))
 DEVELOPMENT_SETS = ("literature_dev", "clinical_dev")
 
 Scored = tuple[Sequence[int], Sequence[float]]  # labels, served scores
+#: Written into a folded copy: the source checkpoint, the threshold and the bias change.
+FOLD_MANIFEST = "threshold.json"
+_WEIGHTS = "model.safetensors"
+_BIAS = "classifier.bias"
 
 
 def choose_threshold(sets: dict[str, Scored], grid: Sequence[float] = GRID) -> dict[str, Any]:
@@ -81,6 +93,37 @@ def served_scores(
     return [row.label for row in rows], probs
 
 
+def fold_threshold(model_dir: Path, out_dir: Path, threshold: float) -> dict[str, Any]:
+    """Copy ``model_dir`` to ``out_dir`` with ``threshold`` folded into its two-label classifier.
+
+    The label-1 probability is ``sigmoid(z1 - z0)``; lowering the label-1 bias by
+    ``logit(threshold)`` makes ``p' >= 0.5`` exactly when ``p >= threshold``.
+    """
+    if not 0.0 < threshold < 1.0:
+        raise UsageError(f"a folded threshold must lie strictly between 0 and 1, not {threshold}")
+    weights_path = model_dir / _WEIGHTS
+    if not weights_path.is_file():
+        raise UsageError(f"{model_dir}: no {_WEIGHTS}")
+    tensors = load_file(str(weights_path))
+    bias = tensors.get(_BIAS)
+    if bias is None or tuple(bias.shape) != (2,):
+        raise UsageError(f"{model_dir}: no two-label {_BIAS} to fold a threshold into")
+    if out_dir.exists():
+        raise UsageError(f"{out_dir} already exists")
+    shift = math.log(threshold / (1.0 - threshold))
+    folded = bias.clone()
+    folded[1] -= shift
+    tensors[_BIAS] = folded.contiguous()
+    try:
+        shutil.copytree(model_dir, out_dir)
+        save_file(tensors, str(out_dir / _WEIGHTS), metadata={"format": "pt"})
+    except OSError as exc:
+        raise UsageError(f"cannot write {out_dir}: {exc.strerror or exc}") from exc
+    manifest = {"model": str(model_dir), "threshold": threshold, "label_1_bias_shift": -shift}
+    (out_dir / FOLD_MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+    return manifest
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m training.threshold", description=__doc__)
     parser.add_argument("--model", type=Path, required=True, help="checkpoint directory")
@@ -95,6 +138,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-length", type=int, default=512, help="wordpieces per sentence")
     parser.add_argument("--threads", type=int, help="torch CPU threads")
     parser.add_argument("--out", type=Path, help="also write the choice JSON here")
+    parser.add_argument(
+        "--fold-into",
+        type=Path,
+        help="write a copy of the model with the chosen threshold folded into its classifier",
+    )
     args = parser.parse_args(argv)
     names = args.sets or list(DEVELOPMENT_SETS)
     try:
@@ -111,10 +159,13 @@ def main(argv: list[str] | None = None) -> int:
             )
             for name in names
         }
+        choice = {"model": str(args.model), "sets": names, **choose_threshold(sets)}
+        if args.fold_into is not None:
+            choice["folded_into"] = str(args.fold_into)
+            fold_threshold(args.model, args.fold_into, choice["threshold"])
     except UsageError as exc:
         sys.stderr.write(f"error: {exc}\n")
         return 2
-    choice = {"model": str(args.model), "sets": names, **choose_threshold(sets)}
     text = json.dumps(choice, indent=2)
     if args.out is not None:
         args.out.write_text(text + "\n")
