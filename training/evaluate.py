@@ -22,7 +22,13 @@ from training.predict import length_sorted_batches
 from worker.errors import FatalError, UsageError
 from worker.lexicon import LEXICON_VERSION, first_label
 
-__all__ = ["HANDLABELLED_SETS", "evaluate_model", "handlabelled_rows", "score_texts"]
+__all__ = [
+    "HANDLABELLED_SETS",
+    "evaluate_model",
+    "handlabelled_rows",
+    "score_texts",
+    "served_probs",
+]
 
 #: The hand-labelled evaluation sets (:mod:`training.handlabels`).
 HANDLABELLED_SETS = ("clinical", "clinical_dev", "literature", "literature_dev")
@@ -92,6 +98,12 @@ def handlabelled_rows(name: str, data_dir: Path | None = None) -> list[LabelledR
     return rows
 
 
+def served_probs(probs: list[float], rules: list[str | None]) -> list[float]:
+    """Scores as the worker labels: a sentence a lexicon rule matched (``rules``, from
+    :func:`worker.lexicon.first_label`) counts as 1.0 whatever the model said."""
+    return [1.0 if rule is not None else prob for prob, rule in zip(probs, rules, strict=True)]
+
+
 def evaluate_model(
     model_dir: Path,
     rows: list[LabelledRow],
@@ -118,7 +130,7 @@ def evaluate_model(
         threads=threads,
     )
     rules = [first_label(row.text) if lexicon_rules else None for row in rows]
-    served = [1.0 if rule is not None else prob for prob, rule in zip(probs, rules, strict=True)]
+    served = served_probs(probs, rules)
     report = error_report(
         rows,
         served,

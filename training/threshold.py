@@ -28,7 +28,7 @@ from typing import Any
 
 from safetensors.torch import load_file, save_file
 
-from training.evaluate import handlabelled_rows, score_texts
+from training.evaluate import handlabelled_rows, score_texts, served_probs
 from training.metrics import binary_metrics
 from worker.errors import UsageError
 from worker.lexicon import first_label
@@ -88,8 +88,7 @@ def served_scores(
     texts = [row.text for row in rows]
     probs, _ = score_texts(model_dir, texts, max_length=max_length, threads=threads)
     if lexicon_rules:
-        rules = [first_label(text) for text in texts]
-        probs = [1.0 if rule is not None else p for rule, p in zip(rules, probs, strict=True)]
+        probs = served_probs(probs, [first_label(text) for text in texts])
     return [row.label for row in rows], probs
 
 
