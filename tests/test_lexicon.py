@@ -160,6 +160,28 @@ def test_liver_function_names_the_tests_not_the_condition(text: str, label: str 
     assert first_label(text) == label
 
 
+@pytest.mark.parametrize(
+    ("text", "label"),
+    [
+        ("Patients with TGBM nephropathy often have concomitant IgA nephropathy.", None),
+        ("Selective IgA deficiency runs in the family.", None),
+        ("In congenital protein C deficiency, warfarin is started cautiously.", None),
+        ("The family was prone to cortisol resistance and hypertension.", None),
+        ("Uptake was measured after the administration of recombinant human TSH.", None),
+        ("Thyroglobulin was measured after rhTSH stimulation.", "other proteins"),
+        ("IgA was low at 12 mg/dL.", "serology"),
+        ("Selective IgA deficiency with an IgA of 5 mg/dL.", "serology"),
+        ("Protein C and protein S were checked.", "other proteins"),
+        ("AM cortisol was 3.2.", "other analytes"),
+        ("TSH 4.5.", "thyroid"),
+    ],
+)
+def test_conditions_named_after_an_analyte_and_tsh_given_as_a_drug_are_not_matches(
+    text: str, label: str | None
+) -> None:
+    assert first_label(text) == label
+
+
 #: Every rule on terms followed by a long run of spaces. Adjacent ``\s*`` in a pattern made this
 #: cost a power of the run's length (400 spaces after "potassium": 20 s): one note could hold a
 #: partition up. Linear now, so 20,000 spaces take milliseconds; a regression runs for hours.

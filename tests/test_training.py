@@ -690,6 +690,28 @@ def test_dataset_command_adds_the_note_decoys_unless_told_not_to(tmp_path: Path)
     assert [m["note_decoys"] for m in manifests] == [False, True]
 
 
+def test_dataset_command_adds_the_literature_decoys_only_when_asked(tmp_path: Path) -> None:
+    """The literature-style decoys are off by default, as in the shipped model's data, and the
+    manifest says whether they are in."""
+    data = _mini_corpora(tmp_path / "data")
+    base = ["dataset", "--data-dir", str(data)]
+    for name, flags in (("plain", []), ("decoys", ["--literature-decoys"])):
+        args = _parser().parse_args([*base, "--out", str(tmp_path / name), *flags])
+        assert args.handler(args) == 0
+    plain, decoys = (
+        {row["text"]: row["label"] for row in _train_rows(tmp_path / name)}
+        for name in ("plain", "decoys")
+    )
+    added = {text: label for text, label in decoys.items() if text not in plain}
+    assert added["Both transcripts initiate within the same promoter region."] == 0
+    assert added["ICAM-1 has been proposed as a predictor of relapse."] == 1
+    assert set(plain) <= set(decoys) and len(added) > 120
+    manifests = [
+        json.loads((tmp_path / n / "manifest.json").read_text()) for n in ("plain", "decoys")
+    ]
+    assert [m["literature_decoys"] for m in manifests] == [False, True]
+
+
 def test_dataset_command_caps_the_mtsamples_train_rows_at_the_quota(tmp_path: Path) -> None:
     """``--mtsamples-quota`` caps the lexicon-labelled MTSamples train rows and the manifest
     records it; without it the shipped model's cap holds."""

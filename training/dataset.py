@@ -41,6 +41,7 @@ from training.sources import (
 from training.splits import splitter_digest, splitter_name
 from training.synthetic import synthetic_examples
 from training.synthetic_clinical import clinical_templates
+from training.synthetic_literature import literature_decoys as literature_decoys_of
 from worker.errors import UsageError
 
 __all__ = ["DatasetConfig", "build_dataset", "data_dir_from", "normalise", "write_jsonl"]
@@ -92,6 +93,7 @@ class DatasetConfig:
             LITERATURE_HAND_SOURCE: None,
             "synthetic": None,
             "synthetic_clinical": None,
+            "synthetic_literature": None,
         }
     )
     #: Replace the lexicon's and the corpora's labels of the hand-labelled training sentences.
@@ -116,6 +118,10 @@ class DatasetConfig:
     #: proteins given as treatment, measurements that are not analytes), as model 1.3.0's data
     #: did; 1.2.0's had none.
     note_decoys: bool = True
+    #: Add the literature-style decoys of :mod:`training.synthetic_literature` (unnamed loci,
+    #: transcripts, protein classes, cell lines, proteins given as drugs); no shipped model's
+    #: data has them yet (round 17).
+    literature_decoys: bool = False
     #: Put the hard negatives the hand labels name (label 0 with a family: vital signs, drugs
     #: given as treatment, conditions named after an analyte, ...) in the note tier of the
     #: lexicon's decoys, ahead of ordinary sentences, when the whole notes are capped (since
@@ -148,7 +154,12 @@ def normalise(text: str) -> str:
 
 
 def _all_examples(
-    data_dir: Path, seed: int, hand_labels: dict[str, dict[str, int]], *, note_decoys: bool
+    data_dir: Path,
+    seed: int,
+    hand_labels: dict[str, dict[str, int]],
+    *,
+    note_decoys: bool,
+    literature_decoys: bool = False,
 ) -> Iterator[Example]:
     literature = (*read_bc2gm(data_dir), *read_biored(data_dir))
     yield from with_hand_labels(
@@ -165,6 +176,8 @@ def _all_examples(
     yield from with_hand_labels(notes, hand_labels.get("clinical_train", {}))
     yield from synthetic_examples(seed=seed)
     yield from clinical_templates(seed=seed, note_decoys=note_decoys)
+    if literature_decoys:
+        yield from literature_decoys_of(seed=seed)
 
 
 def with_hand_labels(
@@ -287,7 +300,15 @@ def build_dataset(data_dir: Path, out_dir: Path, config: DatasetConfig) -> dict[
         if config.hand_labels
         else {}
     )
-    rows = list(_all_examples(data_dir, config.seed, hand_labels, note_decoys=config.note_decoys))
+    rows = list(
+        _all_examples(
+            data_dir,
+            config.seed,
+            hand_labels,
+            note_decoys=config.note_decoys,
+            literature_decoys=config.literature_decoys,
+        )
+    )
     weigh_hard_negatives = config.hard_negative_weight > 1
     hard_negatives = (
         training_hard_negatives(NOTES_SET, config.hand_batches.get(NOTES_SET))
@@ -333,6 +354,7 @@ def build_dataset(data_dir: Path, out_dir: Path, config: DatasetConfig) -> dict[
         "hand_weight": config.hand_weight,
         "hand_batches": config.hand_batches,
         "note_decoys": config.note_decoys,
+        "literature_decoys": config.literature_decoys,
         "hand_hard_negatives": config.hand_hard_negatives,
         "hard_negative_weight": config.hard_negative_weight,
         "counts": {name: _counts(split_rows) for name, split_rows in splits.items()},

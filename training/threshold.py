@@ -22,7 +22,7 @@ import json
 import math
 import shutil
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -123,8 +123,10 @@ def fold_threshold(model_dir: Path, out_dir: Path, threshold: float) -> dict[str
     return manifest
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m training.threshold", description=__doc__)
+def scoring_parser(prog: str, description: str | None) -> argparse.ArgumentParser:
+    """The options a development-set choice shares: the model, the sets, how to score them,
+    where to write the choice and the folded copy."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
     parser.add_argument("--model", type=Path, required=True, help="checkpoint directory")
     parser.add_argument(
         "--set",
@@ -133,16 +135,24 @@ def main(argv: list[str] | None = None) -> int:
         help=f"a hand-labelled set (repeatable; default {', '.join(DEVELOPMENT_SETS)})",
     )
     parser.add_argument("--data-dir", type=Path, help="corpora (default: ../shared/data)")
-    parser.add_argument("--no-lexicon-rules", action="store_true", help="score the model alone")
     parser.add_argument("--max-length", type=int, default=512, help="wordpieces per sentence")
     parser.add_argument("--threads", type=int, help="torch CPU threads")
     parser.add_argument("--out", type=Path, help="also write the choice JSON here")
     parser.add_argument(
-        "--fold-into",
-        type=Path,
-        help="write a copy of the model with the chosen threshold folded into its classifier",
+        "--fold-into", type=Path, help="write a copy of the model with the choice folded in"
     )
-    args = parser.parse_args(argv)
+    return parser
+
+
+def run_choice(
+    args: argparse.Namespace,
+    choose: Callable[[dict[str, Scored]], dict[str, Any]],
+    fold: Callable[[Path, Path, dict[str, Any]], object],
+    *,
+    lexicon_rules: bool = True,
+) -> int:
+    """Score ``args.sets`` as served, ``choose`` on them, ``fold`` the choice into a copy when
+    asked, and print (and write) the choice: the body of a choice command's ``main``."""
     names = args.sets or list(DEVELOPMENT_SETS)
     try:
         if not args.model.is_dir():
@@ -154,14 +164,14 @@ def main(argv: list[str] | None = None) -> int:
                 data_dir=args.data_dir,
                 threads=args.threads,
                 max_length=args.max_length,
-                lexicon_rules=not args.no_lexicon_rules,
+                lexicon_rules=lexicon_rules,
             )
             for name in names
         }
-        choice = {"model": str(args.model), "sets": names, **choose_threshold(sets)}
+        choice = {"model": str(args.model), "sets": names, **choose(sets)}
         if args.fold_into is not None:
             choice["folded_into"] = str(args.fold_into)
-            fold_threshold(args.model, args.fold_into, choice["threshold"])
+            fold(args.model, args.fold_into, choice)
     except UsageError as exc:
         sys.stderr.write(f"error: {exc}\n")
         return 2
@@ -170,6 +180,18 @@ def main(argv: list[str] | None = None) -> int:
         args.out.write_text(text + "\n")
     sys.stdout.write(text + "\n")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = scoring_parser("python -m training.threshold", __doc__)
+    parser.add_argument("--no-lexicon-rules", action="store_true", help="score the model alone")
+    args = parser.parse_args(argv)
+    return run_choice(
+        args,
+        choose_threshold,
+        lambda model, out, choice: fold_threshold(model, out, choice["threshold"]),
+        lexicon_rules=not args.no_lexicon_rules,
+    )
 
 
 if __name__ == "__main__":

@@ -49,6 +49,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "that are not analytes (default: on, as the shipped model; --no-note-decoys for 1.2.0's)",
     )
     parser.add_argument(
+        "--literature-decoys",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="literature-style decoys: unnamed loci, transcripts, protein classes, cell lines, "
+        "proteins given as drugs (default: off, as the shipped model)",
+    )
+    parser.add_argument(
         "--hand-hard-negatives",
         action=argparse.BooleanOptionalAction,
         default=None,
@@ -117,7 +124,9 @@ def handle(args: argparse.Namespace) -> int:
         )
 
     data_dir = data_dir_from(args.data_dir)
-    config = DatasetConfig(seed=args.seed, note_decoys=args.note_decoys)
+    config = DatasetConfig(
+        seed=args.seed, note_decoys=args.note_decoys, literature_decoys=args.literature_decoys
+    )
     if args.hand_hard_negatives is not None:
         config = replace(config, hand_hard_negatives=args.hand_hard_negatives)
     if args.hard_negative_weight is not None:

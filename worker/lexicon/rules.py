@@ -267,7 +267,12 @@ _EXCLUDE_RE = re.compile(
     r"(?:(?:high|elevated)\s+(?:blood\s+)?cholesterol|high\s+triglycerides)"
     r"(?!\s*(?:levels?|values?|readings?|of|was|is|were|are|at|:|=|\(|,\s*\d|\d))|"
     # cells seen on a Gram stain are the culture specimen's microscopy, not a blood count
-    r"gram\s+stains?\b[^.;]{0,60}?\b(?:white\s+blood\s+cells?|WBCs?))\b",
+    r"gram\s+stains?\b[^.;]{0,60}?\b(?:white\s+blood\s+cells?|WBCs?)|"
+    # conditions named after an analyte ("IgA nephropathy", "protein C deficiency", "cortisol
+    # resistance"), and TSH given as a drug ("recombinant human TSH", rhTSH)
+    r"(?-i:Ig[AGM])[-\s]+(?:nephropathy|nephritis|vasculitis|deficiency|deficient|gammopathy)|"
+    r"protein\s+[CS]\s+(?:deficiency|deficient)|cortisol\s+resistance|"
+    r"recombinant\s+(?:human\s+)?TSH|(?-i:rhTSH))\b",
     _I,
 )
 
