@@ -6,7 +6,9 @@
 # Steps: build the labelled dataset, fine-tune the packaged all-MiniLM-L6-v2 base three times
 # (seeds 13, 16 and 17), average the three runs' weights (biomarker-worker soup), choose the
 # average's threshold on the development sets and fold it into its classifier bias
-# (training.threshold --fold-into), export the float16 delta into worker/model/default/, then
+# (training.threshold --fold-into), choose a temperature on the same sets and fold it into its
+# classifier (training.temperature --fold-into: calibrated scores, the same decisions), export
+# the float16 delta into worker/model/default/, then
 # evaluate the exported model on the held-out test split into bench/results/model_metrics.json
 # (the model alone: the test labels of notes come from the same lexicon the worker serves).
 # Seeded; about 2.5 hours on 2 CPU cores (three runs of 40-50 minutes).
@@ -29,10 +31,12 @@ for SEED in 13 16 17; do
         --batch-size 32 --max-length 96 --seed "$SEED" --threads 2
     RUNS+=(--model "$WORK/seed$SEED")
 done
-rm -rf "$WORK/soup" "$WORK/model"
+rm -rf "$WORK/soup" "$WORK/folded" "$WORK/model"
 "$PYTHON" -m worker soup "${RUNS[@]}" --out "$WORK/soup"
 "$PYTHON" -m training.threshold --model "$WORK/soup" --data-dir "$BIOMARKER_DATA_DIR" \
-    --threads 2 --fold-into "$WORK/model" --out "$WORK/threshold.json"
+    --threads 2 --fold-into "$WORK/folded" --out "$WORK/threshold.json"
+"$PYTHON" -m training.temperature --model "$WORK/folded" --data-dir "$BIOMARKER_DATA_DIR" \
+    --threads 2 --fold-into "$WORK/model" --out "$WORK/temperature.json"
 "$PYTHON" -m training.export --model "$WORK/model" --out worker/model/default
 MODEL=$(BIOMARKER_CACHE_DIR="$WORK/cache" "$PYTHON" -c \
     'from worker.model.default import default_model_dir; print(default_model_dir())')

@@ -31,7 +31,7 @@ __all__ = [
 ]
 
 DEFAULT_MODEL_NAME = "biomarker-minilm-l6"
-DEFAULT_MODEL_VERSION = "1.8.0"
+DEFAULT_MODEL_VERSION = "1.8.1"
 ARTIFACT_DIR = Path(__file__).with_name("default")
 _MANIFEST = "manifest.json"
 _DELTA = "delta.safetensors"
