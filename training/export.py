@@ -4,7 +4,8 @@
 
 Writes ``delta.safetensors`` (the tensors that differ from the packaged base, float16),
 ``manifest.json`` (name, version, base package and weight sha256, which checkpoint tensors come
-from the base), ``config.json`` and the tokenizer files. See :mod:`worker.model.default`.
+from the base, and the threshold and temperature folded into the classifier, if any),
+``config.json`` and the tokenizer files. See :mod:`worker.model.default`.
 """
 
 from __future__ import annotations
@@ -61,6 +62,22 @@ def _export_tokenizer(model_dir: Path, out_dir: Path) -> None:
     (out_dir / "tokenizer_config.json").write_text(json.dumps(config, indent=2) + "\n")
 
 
+#: What ``training.threshold`` and ``training.temperature`` fold into a checkpoint, by the file
+#: each writes there and the key it holds.
+_FOLDS = {"threshold": "threshold.json", "temperature": "temperature.json"}
+
+
+def _folded(model_dir: Path) -> dict[str, float]:
+    """The threshold and temperature folded into the checkpoint's classifier, when any were:
+    the artifact says so, since its scores at 0.5 already include them."""
+    folded = {}
+    for key, name in _FOLDS.items():
+        path = model_dir / name
+        if path.is_file():
+            folded[key] = float(json.loads(path.read_text())[key])
+    return folded
+
+
 def export_default(model_dir: Path, out_dir: Path, base_dir: Path) -> dict[str, Any]:
     """Write the delta artifact for ``model_dir`` into ``out_dir``; return the manifest."""
     weights = base_dir / _BASE_WEIGHTS
@@ -94,6 +111,9 @@ def export_default(model_dir: Path, out_dir: Path, base_dir: Path) -> dict[str, 
         "delta_tensors": len(delta),
         "from_base": from_base,
     }
+    folded = _folded(model_dir)
+    if folded:
+        manifest["folded"] = folded
     (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     return manifest
 
