@@ -21,6 +21,8 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
+from training.temperature import FOLD_MANIFEST as TEMPERATURE_FOLD
+from training.threshold import FOLD_MANIFEST as THRESHOLD_FOLD
 from worker.model.default import (
     ARTIFACT_DIR,
     DEFAULT_MODEL_NAME,
@@ -64,7 +66,7 @@ def _export_tokenizer(model_dir: Path, out_dir: Path) -> None:
 
 #: What ``training.threshold`` and ``training.temperature`` fold into a checkpoint, by the file
 #: each writes there and the key it holds.
-_FOLDS = {"threshold": "threshold.json", "temperature": "temperature.json"}
+_FOLDS = {"threshold": THRESHOLD_FOLD, "temperature": TEMPERATURE_FOLD}
 
 
 def _folded(model_dir: Path) -> dict[str, float]:

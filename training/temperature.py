@@ -18,24 +18,25 @@ worker serves calibrated scores with no setting. Fold the threshold first
 
 from __future__ import annotations
 
-import json
 import math
-import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from safetensors.torch import load_file, save_file
-
 from training.metrics import calibration
-from training.threshold import Scored, run_choice, scoring_parser
+from training.threshold import (
+    Scored,
+    checkpoint_tensors,
+    run_choice,
+    scoring_parser,
+    write_folded_copy,
+)
 from worker.errors import UsageError
 
 #: Temperatures tried: 0.25 to 2.00 in steps of 0.05.
 GRID = tuple(round(0.05 * step, 2) for step in range(5, 41))
 #: Written into a folded copy: the source checkpoint and the temperature.
 FOLD_MANIFEST = "temperature.json"
-_WEIGHTS = "model.safetensors"
 _CLASSIFIER = ("classifier.weight", "classifier.bias")
 #: Scores are clipped this far from 0 and 1 before taking logits and logs.
 _EPSILON = 1e-7
@@ -90,25 +91,15 @@ def fold_temperature(model_dir: Path, out_dir: Path, temperature: float) -> dict
     ``temperature``: every score is tempered, no decision at 0.5 moves."""
     if not temperature > 0.0:
         raise UsageError(f"a temperature must be above 0, not {temperature}")
-    weights_path = model_dir / _WEIGHTS
-    if not weights_path.is_file():
-        raise UsageError(f"{model_dir}: no {_WEIGHTS}")
-    tensors = load_file(str(weights_path))
+    tensors = checkpoint_tensors(model_dir)
     if any(name not in tensors for name in _CLASSIFIER):
         raise UsageError(f"{model_dir}: no classifier weight and bias to fold a temperature into")
     if not tensors[_CLASSIFIER[1]].is_floating_point():
         raise UsageError(f"{model_dir}: the classifier is not floating point")
-    if out_dir.exists():
-        raise UsageError(f"{out_dir} already exists")
     for name in _CLASSIFIER:
         tensors[name] = (tensors[name] / temperature).contiguous()
-    try:
-        shutil.copytree(model_dir, out_dir)
-        save_file(tensors, str(out_dir / _WEIGHTS), metadata={"format": "pt"})
-    except OSError as exc:
-        raise UsageError(f"cannot write {out_dir}: {exc.strerror or exc}") from exc
     manifest = {"model": str(model_dir), "temperature": temperature}
-    (out_dir / FOLD_MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+    write_folded_copy(model_dir, out_dir, tensors, FOLD_MANIFEST, manifest)
     return manifest
 
 

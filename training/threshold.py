@@ -26,6 +26,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import torch
 from safetensors.torch import load_file, save_file
 
 from training.evaluate import handlabelled_rows, score_texts, served_probs
@@ -100,27 +101,44 @@ def fold_threshold(model_dir: Path, out_dir: Path, threshold: float) -> dict[str
     """
     if not 0.0 < threshold < 1.0:
         raise UsageError(f"a folded threshold must lie strictly between 0 and 1, not {threshold}")
-    weights_path = model_dir / _WEIGHTS
-    if not weights_path.is_file():
-        raise UsageError(f"{model_dir}: no {_WEIGHTS}")
-    tensors = load_file(str(weights_path))
+    tensors = checkpoint_tensors(model_dir)
     bias = tensors.get(_BIAS)
     if bias is None or tuple(bias.shape) != (2,):
         raise UsageError(f"{model_dir}: no two-label {_BIAS} to fold a threshold into")
-    if out_dir.exists():
-        raise UsageError(f"{out_dir} already exists")
     shift = math.log(threshold / (1.0 - threshold))
     folded = bias.clone()
     folded[1] -= shift
     tensors[_BIAS] = folded.contiguous()
+    manifest = {"model": str(model_dir), "threshold": threshold, "label_1_bias_shift": -shift}
+    write_folded_copy(model_dir, out_dir, tensors, FOLD_MANIFEST, manifest)
+    return manifest
+
+
+def checkpoint_tensors(model_dir: Path) -> dict[str, torch.Tensor]:
+    """The tensors of the checkpoint ``model_dir`` (a usage error when it has none)."""
+    weights_path = model_dir / _WEIGHTS
+    if not weights_path.is_file():
+        raise UsageError(f"{model_dir}: no {_WEIGHTS}")
+    return load_file(str(weights_path))
+
+
+def write_folded_copy(
+    model_dir: Path,
+    out_dir: Path,
+    tensors: dict[str, torch.Tensor],
+    manifest_name: str,
+    manifest: dict[str, Any],
+) -> None:
+    """Copy ``model_dir`` to the new directory ``out_dir`` with ``tensors`` as its weights and
+    ``manifest`` (what was folded in) written as ``manifest_name``."""
+    if out_dir.exists():
+        raise UsageError(f"{out_dir} already exists")
     try:
         shutil.copytree(model_dir, out_dir)
         save_file(tensors, str(out_dir / _WEIGHTS), metadata={"format": "pt"})
     except OSError as exc:
         raise UsageError(f"cannot write {out_dir}: {exc.strerror or exc}") from exc
-    manifest = {"model": str(model_dir), "threshold": threshold, "label_1_bias_shift": -shift}
-    (out_dir / FOLD_MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
-    return manifest
+    (out_dir / manifest_name).write_text(json.dumps(manifest, indent=2) + "\n")
 
 
 def scoring_parser(prog: str, description: str | None) -> argparse.ArgumentParser:
