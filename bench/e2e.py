@@ -153,3 +153,14 @@ def paced(
             measured, saturation_sentences_per_s
         )
     return result
+
+
+def pass_summary(paced_run: dict[str, Any]) -> dict[str, Any]:
+    """One paced pass in brief: its latency percentiles and its batches' median size and time."""
+    batches = paced_run["batches"]
+    return {
+        **paced_run["latency"],
+        "sentences_per_s": paced_run["sentences_per_s"],
+        "median_batch_sentences": batches.get("median_batch_sentences"),
+        "median_batch_s": batches.get("median_batch_s"),
+    }

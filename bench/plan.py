@@ -23,6 +23,7 @@ class BenchPlan:
     paced_share: float = 0.7
     paced_notes: int = 400
     paced_warmup_s: float = 2.0  # lead-in at the paced rate, left out of the percentiles
+    paced_passes: int = 3  # one pass's p99 moved 2-4x from pass to pass; the median counts
     warmup_notes: int = 200  # an unmeasured backlog pass first, to warm the broker
     rounds: int = 5  # model-only then backlog, back to back; the median round is reported
     naive_notes: int = 60
@@ -47,6 +48,7 @@ class BenchPlan:
             "budgets": (1024, 4096),
             "sweep_repeats": 1,
             "paced_notes": 16,
+            "paced_passes": 2,
             "warmup_notes": 8,
             "rounds": 1,
             "naive_notes": 4,

@@ -169,19 +169,26 @@ def _kafka_passes(ctx: _Context) -> None:
     saturated = {**middle.saturation, "cpu": middle.cpu}
     rate = saturated["notes_per_s"] * plan.paced_share
     warmup = min(round(rate * plan.paced_warmup_s), max(0, corpus.notes - plan.paced_notes))
-    paced = ctx.timed(
-        "paced",
-        partial(
-            e2e.paced,
-            pipeline,
-            model,
-            corpus.head(plan.paced_notes + warmup),
-            rate,
-            warmup_notes=warmup,
-            saturation_sentences_per_s=float(saturated["sentences_per_s"]),
-        ),
-    )
-    ctx.results["end_to_end"] = {"saturation": saturated, "paced": paced}
+    passes = [
+        ctx.timed(
+            f"paced_{number}",
+            partial(
+                e2e.paced,
+                pipeline,
+                model,
+                corpus.head(plan.paced_notes + warmup),
+                rate,
+                warmup_notes=warmup,
+                saturation_sentences_per_s=float(saturated["sentences_per_s"]),
+            ),
+        )
+        for number in range(plan.paced_passes)
+    ]
+    # A single pass's p99 follows the shared machine's phase (188-1,005 ms for the same code in
+    # one run): the pass with the median p99 is reported, every pass is summarised beside it.
+    by_p99 = sorted(passes, key=lambda p: float(p["latency"]["p99_ms"]))
+    ctx.results["end_to_end"] = {"saturation": saturated, "paced": by_p99[(len(by_p99) - 1) // 2]}
+    ctx.results["paced_passes"] = [e2e.pass_summary(p) for p in passes]
     after = [float(r.model_only["sentences_per_s"]) for r in rounds[1:]]
     after.append(float(closing["sentences_per_s"]))
     ctx.results["rounds"] = [

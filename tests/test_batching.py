@@ -103,25 +103,67 @@ def test_cancelled_work_is_skipped() -> None:
     assert recorder.batches == []
 
 
-def test_loop_waits_for_deadline_to_fill_a_batch() -> None:
+class _Gated(_Recorder):
+    """One lane; a batch holding token 99 blocks until ``gate`` opens."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = threading.Event()
+        self.started = threading.Event()
+
+    def predict_ids(self, batch: Sequence[Sequence[int]]) -> list[float]:
+        if any(99 in row for row in batch):
+            self.started.set()
+            assert self.gate.wait(10)
+        return super().predict_ids(batch)
+
+
+def test_an_idle_lane_starts_a_lone_note_without_waiting_out_max_wait() -> None:
     recorder = _Recorder()
     finished = threading.Event()
     loop = InferenceLoop(
         scorer=recorder,
-        settings=BatchingSettings(token_budget=1000, max_wait_s=0.3),
-        on_complete=lambda _w: finished.set() if sum(recorder.batches) == 2 else None,
+        settings=BatchingSettings(token_budget=1000, max_wait_s=30.0),
+        on_complete=lambda _w: finished.set(),
     )
     loop.start()
     try:
+        began = time.monotonic()
+        loop.submit([note_of([[1, 2]])])
+        assert finished.wait(5)
+        assert time.monotonic() - began < 5  # not the 30 s max_wait: waiting leaves a lane idle
+        assert recorder.batches == [1]
+    finally:
+        loop.stop()
+
+
+def test_while_every_lane_is_busy_waiting_notes_gather_for_max_wait() -> None:
+    scorer = _Gated()
+    finished: list[Note] = []
+    loop = InferenceLoop(
+        scorer=scorer,
+        settings=BatchingSettings(token_budget=1000, max_wait_s=0.3),
+        on_complete=finished.append,
+    )
+    loop.start()
+    try:
+        blocker = note_of([[99, 1]])
+        loop.submit([blocker])
+        assert scorer.started.wait(5)  # the only lane is busy from here on
         first = note_of([[1, 2]])
         second = note_of([[3, 4]])
         loop.submit([first])
         time.sleep(0.05)
         loop.submit([second])  # arrives within max_wait: pooled into the same batch
-        assert finished.wait(5)
-        assert recorder.batches == [2]
-        assert first.remaining == second.remaining == 0
+        time.sleep(0.5)  # past max_wait: planned into the slot that waits for the lane
+        scorer.gate.set()
+        deadline = time.monotonic() + 5
+        while len(finished) < 3 and time.monotonic() < deadline:
+            time.sleep(0.005)
+        assert finished == [blocker, first, second]
+        assert scorer.batches == [1, 2]
     finally:
+        scorer.gate.set()
         loop.stop()
 
 

@@ -105,6 +105,11 @@ def test_quick_bench_measures_every_pass_and_writes_results(
     ):
         assert ratios[key] > 0 and not math.isnan(ratios[key]), key
     assert ratios["paced_p99_target_ms"] > 20
+    # --quick: two paced passes; the one with the median (here the lower) p99 is reported
+    passes = results["paced_passes"]
+    assert [p["p99_ms"] for p in passes] == ratios["paced_p99_passes_ms"]
+    assert len(passes) == 2 and ratios["paced_p99_ms"] == min(ratios["paced_p99_passes_ms"])
+    assert 0 <= ratios["paced_passes_within_own_batches_target"] <= 2
     backends = {row["backend"]: row for row in results["backends"]}
     assert set(backends) == {"torch", "onnx"}
     assert backends["onnx"]["label_agreement"] >= 0.995

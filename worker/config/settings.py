@@ -222,7 +222,12 @@ class WorkerSettings(BaseSettings):
         ge=1,
         description="Max sentences per model batch; unset: 256 on CPU, 4,096 on a GPU.",
     )
-    max_wait_ms: float = Field(default=20.0, ge=0.0)
+    max_wait_ms: float = Field(
+        default=20.0,
+        ge=0.0,
+        description="While every model lane is busy, how long waiting sentences may gather for "
+        "the next batch; a lane that is idle takes them at once.",
+    )
     pack_sentences: bool = Field(
         default=True,
         description="Several sentences per row of a batch (BERT models): no padding waste, "
