@@ -20,7 +20,9 @@ them is trained on.
 - **clinical_train**, **clinical_train_notes** and **literature_train** (training, not
   evaluation): MTSamples sentences of *train* notes (picked where the lexicon is weakest, and
   whole notes drawn as the clinical sets are), and BC2GM and BioRED sentences of their *train*
-  splits, whose hand labels replace the lexicon's or the corpus's in :mod:`training.dataset`.
+  splits (picked where the corpus labels look weakest; batch 4 where a trained model disagrees
+  with them, :mod:`training.disagreements`), whose hand labels replace the lexicon's or the
+  corpus's in :mod:`training.dataset`.
 
 The repository keeps ids, labels and the annotation passes only (``training/handlabels/*.jsonl``);
 the text is read back from the corpora in ``../shared/data`` (their SOURCE.md files give licence
@@ -69,7 +71,7 @@ class Sentence:
     doc: str  # the note or publication it comes from
 
 
-def _order(key: str) -> str:
+def order_key(key: str) -> str:
     return hashlib.sha256(f"{SAMPLE_SEED}:{key}".encode()).hexdigest()
 
 
@@ -88,8 +90,8 @@ def clinical_sentences(
             specialty = (row["medical_specialties"] or ["unknown"])[0].strip()
             by_specialty.setdefault(specialty, []).append(row)
     queues = [
-        sorted(notes, key=lambda row: _order(row["note_id"]))
-        for _, notes in sorted(by_specialty.items(), key=lambda item: _order(item[0]))
+        sorted(notes, key=lambda row: order_key(row["note_id"]))
+        for _, notes in sorted(by_specialty.items(), key=lambda item: order_key(item[0]))
     ]
     chosen: list[Sentence] = []
     for turn in range(max(map(len, queues), default=0)):
@@ -147,7 +149,7 @@ def literature_sentences(
             by_corpus[sentence.id.split(":", 1)[0]].append(sentence)
     chosen: list[Sentence] = []
     for _corpus, sentences in sorted(by_corpus.items()):
-        sentences.sort(key=lambda s: _order(s.id))
+        sentences.sort(key=lambda s: order_key(s.id))
         chosen += sentences[: target // 2]
     return chosen
 
@@ -194,9 +196,9 @@ def clinical_training_sentences(data_dir: Path, target: int = TRAINING_TARGET) -
                 halves[hit].append(Sentence(sid, text, row["note_id"]))
     chosen: list[Sentence] = []
     for hit in (True, False):
-        pool = sorted(halves[hit], key=lambda sentence: _order(f"train:{sentence.id}"))
+        pool = sorted(halves[hit], key=lambda sentence: order_key(f"train:{sentence.id}"))
         chosen += pool[: target // 2]
-    return sorted(chosen, key=lambda sentence: _order(f"train:{sentence.id}"))
+    return sorted(chosen, key=lambda sentence: order_key(f"train:{sentence.id}"))
 
 
 #: A gene mention that may name a class, not one gene ("lymphokine genes", "replication
@@ -252,9 +254,9 @@ def literature_training_sentences(
             halves[False].append(sentence)
     chosen: list[Sentence] = []
     for gene_bearing in (True, False):
-        pool = sorted(halves[gene_bearing], key=lambda s: _order(f"train:{s.id}"))
+        pool = sorted(halves[gene_bearing], key=lambda s: order_key(f"train:{s.id}"))
         chosen += pool[: target // 2]
-    return sorted(chosen, key=lambda sentence: _order(f"train:{sentence.id}"))
+    return sorted(chosen, key=lambda sentence: order_key(f"train:{sentence.id}"))
 
 
 SETS = {
@@ -279,7 +281,17 @@ def _train_note_sentences(data_dir: Path) -> list[Sentence]:
     ]
 
 
-_RESOLVERS = {**SETS, "clinical_train": _train_note_sentences}
+def _literature_train_sentences(data_dir: Path) -> list[Sentence]:
+    """Every BC2GM and BioRED *train* sentence (resolves ``literature_train``: batches 1-3 are
+    one draw, batch 4 another, :mod:`training.disagreements`)."""
+    return [sentence for sentence, _ in _literature_rows(data_dir, "train")]
+
+
+_RESOLVERS = {
+    **SETS,
+    "clinical_train": _train_note_sentences,
+    "literature_train": _literature_train_sentences,
+}
 
 
 def load_labels(
