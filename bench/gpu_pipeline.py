@@ -135,6 +135,7 @@ def measure_model(
         max_batch_sentences=args.max_batch_sentences,
         max_wait_s=args.max_wait_ms / 1000,
         pad_multiple=model.pad_multiple,
+        wait_when_idle=model.batch_limits.wait_when_idle,  # as the worker sets it per device
     )
     host = run_inprocess(model, NullScorer(model), events, settings, chunk_notes=args.chunk_notes)
     run_inprocess(model, model, events[: min(len(events), 16)], settings)  # warm-up

@@ -70,7 +70,9 @@ def test_unset_batch_limits_follow_the_device_and_set_ones_win() -> None:
     gpu = batching_for(GpuScorer(), token_budget=None, max_batch_sentences=None, max_wait_s=0.005)
     assert (gpu.token_budget, gpu.max_batch_sentences) == (16_384, 4_096)
     assert (gpu.pad_multiple, gpu.max_wait_s) == (8, 0.005)
+    assert gpu.wait_when_idle  # a GPU batch costs its launches: an idle lane still fills one
     cpu = batching_for(PlainScorer(), token_budget=None, max_batch_sentences=None)
+    assert not cpu.wait_when_idle  # a CPU batch costs its tokens: an idle lane starts at once
     assert (
         (cpu.token_budget, cpu.max_batch_sentences)
         == (8_192, 256)
@@ -133,6 +135,28 @@ def test_an_idle_lane_starts_a_lone_note_without_waiting_out_max_wait() -> None:
         assert finished.wait(5)
         assert time.monotonic() - began < 5  # not the 30 s max_wait: waiting leaves a lane idle
         assert recorder.batches == [1]
+    finally:
+        loop.stop()
+
+
+def test_an_idle_lane_that_waits_when_idle_fills_a_batch_until_max_wait() -> None:
+    recorder = _Recorder()
+    finished = threading.Event()
+    loop = InferenceLoop(
+        scorer=recorder,
+        settings=BatchingSettings(token_budget=1000, max_wait_s=0.3, wait_when_idle=True),
+        on_complete=lambda _w: finished.set() if sum(recorder.batches) == 2 else None,
+    )
+    loop.start()
+    try:
+        first = note_of([[1, 2]])
+        second = note_of([[3, 4]])
+        loop.submit([first])
+        time.sleep(0.05)
+        loop.submit([second])  # arrives within max_wait: pooled into the same batch (GPU)
+        assert finished.wait(5)
+        assert recorder.batches == [2]
+        assert first.remaining == second.remaining == 0
     finally:
         loop.stop()
 

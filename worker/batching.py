@@ -29,18 +29,22 @@ MIN_SPLIT_TOKENS = 256
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class BatchLimits:
-    """A batch's size limits where the settings leave them unset (they depend on the device)."""
+    """A batch's size limits where the settings leave them unset, and whether an idle lane
+    waits to fill a batch (they depend on the device)."""
 
     token_budget: int
     max_batch_sentences: int
+    wait_when_idle: bool = False
 
 
-#: CPU: a few single-threaded batches at once, each small enough to keep latency low.
+#: CPU: a few single-threaded batches at once, each small enough to keep latency low. A batch
+#: costs about its tokens there (plus ~7 ms a call), so an idle lane starts what waits at once.
 CPU_LIMITS = BatchLimits(token_budget=8_192, max_batch_sentences=256)
 #: GPU: on one H100 (two lanes, BERT-base size) 16,384 padded tokens per batch (~1,000 MTSamples
 #: sentences) ran as fast as larger budgets or faster; the row cap must not bind first
-#: (docs/PERFORMANCE.md, GPU).
-GPU_LIMITS = BatchLimits(token_budget=16_384, max_batch_sentences=4_096)
+#: (docs/PERFORMANCE.md, GPU). A batch there costs its launches and copies whatever its size, on
+#: a host that is the limit, so an idle lane still waits for a budget or ``max_wait_s``.
+GPU_LIMITS = BatchLimits(token_budget=16_384, max_batch_sentences=4_096, wait_when_idle=True)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -53,6 +57,7 @@ class BatchingSettings:
     pad_multiple: int = 1
     max_padding: float = 0.1
     min_batch_rows: int = 16
+    wait_when_idle: bool = False  # True: an idle lane too waits for a budget or max_wait_s
 
     def __post_init__(self) -> None:
         if self.token_budget < 1 or self.max_batch_sentences < 1 or self.pad_multiple < 1:
@@ -78,7 +83,7 @@ def batching_for(
     max_wait_s: float = 0.02,
 ) -> BatchingSettings:
     """The settings' limits, each unset one taken from the scorer's ``batch_limits``, with the
-    scorer's ``pad_multiple``."""
+    scorer's ``pad_multiple`` and its device's ``wait_when_idle``."""
     limits = scorer.batch_limits
     return BatchingSettings(
         token_budget=token_budget if token_budget is not None else limits.token_budget,
@@ -87,6 +92,7 @@ def batching_for(
         ),
         max_wait_s=max_wait_s,
         pad_multiple=scorer.pad_multiple,
+        wait_when_idle=limits.wait_when_idle,
     )
 
 

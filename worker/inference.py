@@ -2,10 +2,10 @@
 
 The polling loop hands notes over with :meth:`InferenceLoop.submit` and keeps polling; a
 background thread batches continuously: whenever a lane of the model is free it runs the next
-planned batch, and when none is planned it takes the oldest waiting sentences as the next window
-at once while a lane is idle, and otherwise (every lane busy) once a token budget waits or the
-oldest has waited ``max_wait_s``. Torch releases the GIL while it computes, so Kafka I/O, JSON
-and tokenisation overlap with the model.
+planned batch, and when none is planned it takes the oldest waiting sentences as the next window:
+at once while a lane is idle (on a CPU: ``wait_when_idle`` off), otherwise once a token budget
+waits or the oldest has waited ``max_wait_s``. Torch releases the GIL while it computes, so Kafka
+I/O, JSON and tokenisation overlap with the model.
 
 Completion has one path: every submitted note comes back exactly once through ``on_complete``,
 called on the inference thread when its last sentence is scored (or from :meth:`submit` for a
@@ -70,9 +70,9 @@ class InferenceLoop:
     Each of the scorer's ``concurrency`` lanes runs one batch at a time on an executor thread;
     up to lanes + 1 batches are in flight (the extra one waits in the executor's queue, so a
     finishing batch is followed at once). When the planned batches run out, the oldest waiting
-    sentences (arrival order) become the next window: at once while a lane is idle (waiting for
-    more would only leave it idle), else once a budget of tokens waits or the oldest sentence has
-    waited ``max_wait_s``; :func:`plan_for` cuts it into batches (arrival-order runs
+    sentences (arrival order) become the next window: at once while a lane is idle (CPU: waiting
+    for more would only leave it idle), else once a budget of tokens waits or the oldest sentence
+    has waited ``max_wait_s``; :func:`plan_for` cuts it into batches (arrival-order runs
     spread over the idle lanes for a packing scorer, else length-sorted batches). Windows in
     arrival order complete notes progressively under load, and the next window starts while the
     last batches of the previous one still run, so no lane idles at window boundaries.
@@ -208,8 +208,8 @@ class InferenceLoop:
     def _window_due(self) -> bool:
         if not self._waiting:
             return False
-        if self._in_flight < self._lanes:  # an idle lane: waiting for more only leaves it idle
-            return True
+        if self._in_flight < self._lanes and not self._settings.wait_when_idle:
+            return True  # an idle lane (CPU): waiting for more would only leave it idle
         if self._waiting_tokens >= self._settings.token_budget:
             return True
         return time.monotonic() >= self._waiting[0].at + self._settings.max_wait_s

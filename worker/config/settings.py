@@ -225,8 +225,8 @@ class WorkerSettings(BaseSettings):
     max_wait_ms: float = Field(
         default=20.0,
         ge=0.0,
-        description="While every model lane is busy, how long waiting sentences may gather for "
-        "the next batch; a lane that is idle takes them at once.",
+        description="How long waiting sentences may gather for the next batch while every model "
+        "lane is busy (on a GPU, also while one is idle); an idle CPU lane takes them at once.",
     )
     pack_sentences: bool = Field(
         default=True,
