@@ -19,11 +19,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from training.handlabels import DEFAULT_DATA_DIR, order_key, training_labels
-from training.sources import HAS_LETTERS, Example, read_bc2gm, read_biored
-
-#: Longer sentences are left out, as in the other literature draws.
-MAX_CHARS = 400
+from training.handlabels import DEFAULT_DATA_DIR, first_labellable, order_key, training_labels
+from training.sources import Example, read_bc2gm, read_biored
 
 
 def literature_training_examples(data_dir: Path) -> list[Example]:
@@ -33,17 +30,12 @@ def literature_training_examples(data_dir: Path) -> list[Example]:
     seen: set[str] = set()
     examples = []
     for example in [*read_bc2gm(data_dir), *read_biored(data_dir)]:
-        key = " ".join(example.text.lower().split())
         if (
-            example.split != "train"
-            or example.id in labelled
-            or key in seen
-            or len(example.text) > MAX_CHARS
-            or not HAS_LETTERS.search(example.text)
+            example.split == "train"
+            and example.id not in labelled
+            and first_labellable(example.text, seen)
         ):
-            continue
-        seen.add(key)
-        examples.append(example)
+            examples.append(example)
     return sorted(examples, key=lambda example: order_key(f"train:{example.id}"))
 
 

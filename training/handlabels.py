@@ -75,6 +75,21 @@ def order_key(key: str) -> str:
     return hashlib.sha256(f"{SAMPLE_SEED}:{key}".encode()).hexdigest()
 
 
+#: Training draws leave out longer sentences.
+MAX_TRAINING_CHARS = 400
+
+
+def first_labellable(text: str, seen: set[str]) -> bool:
+    """True the first time a labellable text (letters, at most :data:`MAX_TRAINING_CHARS`) is
+    met, case and spacing folded; records it in ``seen``. Training draws label each text once
+    (boilerplate repeats across notes and abstracts)."""
+    key = " ".join(text.lower().split())
+    if key in seen or not HAS_LETTERS.search(text) or len(text) > MAX_TRAINING_CHARS:
+        return False
+    seen.add(key)
+    return True
+
+
 def clinical_sentences(
     data_dir: Path, target: int = CLINICAL_TARGET, split: str = "test"
 ) -> list[Sentence]:
@@ -186,10 +201,8 @@ def clinical_training_sentences(data_dir: Path, target: int = TRAINING_TARGET) -
         if doc_split(f"mtsamples:{row['note_id']}", seed=SPLIT_SEED, dev=0.1, test=0.2) != "train":
             continue
         for start, end, text in note_sentences(row["text"]):
-            key = " ".join(text.lower().split())
-            if key in seen or not HAS_LETTERS.search(text) or len(text) > 400:
+            if not first_labellable(text, seen):
                 continue
-            seen.add(key)  # boilerplate repeats across notes: one label each
             hit = has_biomarker(text)
             if hit or CANDIDATE.search(text):
                 sid = f"{row['note_id']}:{start}-{end}"
@@ -242,10 +255,8 @@ def literature_training_sentences(
     halves: dict[bool, list[Sentence]] = {True: [], False: []}
     seen: set[str] = set()
     for sentence, row in _literature_rows(data_dir, "train"):
-        key = " ".join(sentence.text.lower().split())
-        if key in seen or not HAS_LETTERS.search(sentence.text) or len(sentence.text) > 400:
+        if not first_labellable(sentence.text, seen):
             continue
-        seen.add(key)
         mentions = _gene_mentions(row)
         if mentions:
             if all(GENERIC_MENTION.match(mention.strip()) for mention in mentions):
