@@ -25,6 +25,8 @@ class RecordingMetrics(Metrics):
     def __init__(self) -> None:
         super().__init__()
         self.batches: list[tuple[int, int, int, float]] = []
+        self.cached_sentences = 0
+        self.cached_tokens = 0
 
     def batch_done(
         self, *, sentences: int, tokens: int, padded_tokens: int, seconds: float
@@ -33,6 +35,11 @@ class RecordingMetrics(Metrics):
             sentences=sentences, tokens=tokens, padded_tokens=padded_tokens, seconds=seconds
         )
         self.batches.append((sentences, tokens, padded_tokens, seconds))
+
+    def cache_answered(self, *, sentences: int, tokens: int) -> None:
+        super().cache_answered(sentences=sentences, tokens=tokens)
+        self.cached_sentences += sentences
+        self.cached_tokens += tokens
 
     def describe(self) -> dict[str, Any]:
         if not self.batches:
@@ -46,6 +53,8 @@ class RecordingMetrics(Metrics):
             "median_batch_s": round(statistics.median(b[3] for b in self.batches), 4),
             "padding_ratio": round(1 - tokens / padded, 4) if padded else 0.0,
             "model_busy_s": round(sum(b[3] for b in self.batches), 2),
+            "cache_answered_sentences": self.cached_sentences,
+            "cache_answered_tokens": self.cached_tokens,
         }
 
 

@@ -83,7 +83,10 @@ def run_host(
         host_processes=processes,
         max_sentence_tokens=MAX_SENTENCE_TOKENS,
         max_note_chars=max_note_chars,
-        **(overrides or {}),
+        **{
+            "score_cache_size": 0,
+            **(overrides or {}),
+        },  # every sentence's host work, no repeats skipped
     )
     if pooled is None:
         pooled = processes > 1

@@ -78,6 +78,9 @@ class BatchLog:
     ) -> None:
         self.batches.append((sentences, tokens, padded_tokens, seconds))
 
+    def cache_answered(self, *, sentences: int, tokens: int) -> None:
+        """The host-only pass runs without a score cache (every sentence is batched)."""
+
     def describe(self, elapsed: float) -> dict[str, Any]:
         if not self.batches:
             return {"batches": 0}

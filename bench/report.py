@@ -25,6 +25,13 @@ def _ratio(a: float, b: float) -> float:
     return round(a / b, 3) if b and not math.isnan(b) else math.nan
 
 
+def _median_of(rounds: list[dict[str, Any]], key: str) -> float:
+    """The median of one reading over the rounds (NaN when a round lacks it)."""
+    if not rounds or not all(key in r for r in rounds):
+        return math.nan
+    return float(statistics.median(float(r[key]) for r in rounds))
+
+
 def ratios(results: dict[str, Any]) -> dict[str, Any]:
     """Headline ratios and whether each target is met."""
     e2e = results.get("end_to_end", {})
@@ -47,6 +54,12 @@ def ratios(results: dict[str, Any]) -> dict[str, Any]:
             if rounds and all("bracketed_ratio" in r for r in rounds)
             else math.nan
         ),
+        # The same two readings for the worker without its score cache (every sentence scored).
+        "end_to_end_over_model_only_without_cache": _median_of(rounds, "ratio_without_cache"),
+        "end_to_end_over_bracketing_model_only_without_cache": _median_of(
+            rounds, "bracketed_ratio_without_cache"
+        ),
+        "cache_answered_token_share": _median_of(rounds, "cache_answered_token_share"),
         # The reported backlog rate over the fastest model-only pass of the whole run.
         "end_to_end_over_best_model_only": _ratio(ours, max(limits)),
         **{f"ours_over_{name}": _ratio(ours, _rate(run)) for name, run in peers.items()},
@@ -113,6 +126,12 @@ def summary_lines(results: dict[str, Any]) -> list[str]:
             f"{round_['model_only_sentences_per_s']:>9} {round_['saturation_sentences_per_s']:>9}"
             f"  ratio {round_['ratio']}"
             + (f", bracketed {round_['bracketed_ratio']}" if "bracketed_ratio" in round_ else "")
+            + (
+                f"; without cache {round_['without_cache_sentences_per_s']}"
+                f" ({round_['ratio_without_cache']})"
+                if "ratio_without_cache" in round_
+                else ""
+            )
         )
     runs = {**results.get("end_to_end", {}), **results.get("peers", {})}
     for scale in results.get("scaling", []):

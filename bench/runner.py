@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import structlog
 
@@ -160,7 +160,11 @@ def _kafka_passes(ctx: _Context) -> None:
     ctx.timed(
         "broker_warmup", partial(e2e.saturation, pipeline, model, corpus.head(plan.warmup_notes))
     )
-    rounds = [_round(ctx, pipeline, number) for number in range(plan.rounds)]
+    # The same worker without its score cache, in every round: what the cache saved, measured.
+    uncached = e2e.PipelineRun(
+        ctx.bootstrap, plan.partitions, {**ctx.overrides, "score_cache_size": 0}
+    )
+    rounds = [_round(ctx, pipeline, uncached, number) for number in range(plan.rounds)]
     # One more model-only pass closes the last round: each backlog pass then sits between two
     # model-only passes, and their mean cancels a steady drift of the machine's speed.
     closing, _ = _model_only_pass(ctx, "closing_model_only")
@@ -208,12 +212,17 @@ class _Round:
     model_only_cpu: dict[str, float]
     saturation: dict[str, Any]
     cpu: dict[str, float]
+    uncached: dict[str, Any]  # the backlog pass with ``score_cache_size`` 0
+    corpus_tokens: int
 
     def describe(self, next_model_only: float) -> dict[str, Any]:
         """``next_model_only``: the model-only rate of the pass right after this backlog pass
         (the next round's, or the closing pass)."""
         model_only = float(self.model_only["sentences_per_s"])
         saturation = float(self.saturation["sentences_per_s"])
+        uncached = float(self.uncached["sentences_per_s"])
+        bracket = (model_only + next_model_only) / 2
+        answered = int(self.saturation["batches"].get("cache_answered_tokens", 0))
         return {
             "model_only_sentences_per_s": model_only,
             "model_only_broker_share": self.model_only_cpu["broker_share"],
@@ -221,7 +230,11 @@ class _Round:
             "saturation_cpu": self.cpu,
             "ratio": round(saturation / model_only, 3),
             "next_model_only_sentences_per_s": next_model_only,
-            "bracketed_ratio": round(saturation / ((model_only + next_model_only) / 2), 3),
+            "bracketed_ratio": round(saturation / bracket, 3),
+            "cache_answered_token_share": round(answered / max(1, self.corpus_tokens), 4),
+            "without_cache_sentences_per_s": uncached,
+            "ratio_without_cache": round(uncached / model_only, 3),
+            "bracketed_ratio_without_cache": round(uncached / bracket, 3),
         }
 
 
@@ -244,13 +257,26 @@ def _model_only_pass(ctx: _Context, key: str) -> tuple[dict[str, Any], dict[str,
     return model_only, cpu
 
 
-def _round(ctx: _Context, pipeline: e2e.PipelineRun, number: int) -> _Round:
+def _round(
+    ctx: _Context, pipeline: e2e.PipelineRun, uncached: e2e.PipelineRun, number: int
+) -> _Round:
+    """A model-only pass, then the worker's backlog pass and the same without the score cache
+    (in turn first and second, round by round, so neither always follows the model-only pass)."""
     model_only, model_only_cpu = _model_only_pass(ctx, f"round_{number}_model_only")
-    with _cpu_use(ctx.broker_pids) as cpu:
-        saturation = ctx.timed(
-            f"round_{number}_saturation", partial(e2e.saturation, pipeline, ctx.model, ctx.corpus)
+
+    def backlog(run: e2e.PipelineRun, key: str) -> dict[str, Any]:
+        return cast(
+            dict[str, Any],
+            ctx.timed(f"round_{number}_{key}", partial(e2e.saturation, run, ctx.model, ctx.corpus)),
         )
-    return _Round(model_only, model_only_cpu, saturation, cpu)
+
+    if number % 2:
+        without = backlog(uncached, "without_cache")
+    with _cpu_use(ctx.broker_pids) as cpu:
+        saturation = backlog(pipeline, "saturation")
+    if not number % 2:
+        without = backlog(uncached, "without_cache")
+    return _Round(model_only, model_only_cpu, saturation, cpu, without, ctx.corpus.tokens)
 
 
 @contextlib.contextmanager

@@ -6,6 +6,7 @@ import argparse
 import math
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -82,20 +83,11 @@ def test_quick_bench_measures_every_pass_and_writes_results(
     paced = results["end_to_end"]["paced"]
     assert paced["notes"] == min(16, notes)  # the lead-in (up to 8 notes) is not measured
     assert 0 <= paced["warmup_notes"] <= max(0, notes - 16)
-    (round_,) = results["rounds"]  # --quick: one model-only + backlog round
-    assert round_["saturation_sentences_per_s"] == runs["saturation"]["sentences_per_s"]
-    assert round_["ratio"] == pytest.approx(
-        round_["saturation_sentences_per_s"] / round_["model_only_sentences_per_s"], abs=1e-3
-    )
-    # the closing model-only pass brackets the backlog pass with the one before it
-    assert "closing_model_only" in results["pass_seconds"]
-    bracket = (round_["model_only_sentences_per_s"] + round_["next_model_only_sentences_per_s"]) / 2
-    assert round_["bracketed_ratio"] == pytest.approx(
-        round_["saturation_sentences_per_s"] / bracket, abs=1e-3
-    )
+    round_ = _check_the_round(results, runs)
     ratios = results["ratios"]
     assert ratios["end_to_end_over_model_only"] == round_["ratio"]
     assert ratios["end_to_end_over_bracketing_model_only"] == round_["bracketed_ratio"]
+    assert ratios["end_to_end_over_model_only_without_cache"] == round_["ratio_without_cache"]
     for key in (
         "end_to_end_over_model_only",
         "end_to_end_over_bracketing_model_only",
@@ -117,3 +109,28 @@ def test_quick_bench_measures_every_pass_and_writes_results(
     assert results["machine"]["usable_cores"] >= 1 and len(results["load_at_start"]) == 3
     printed = capsys.readouterr().out
     assert "end_to_end_over_model_only" in printed and "smoke.json" in printed
+
+
+def _check_the_round(results: dict[str, Any], runs: dict[str, Any]) -> dict[str, Any]:
+    """The one round of ``--quick``: its ratios, with the cache and without, as reported."""
+    (round_,) = results["rounds"]  # --quick: one model-only + backlog round
+    assert round_["saturation_sentences_per_s"] == runs["saturation"]["sentences_per_s"]
+    assert round_["ratio"] == pytest.approx(
+        round_["saturation_sentences_per_s"] / round_["model_only_sentences_per_s"], abs=1e-3
+    )
+    # the closing model-only pass brackets the backlog pass with the one before it
+    assert "closing_model_only" in results["pass_seconds"]
+    bracket = (round_["model_only_sentences_per_s"] + round_["next_model_only_sentences_per_s"]) / 2
+    assert round_["bracketed_ratio"] == pytest.approx(
+        round_["saturation_sentences_per_s"] / bracket, abs=1e-3
+    )
+    # the same worker without its score cache, in the same round
+    assert "round_0_without_cache" in results["pass_seconds"]
+    assert round_["ratio_without_cache"] == pytest.approx(
+        round_["without_cache_sentences_per_s"] / round_["model_only_sentences_per_s"], abs=1e-3
+    )
+    answered = runs["saturation"]["batches"]["cache_answered_tokens"]
+    assert round_["cache_answered_token_share"] == pytest.approx(
+        answered / results["corpus"]["wordpieces"], abs=1e-4
+    )
+    return round_

@@ -21,6 +21,7 @@ from worker.logs import where_raised
 from worker.metrics import Metrics
 from worker.notes import Note, Record
 from worker.prepare import PreparationThread, Preparer
+from worker.score_cache import ScoreCache
 from worker.scoring import BatchObserver
 
 if TYPE_CHECKING:
@@ -79,6 +80,7 @@ def worker_threads(
         ),
         on_complete=hand_back,
         observer=observer or metrics,
+        cache=ScoreCache(settings.score_cache_size) if settings.score_cache_size else None,
     )
     if pool is not None:
         return HostPreparation(pool=pool, score=inference.submit, on_prepared=hand_back), inference

@@ -15,6 +15,11 @@ A scorer with ``concurrency`` > 1 (a CPU classifier: one single-threaded batch p
 classifier: two batches, so one is packed and launched while the other's kernels run) gets that
 many lanes, each a worker thread; results are applied by the loop's own thread as batches finish,
 so per-note bookkeeping stays single-threaded.
+
+With a :class:`~worker.score_cache.ScoreCache`, a sentence that repeats one scored recently is
+answered from it when its window is planned and never reaches a batch. Not earlier: under a
+backlog a note waits while the windows before it are scored, and so do its repeats' first
+occurrences.
 """
 
 from __future__ import annotations
@@ -32,7 +37,16 @@ import structlog
 from worker.batching import BatchingSettings
 from worker.logs import where_raised
 from worker.notes import Note, SentenceJob
-from worker.scoring import BatchObserver, Results, Scorer, plan_for, record_batch, timed_score
+from worker.score_cache import ScoreCache
+from worker.scoring import (
+    BatchObserver,
+    Results,
+    Scorer,
+    plan_for,
+    record_batch,
+    record_cached,
+    timed_score,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -85,8 +99,10 @@ class InferenceLoop:
         settings: BatchingSettings,
         on_complete: Callable[[Note], None],
         observer: BatchObserver | None = None,
+        cache: ScoreCache | None = None,
     ) -> None:
         self._scorer = scorer
+        self._cache = cache
         self._settings = settings
         self._on_complete = on_complete
         self._observer = observer
@@ -180,6 +196,8 @@ class InferenceLoop:
         elif isinstance(event, _Scored):
             self._in_flight -= 1
             self.last_progress = time.monotonic()
+            if self._cache is not None:
+                self._cache.remember(event.jobs, event.results)
             record_batch(
                 self._scorer,
                 event.jobs,
@@ -241,6 +259,10 @@ class InferenceLoop:
 
     def _plan(self, window: list[SentenceJob], parts: int) -> None:
         live = [job for job in window if not job.note.cancelled]
+        if self._cache is not None:  # as late as can be, so earlier windows are scored by now
+            hits, scores, live = self._cache.split(live)
+            if hits:
+                record_cached(hits, scores, on_complete=self._on_complete, observer=self._observer)
         lengths = [len(job.ids) for job in live]
         for batch in plan_for(self._scorer, lengths, self._settings, parts):
             self._planned.append([live[i] for i in batch])

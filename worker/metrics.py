@@ -72,7 +72,16 @@ class Metrics:
         self.sentences_in = Counter(
             "biomarker_sentences_in", "Sentences submitted for scoring.", registry=r
         )
-        self.sentences_out = Counter("biomarker_sentences_out", "Sentences scored.", registry=r)
+        self.sentences_out = Counter(
+            "biomarker_sentences_out",
+            "Sentences scored (by the model or the score cache).",
+            registry=r,
+        )
+        self.score_cache_hits = Counter(
+            "biomarker_score_cache_hits",
+            "Sentences answered by the score cache (repeats of recent ones), not the model.",
+            registry=r,
+        )
         self.batch_sentences = Histogram(
             "biomarker_batch_sentences",
             "Sentences per micro-batch.",
@@ -178,6 +187,10 @@ class Metrics:
         self.batch_tokens.observe(padded_tokens)
         self.padding_ratio.set(1.0 - tokens / padded_tokens if padded_tokens else 0.0)
         self.inference_seconds.observe(seconds)
+        self.sentences_out.inc(sentences)
+
+    def cache_answered(self, *, sentences: int, tokens: int) -> None:
+        self.score_cache_hits.inc(sentences)
         self.sentences_out.inc(sentences)
 
 

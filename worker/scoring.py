@@ -72,6 +72,9 @@ class BatchObserver(Protocol):
         self, *, sentences: int, tokens: int, padded_tokens: int, seconds: float
     ) -> None: ...
 
+    def cache_answered(self, *, sentences: int, tokens: int) -> None:
+        """Sentences answered by the score cache (:mod:`worker.score_cache`), not the model."""
+
 
 @dataclass(slots=True)
 class Failure:
@@ -133,6 +136,27 @@ def record_batch(
             padded_tokens=scorer.computed_positions(lengths),
             seconds=seconds,
         )
+    _write_scores(jobs, results, on_complete)
+
+
+def record_cached(
+    jobs: Sequence[SentenceJob],
+    scores: Results,
+    *,
+    on_complete: Callable[[Note], None],
+    observer: BatchObserver | None,
+) -> None:
+    """Write scores the score cache answered into their notes, as :func:`record_batch` does."""
+    if observer is not None:
+        observer.cache_answered(sentences=len(jobs), tokens=sum(len(job.ids) for job in jobs))
+    _write_scores(jobs, scores, on_complete)
+
+
+def _write_scores(
+    jobs: Sequence[SentenceJob],
+    results: Sequence[float | Failure],
+    on_complete: Callable[[Note], None],
+) -> None:
     for job, result in zip(jobs, results, strict=True):
         note = job.note
         if isinstance(result, Failure):

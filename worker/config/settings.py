@@ -228,6 +228,13 @@ class WorkerSettings(BaseSettings):
         description="How long waiting sentences may gather for the next batch while every model "
         "lane is busy (on a GPU, also while one is idle); an idle CPU lane takes them at once.",
     )
+    score_cache_size: int = Field(
+        default=32_768,
+        ge=0,
+        le=10_000_000,
+        description="Sentences whose scores are kept by token ids, so a repeat (a template line, "
+        "an amended or replayed note) skips the model; least recently used out first. 0: off.",
+    )
     pack_sentences: bool = Field(
         default=True,
         description="Several sentences per row of a batch (BERT models): no padding waste, "

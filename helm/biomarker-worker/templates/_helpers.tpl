@@ -503,6 +503,7 @@ BIOMARKER_TOKEN_BUDGET: {{ $i.tokenBudget | int | quote }}
 BIOMARKER_MAX_BATCH_SENTENCES: {{ $i.maxBatchSentences | int | quote }}
 {{- end }}
 BIOMARKER_MAX_WAIT_MS: {{ $i.maxWaitMs | toString | quote }}
+BIOMARKER_SCORE_CACHE_SIZE: {{ $i.scoreCacheSize | int | quote }}
 BIOMARKER_PACK_SENTENCES: {{ $i.packSentences | toString | quote }}
 BIOMARKER_INCLUDE_SENTENCE_TEXT: {{ $i.includeSentenceText | toString | quote }}
 BIOMARKER_INCLUDE_NOTE_TEXT: {{ $i.includeNoteText | toString | quote }}
