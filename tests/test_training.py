@@ -21,6 +21,7 @@ from transformers import (
 from training import dataset as dataset_module
 from training import train as train_module
 from training.dataset import DatasetConfig, build_dataset, data_dir_from
+from training.handlabels import Batches, in_batches
 from training.lexicon import is_decoy
 from training.metrics import binary_metrics, evaluation_report
 from training.sources import civic_label
@@ -629,9 +630,9 @@ def test_dataset_command_sets_hand_label_weight_and_batches_per_set(
     """``--literature-hand-weight`` repeats only the literature hand rows; ``--*-hand-batches``
     passes the batch count to the label reader, and 0 keeps the corpus labels."""
     data = _mini_corpora(tmp_path / "data")
-    asked: list[tuple[str, int | None]] = []
+    asked: list[tuple[str, Batches]] = []
 
-    def labels(name: str, batches: int | None) -> dict[str, int]:
+    def labels(name: str, batches: Batches) -> dict[str, int]:
         asked.append((name, batches))
         if name == "literature_train" and batches != 0:
             return {"bc2gm:P1T0": 0}
@@ -662,10 +663,30 @@ def test_dataset_command_sets_hand_label_weight_and_batches_per_set(
     assert asked == [("clinical_train", 2), ("clinical_train_notes", 3), ("literature_train", 0)]
     brca = [row for row in _train_rows(none) if row["text"] == "BRCA1 binds DNA."]
     assert [(row["label"], row["source"]) for row in brca] == [(1, "bc2gm")]
-    for flag in ("--clinical-hand-weight", "--literature-hand-batches"):
-        args = _parser().parse_args([*base, "--out", str(tmp_path / "bad"), flag, "-1"])
+    asked.clear()
+    chosen = tmp_path / "chosen"
+    args = _parser().parse_args([*base, "--out", str(chosen), "--literature-hand-batches", "4,1,2"])
+    assert args.handler(args) == 0
+    assert ("literature_train", (1, 2, 4)) in asked  # these batches, not the first four
+    manifest = json.loads((chosen / "manifest.json").read_text())
+    assert manifest["hand_batches"]["literature_train"] == [1, 2, 4]
+    for flag, value in (
+        ("--clinical-hand-weight", "-1"),
+        ("--literature-hand-batches", "-1"),
+        ("--literature-hand-batches", "0,2"),
+        ("--literature-hand-batches", "2,2"),
+        ("--literature-hand-batches", "two"),
+    ):
+        args = _parser().parse_args([*base, "--out", str(tmp_path / "bad"), flag, value])
         with pytest.raises(UsageError, match=flag):
             args.handler(args)
+
+
+def test_batches_are_the_first_n_or_the_numbers_given() -> None:
+    assert [b for b in (1, 2, 3, 4) if in_batches(b, 2)] == [1, 2]
+    assert [b for b in (1, 2, 3, 4) if in_batches(b, (1, 2, 4))] == [1, 2, 4]
+    assert [b for b in (1, 2, 3, 4) if in_batches(b, None)] == [1, 2, 3, 4]
+    assert not any(in_batches(b, 0) for b in (1, 2))
 
 
 def test_dataset_command_adds_the_note_decoys_unless_told_not_to(tmp_path: Path) -> None:

@@ -28,7 +28,12 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from training.handlabels import TRAINING_SETS, training_hard_negatives, training_labels
+from training.handlabels import (
+    TRAINING_SETS,
+    Batches,
+    training_hard_negatives,
+    training_labels,
+)
 from training.lexicon import is_decoy
 from training.sources import (
     Example,
@@ -104,10 +109,10 @@ class DatasetConfig:
     hand_weight: dict[str, int] = field(
         default_factory=lambda: {HAND_SOURCE: 2, HAND_NOTES_SOURCE: 1, LITERATURE_HAND_SOURCE: 2}
     )
-    #: Per hand-labelled training set (``training/handlabels/<name>.jsonl``), how many of its
-    #: labelling batches to use, in order (``None``: all). The literature's second batch joined
-    #: with 1.7.0; 1.6.0's data read its first only.
-    hand_batches: dict[str, int | None] = field(
+    #: Per hand-labelled training set (``training/handlabels/<name>.jsonl``), which of its
+    #: labelling batches to use: the first N, a tuple of batch numbers, or all (``None``).
+    #: The literature's second batch joined with 1.7.0; 1.6.0's data read its first only.
+    hand_batches: dict[str, Batches] = field(
         default_factory=lambda: {
             "clinical_train": 1,
             "clinical_train_notes": None,

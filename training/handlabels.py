@@ -322,22 +322,35 @@ def load_labels(
 TRAINING_SETS = ("clinical_train", "clinical_train_notes", "literature_train")
 
 
-def _training_rows(name: str, batches: int | None) -> Iterator[dict[str, Any]]:
-    """The rows of a hand-labelled *training* set, its first ``batches`` batches (``None``: all)."""
+#: Which labelling batches of a training set to use: the first N, these numbers, or all (None).
+Batches = int | tuple[int, ...] | None
+
+
+def in_batches(batch: int, batches: Batches) -> bool:
+    """Whether labelling batch ``batch`` is one of ``batches``."""
+    if batches is None:
+        return True
+    if isinstance(batches, int):
+        return batch <= batches
+    return batch in batches
+
+
+def _training_rows(name: str, batches: Batches) -> Iterator[dict[str, Any]]:
+    """The rows of a hand-labelled *training* set in ``batches``."""
     for row in read_jsonl(LABELS_DIR / f"{name}.jsonl"):
-        if batches is None or int(row["batch"]) <= batches:
+        if in_batches(int(row["batch"]), batches):
             yield row
 
 
-def training_labels(name: str = "clinical_train", batches: int | None = None) -> dict[str, int]:
+def training_labels(name: str = "clinical_train", batches: Batches = None) -> dict[str, int]:
     """Sentence id -> hand label of a hand-labelled *training* set (ids only; no text).
 
-    ``batches`` keeps the first that many labelling batches (``None``: all).
+    ``batches``: the first that many labelling batches, those numbers (a tuple), or all (None).
     """
     return {row["id"]: int(row["label"]) for row in _training_rows(name, batches)}
 
 
-def training_hard_negatives(name: str, batches: int | None = None) -> frozenset[str]:
+def training_hard_negatives(name: str, batches: Batches = None) -> frozenset[str]:
     """Ids of a hand-labelled *training* set's hard negatives: label 0 with a family (a vital
     sign, a drug given as treatment, a condition named after an analyte, ...)."""
     return frozenset(

@@ -36,10 +36,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         )
         parser.add_argument(
             f"--{prefix}-hand-batches",
-            type=int,
-            metavar="N",
-            help=f"use the first N labelling batches of {name}.jsonl, 0 for none "
-            "(default: those of the shipped model)",
+            metavar="N|A,B,...",
+            help=f"use the first N labelling batches of {name}.jsonl (0 for none), or the "
+            "batches numbered A,B,... (default: those of the shipped model)",
         )
     parser.add_argument(
         "--note-decoys",
@@ -90,10 +89,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.set_defaults(handler=handle)
 
 
-def hand_overrides(args: argparse.Namespace) -> tuple[dict[str, int], dict[str, int]]:
-    """The hand-label weights and batch counts given on the command line, by set name."""
+def hand_overrides(
+    args: argparse.Namespace,
+) -> tuple[dict[str, int], dict[str, int | tuple[int, ...]]]:
+    """The hand-label weights and batch choices given on the command line, by set name."""
     weights: dict[str, int] = {}
-    batches: dict[str, int] = {}
+    batches: dict[str, int | tuple[int, ...]] = {}
     for prefix, name in HAND_SETS.items():
         attribute = prefix.replace("-", "_")
         weight = getattr(args, f"{attribute}_hand_weight")
@@ -103,10 +104,23 @@ def hand_overrides(args: argparse.Namespace) -> tuple[dict[str, int], dict[str, 
                 raise UsageError(f"--{prefix}-hand-weight must be at least 1")
             weights[name] = weight
         if count is not None:
-            if count < 0:
-                raise UsageError(f"--{prefix}-hand-batches must not be negative")
-            batches[name] = count
+            batches[name] = _batches(count, f"--{prefix}-hand-batches")
     return weights, batches
+
+
+def _batches(value: str, flag: str) -> int | tuple[int, ...]:
+    """``N``: the first N batches; ``A,B,...``: those batches (numbered from 1)."""
+    try:
+        numbers = [int(part) for part in value.split(",")]
+    except ValueError:
+        raise UsageError(f"{flag} takes a count or batch numbers such as 1,2,4") from None
+    if "," not in value:
+        if numbers[0] < 0:
+            raise UsageError(f"{flag} must not be negative")
+        return numbers[0]
+    if min(numbers) < 1 or len(set(numbers)) != len(numbers):
+        raise UsageError(f"{flag}: batch numbers start at 1, each once")
+    return tuple(sorted(numbers))
 
 
 def handle(args: argparse.Namespace) -> int:
