@@ -54,11 +54,10 @@ def ratios(results: dict[str, Any]) -> dict[str, Any]:
             if rounds and all("bracketed_ratio" in r for r in rounds)
             else math.nan
         ),
-        # The same two readings for the worker without its score cache (every sentence scored).
-        "end_to_end_over_model_only_without_cache": _median_of(rounds, "ratio_without_cache"),
-        "end_to_end_over_bracketing_model_only_without_cache": _median_of(
-            rounds, "bracketed_ratio_without_cache"
-        ),
+        # The worker with its score cache (repeats answered, so less model work than the
+        # model-only pass: not a reading of the pipeline's overhead), and what the cache gained.
+        "end_to_end_with_cache_over_model_only": _median_of(rounds, "ratio_with_cache"),
+        "cache_speedup": _median_of(rounds, "cache_speedup"),
         "cache_answered_token_share": _median_of(rounds, "cache_answered_token_share"),
         # The reported backlog rate over the fastest model-only pass of the whole run.
         "end_to_end_over_best_model_only": _ratio(ours, max(limits)),
@@ -127,9 +126,9 @@ def summary_lines(results: dict[str, Any]) -> list[str]:
             f"  ratio {round_['ratio']}"
             + (f", bracketed {round_['bracketed_ratio']}" if "bracketed_ratio" in round_ else "")
             + (
-                f"; without cache {round_['without_cache_sentences_per_s']}"
-                f" ({round_['ratio_without_cache']})"
-                if "ratio_without_cache" in round_
+                f"; with cache {round_['with_cache_sentences_per_s']}"
+                f" ({round_['ratio_with_cache']})"
+                if "ratio_with_cache" in round_
                 else ""
             )
         )

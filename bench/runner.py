@@ -21,7 +21,7 @@ from bench.modelonly import BatchOrder, run_batches, sweep
 from bench.models import resolve_model
 from bench.plan import BenchPlan
 from devkit.localkafka import LocalKafka
-from worker.config import load_settings
+from worker.config import WorkerSettings, load_settings
 from worker.loading import provenance_for
 from worker.model.classifier import SequenceClassifier
 
@@ -112,6 +112,9 @@ def run(plan: BenchPlan, step: Step = lambda _name: None) -> dict[str, Any]:
         "token_budget": best,
         "max_wait_ms": plan.max_wait_ms,
         "max_sentence_tokens": MAX_SENTENCE_TOKENS,
+        # Every sentence scored, as the model-only passes and the peers do; what the score cache
+        # saves is measured beside it, in each round.
+        "score_cache_size": 0,
         **({"torch_threads": plan.threads} if plan.threads else {}),
     }
     results["settings"] = {**overrides, "partitions": plan.partitions, "threads": _threads(model)}
@@ -160,11 +163,13 @@ def _kafka_passes(ctx: _Context) -> None:
     ctx.timed(
         "broker_warmup", partial(e2e.saturation, pipeline, model, corpus.head(plan.warmup_notes))
     )
-    # The same worker without its score cache, in every round: what the cache saved, measured.
-    uncached = e2e.PipelineRun(
-        ctx.bootstrap, plan.partitions, {**ctx.overrides, "score_cache_size": 0}
+    # The same worker with its score cache (the default size), in every round.
+    cached = e2e.PipelineRun(
+        ctx.bootstrap,
+        plan.partitions,
+        {**ctx.overrides, "score_cache_size": WorkerSettings().score_cache_size},
     )
-    rounds = [_round(ctx, pipeline, uncached, number) for number in range(plan.rounds)]
+    rounds = [_round(ctx, pipeline, cached, number) for number in range(plan.rounds)]
     # One more model-only pass closes the last round: each backlog pass then sits between two
     # model-only passes, and their mean cancels a steady drift of the machine's speed.
     closing, _ = _model_only_pass(ctx, "closing_model_only")
@@ -204,15 +209,17 @@ def _kafka_passes(ctx: _Context) -> None:
 
 @dataclass(frozen=True, slots=True)
 class _Round:
-    """A model-only pass and a backlog pass back to back. Their ratio is far less exposed than
+    """A model-only pass and a backlog pass close together. Their ratio is far less exposed than
     passes minutes apart to the drift of a shared machine's speed (model-only passes of one run
-    here ranged over 15%); the median of several rounds also rides out a slow pass."""
+    here ranged over 15%); the median of several rounds also rides out a slow pass. The backlog
+    pass scores every sentence; the round's other backlog pass runs the score cache."""
 
     model_only: dict[str, Any]
     model_only_cpu: dict[str, float]
     saturation: dict[str, Any]
     cpu: dict[str, float]
-    uncached: dict[str, Any]  # the backlog pass with ``score_cache_size`` 0
+    cached: dict[str, Any]  # the backlog pass with the score cache on
+    cache_first: bool  # that pass ran first, right after the model-only pass
     corpus_tokens: int
 
     def describe(self, next_model_only: float) -> dict[str, Any]:
@@ -220,9 +227,9 @@ class _Round:
         (the next round's, or the closing pass)."""
         model_only = float(self.model_only["sentences_per_s"])
         saturation = float(self.saturation["sentences_per_s"])
-        uncached = float(self.uncached["sentences_per_s"])
+        cached = float(self.cached["sentences_per_s"])
         bracket = (model_only + next_model_only) / 2
-        answered = int(self.saturation["batches"].get("cache_answered_tokens", 0))
+        answered = int(self.cached["batches"].get("cache_answered_tokens", 0))
         return {
             "model_only_sentences_per_s": model_only,
             "model_only_broker_share": self.model_only_cpu["broker_share"],
@@ -231,10 +238,14 @@ class _Round:
             "ratio": round(saturation / model_only, 3),
             "next_model_only_sentences_per_s": next_model_only,
             "bracketed_ratio": round(saturation / bracket, 3),
+            "with_cache_sentences_per_s": cached,
+            "with_cache_first": self.cache_first,
+            "ratio_with_cache": round(cached / model_only, 3),
+            "cache_speedup": round(cached / saturation, 3),
             "cache_answered_token_share": round(answered / max(1, self.corpus_tokens), 4),
-            "without_cache_sentences_per_s": uncached,
-            "ratio_without_cache": round(uncached / model_only, 3),
-            "bracketed_ratio_without_cache": round(uncached / bracket, 3),
+            "cache_answered_without_cache": int(
+                self.saturation["batches"].get("cache_answered_sentences", 0)
+            ),
         }
 
 
@@ -258,10 +269,11 @@ def _model_only_pass(ctx: _Context, key: str) -> tuple[dict[str, Any], dict[str,
 
 
 def _round(
-    ctx: _Context, pipeline: e2e.PipelineRun, uncached: e2e.PipelineRun, number: int
+    ctx: _Context, pipeline: e2e.PipelineRun, cached: e2e.PipelineRun, number: int
 ) -> _Round:
-    """A model-only pass, then the worker's backlog pass and the same without the score cache
-    (in turn first and second, round by round, so neither always follows the model-only pass)."""
+    """A model-only pass, then two backlog passes, every sentence scored and with the score
+    cache, in ABBA order over the rounds (cache second in rounds 0, 3, 4, 7, ..., first in 1, 2,
+    5, 6, ...), since a pass's position moves its reading."""
     model_only, model_only_cpu = _model_only_pass(ctx, f"round_{number}_model_only")
 
     def backlog(run: e2e.PipelineRun, key: str) -> dict[str, Any]:
@@ -270,13 +282,16 @@ def _round(
             ctx.timed(f"round_{number}_{key}", partial(e2e.saturation, run, ctx.model, ctx.corpus)),
         )
 
-    if number % 2:
-        without = backlog(uncached, "without_cache")
+    cache_first = number % 4 in (1, 2)
+    if cache_first:
+        with_cache = backlog(cached, "with_cache")
     with _cpu_use(ctx.broker_pids) as cpu:
         saturation = backlog(pipeline, "saturation")
-    if not number % 2:
-        without = backlog(uncached, "without_cache")
-    return _Round(model_only, model_only_cpu, saturation, cpu, without, ctx.corpus.tokens)
+    if not cache_first:
+        with_cache = backlog(cached, "with_cache")
+    return _Round(
+        model_only, model_only_cpu, saturation, cpu, with_cache, cache_first, ctx.corpus.tokens
+    )
 
 
 @contextlib.contextmanager
@@ -370,6 +385,7 @@ def _scaling(ctx: _Context, processes: int) -> dict[str, Any]:
                 "dtype": plan.dtype,
                 "token_budget": ctx.overrides["token_budget"],
                 "max_wait_ms": plan.max_wait_ms,
+                "score_cache_size": ctx.overrides["score_cache_size"],
             },
         ),
     )

@@ -676,10 +676,17 @@ def test_dataset_command_sets_hand_label_weight_and_batches_per_set(
         ("--literature-hand-batches", "0,2"),
         ("--literature-hand-batches", "2,2"),
         ("--literature-hand-batches", "two"),
+        ("--literature-hand-batches", ","),
     ):
         args = _parser().parse_args([*base, "--out", str(tmp_path / "bad"), flag, value])
         with pytest.raises(UsageError, match=flag):
             args.handler(args)
+
+
+def test_batch_choices_read_as_a_count_or_as_numbers() -> None:
+    assert dataset_cli._batches("3", "--x") == 3
+    assert dataset_cli._batches("3,", "--x") == (3,)  # batch 3 alone
+    assert dataset_cli._batches("4, 1,2", "--x") == (1, 2, 4)
 
 
 def test_batches_are_the_first_n_or_the_numbers_given() -> None:

@@ -17,9 +17,8 @@ many lanes, each a worker thread; results are applied by the loop's own thread a
 so per-note bookkeeping stays single-threaded.
 
 With a :class:`~worker.score_cache.ScoreCache`, a sentence that repeats one scored recently is
-answered from it when its window is planned and never reaches a batch. Not earlier: under a
-backlog a note waits while the windows before it are scored, and so do its repeats' first
-occurrences.
+answered from it when its window is planned, and one that repeats a sentence still planned or
+running waits for that batch: neither reaches a batch.
 """
 
 from __future__ import annotations
@@ -196,8 +195,6 @@ class InferenceLoop:
         elif isinstance(event, _Scored):
             self._in_flight -= 1
             self.last_progress = time.monotonic()
-            if self._cache is not None:
-                self._cache.remember(event.jobs, event.results)
             record_batch(
                 self._scorer,
                 event.jobs,
@@ -206,6 +203,12 @@ class InferenceLoop:
                 on_complete=self._on_complete,
                 observer=self._observer,
             )
+            if self._cache is not None:
+                repeats, results = self._cache.settle(event.jobs, event.results)
+                if repeats:
+                    record_cached(
+                        repeats, results, on_complete=self._on_complete, observer=self._observer
+                    )
         elif isinstance(event, _Crashed):
             raise event.error
 
@@ -218,10 +221,16 @@ class InferenceLoop:
                 idle = max(1, self._lanes - self._in_flight)
                 self._plan(self._take_window(idle), idle)
                 continue
-            batch = [job for job in self._planned.popleft() if not job.note.cancelled]
+            batch = [job for job in self._planned.popleft() if self._wanted(job)]
             if batch:
                 self._in_flight += 1
                 self._executor.submit(self._score, batch)
+
+    def _wanted(self, job: SentenceJob) -> bool:
+        """A job of a cancelled note is not scored, unless repeats of live notes wait for it."""
+        if not job.note.cancelled:
+            return True
+        return self._cache is not None and self._cache.needed(job)
 
     def _window_due(self) -> bool:
         if not self._waiting:
@@ -259,8 +268,8 @@ class InferenceLoop:
 
     def _plan(self, window: list[SentenceJob], parts: int) -> None:
         live = [job for job in window if not job.note.cancelled]
-        if self._cache is not None:  # as late as can be, so earlier windows are scored by now
-            hits, scores, live = self._cache.split(live)
+        if self._cache is not None:
+            hits, scores, live = self._cache.sort(live)
             if hits:
                 record_cached(hits, scores, on_complete=self._on_complete, observer=self._observer)
         lengths = [len(job.ids) for job in live]

@@ -38,7 +38,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
             f"--{prefix}-hand-batches",
             metavar="N|A,B,...",
             help=f"use the first N labelling batches of {name}.jsonl (0 for none), or the "
-            "batches numbered A,B,... (default: those of the shipped model)",
+            "batches numbered A,B,... ('3,' for batch 3 alone; default: the shipped model's)",
         )
     parser.add_argument(
         "--note-decoys",
@@ -109,11 +109,13 @@ def hand_overrides(
 
 
 def _batches(value: str, flag: str) -> int | tuple[int, ...]:
-    """``N``: the first N batches; ``A,B,...``: those batches (numbered from 1)."""
+    """``N``: the first N batches; ``A,B,...`` (or ``A,`` for one): those batches, from 1."""
     try:
-        numbers = [int(part) for part in value.split(",")]
+        numbers = [int(part) for part in value.split(",") if part.strip()]
     except ValueError:
         raise UsageError(f"{flag} takes a count or batch numbers such as 1,2,4") from None
+    if not numbers:
+        raise UsageError(f"{flag} takes a count or batch numbers such as 1,2,4")
     if "," not in value:
         if numbers[0] < 0:
             raise UsageError(f"{flag} must not be negative")
