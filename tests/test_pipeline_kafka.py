@@ -109,11 +109,12 @@ def test_thousand_notes_one_output_each_valid_ordered(
     registry = pipeline.metrics.registry
     sentences = registry.get_sample_value("biomarker_sentences_in_total")
     assert sentences == sum(len(r.json()["biomarker"]["sentences"]) for r in outputs)
-    # The notes repeat two of their three sentences: the score cache answered many of them (the
-    # scores above are the classifier's all the same), and every sentence counts as scored.
+    # The notes repeat their sentences (the test model's small vocabulary even reads the note
+    # numbers alike): the score cache answered most of them, the scores above are the
+    # classifier's all the same, and every sentence counts as scored.
     assert registry.get_sample_value("biomarker_sentences_out_total") == sentences
     hits = registry.get_sample_value("biomarker_score_cache_hits_total") or 0
-    assert 0 < hits <= 2 * count - 11  # at most every repeat: 10 PSA lines, 1 closing line
+    assert count < hits < sentences  # the first of each went to the model
     flagged = registry.get_sample_value("biomarker_sentences_flagged_total")
     assert flagged == sum(
         r.json()["biomarker"]["summary"]["biomarker_sentence_count"] for r in outputs

@@ -2,13 +2,14 @@
 
 Clinical notes repeat themselves: section headers, template lines ("The patient tolerated the
 procedure well."), and whole notes again when a note is amended or a topic is replayed. In the
-benchmark's 600 MTSamples notes 7.5% of the sentences (3.5% of the wordpieces) repeat an earlier
-one. A sentence's score depends only on its token ids and the model, so the inference loop keeps
-the last ``capacity`` scores by token ids (least recently used out first) and answers a repeat
-from here. A repeat of a sentence that is planned or running in a batch waits for that batch
-(under a backlog, a repeat is often planned before the batch holding its first occurrence ends).
-A repeat gets the first occurrence's score, or its failure; scoring it again would give the same
-score in float32 and one within the packing tolerance in bfloat16 (docs/PERFORMANCE.md).
+benchmark's 600 MTSamples notes 7.9% of the sentences (3.7% of the wordpieces) repeat the token
+ids of an earlier one. A sentence's score depends only on its token ids and the model, so the
+inference loop keeps the last ``capacity`` scores by token ids (least recently used out first)
+and answers a repeat from here. A repeat of a sentence that is planned or running in a batch
+waits for that batch (under a backlog, a repeat is often planned before the batch holding its
+first occurrence ends). A repeat gets the first occurrence's score, or its failure; scoring it
+again would give the same score in float32 and one within the packing tolerance in bfloat16
+(docs/PERFORMANCE.md).
 
 The keys are the token ids as bytes, in memory only: never logged, never written anywhere. Only
 the inference loop's thread touches a cache, so it needs no lock.
