@@ -677,6 +677,7 @@ def test_dataset_command_sets_hand_label_weight_and_batches_per_set(
         ("--literature-hand-batches", "2,2"),
         ("--literature-hand-batches", "two"),
         ("--literature-hand-batches", ","),
+        ("--literature-hand-batches", "1,9"),  # no batch 9
     ):
         args = _parser().parse_args([*base, "--out", str(tmp_path / "bad"), flag, value])
         with pytest.raises(UsageError, match=flag):

@@ -335,6 +335,11 @@ def in_batches(batch: int, batches: Batches) -> bool:
     return batch in batches
 
 
+def batch_numbers(name: str) -> set[int]:
+    """The labelling batches a hand-labelled *training* set holds."""
+    return {int(row["batch"]) for row in read_jsonl(LABELS_DIR / f"{name}.jsonl")}
+
+
 def _training_rows(name: str, batches: Batches) -> Iterator[dict[str, Any]]:
     """The rows of a hand-labelled *training* set in ``batches``."""
     for row in read_jsonl(LABELS_DIR / f"{name}.jsonl"):
