@@ -295,3 +295,35 @@ def test_metrics_count_cache_answers_as_scored_sentences() -> None:
     metrics.cache_answered(sentences=3, tokens=40)
     assert metrics.score_cache_hits._value.get() == 3
     assert metrics.sentences_out._value.get() == 3
+
+
+class _BatchesOnly:
+    """An observer written before the score cache: no ``cache_answered``."""
+
+    def __init__(self) -> None:
+        self.model_sentences = 0
+
+    def batch_done(
+        self, *, sentences: int, tokens: int, padded_tokens: int, seconds: float
+    ) -> None:
+        self.model_sentences += sentences
+
+
+def test_an_observer_without_cache_counts_still_sees_batches_and_notes_complete() -> None:
+    scorer = _Counting()
+    observed = _BatchesOnly()
+    done: list[Note] = []
+    loop = InferenceLoop(
+        scorer=scorer,
+        settings=BatchingSettings(token_budget=1000, max_wait_s=0.0, max_batch_sentences=256),
+        on_complete=done.append,
+        observer=observed,
+        cache=ScoreCache(100),
+    )
+    loop.start()
+    try:
+        _run(loop, [note_of([[10, 1]]), note_of([[10, 1]])], done)
+    finally:
+        loop.stop()
+    assert [note.scores for note in done] == [[0.1], [0.1]]  # the second from the cache
+    assert observed.model_sentences == 1 and scorer.asked == [[10, 1]]

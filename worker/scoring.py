@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import structlog
 
@@ -72,8 +72,13 @@ class BatchObserver(Protocol):
         self, *, sentences: int, tokens: int, padded_tokens: int, seconds: float
     ) -> None: ...
 
-    def cache_answered(self, *, sentences: int, tokens: int) -> None:
-        """Sentences answered by the score cache (:mod:`worker.score_cache`), not the model."""
+
+@runtime_checkable
+class CacheObserver(Protocol):
+    """A :class:`BatchObserver` that also counts the sentences the score cache answered
+    (:mod:`worker.score_cache`); an observer without this method is simply not told."""
+
+    def cache_answered(self, *, sentences: int, tokens: int) -> None: ...
 
 
 @dataclass(slots=True)
@@ -147,7 +152,7 @@ def record_cached(
     observer: BatchObserver | None,
 ) -> None:
     """Write scores the score cache answered into their notes, as :func:`record_batch` does."""
-    if observer is not None:
+    if isinstance(observer, CacheObserver):
         observer.cache_answered(sentences=len(jobs), tokens=sum(len(job.ids) for job in jobs))
     _write_scores(jobs, scores, on_complete)
 
