@@ -17,7 +17,7 @@ from worker.inference import InferenceLoop
 from worker.metrics import Metrics
 from worker.notes import Note, SentenceJob
 from worker.score_cache import ScoreCache, key_of
-from worker.scoring import Failure, PlainScorer, Results
+from worker.scoring import BatchObserver, Failure, PlainScorer, Results
 
 
 class _Counting(PlainScorer):
@@ -60,7 +60,7 @@ def _loop(
     scorer: _Counting,
     done: list[Note],
     cache: ScoreCache | None,
-    observer: _Observed | None = None,
+    observer: BatchObserver | None = None,
     max_batch_sentences: int = 256,
 ) -> InferenceLoop:
     """A started loop that plans every window at once and hands notes back into ``done``."""
@@ -313,14 +313,7 @@ def test_an_observer_without_cache_counts_still_sees_batches_and_notes_complete(
     scorer = _Counting()
     observed = _BatchesOnly()
     done: list[Note] = []
-    loop = InferenceLoop(
-        scorer=scorer,
-        settings=BatchingSettings(token_budget=1000, max_wait_s=0.0, max_batch_sentences=256),
-        on_complete=done.append,
-        observer=observed,
-        cache=ScoreCache(100),
-    )
-    loop.start()
+    loop = _loop(scorer, done, ScoreCache(100), observed)
     try:
         _run(loop, [note_of([[10, 1]]), note_of([[10, 1]])], done)
     finally:
