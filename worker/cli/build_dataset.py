@@ -140,11 +140,11 @@ def handle(args: argparse.Namespace) -> int:
         )
         from training.handlabels import batch_numbers
 
-    for name, chosen in batches.items():
+    for prefix, name in HAND_SETS.items():
+        chosen = batches.get(name)
         missing = sorted(set(chosen) - batch_numbers(name)) if isinstance(chosen, tuple) else []
         if missing:
-            flag = next(f"--{prefix}-hand-batches" for prefix, n in HAND_SETS.items() if n == name)
-            raise UsageError(f"{flag}: {name}.jsonl has no batch {missing[0]}")
+            raise UsageError(f"--{prefix}-hand-batches: {name}.jsonl has no batch {missing[0]}")
     data_dir = data_dir_from(args.data_dir)
     config = DatasetConfig(
         seed=args.seed, note_decoys=args.note_decoys, literature_decoys=args.literature_decoys
