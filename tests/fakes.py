@@ -345,5 +345,9 @@ class FakeProducer:
         self.in_transaction = None
 
     def abort_transaction(self, timeout: float) -> None:
+        """As librdkafka: outputs still queued are purged, their delivery reports say so."""
         self.aborted += 1
+        purged, self.queued = self.queued, []
+        for _topic, message, on_delivery in purged:
+            on_delivery(KafkaError(KafkaError._PURGE_QUEUE), message)
         self.in_transaction = None

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from pathlib import Path
 
+import orjson
 import pytest
 
 from tests.kafka_helpers import KafkaTestKit, note, start_worker
-from tests.test_pipeline_kafka import run_worker
+from tests.test_pipeline_kafka import run_until, run_worker
 from tests.test_resilience_kafka import _LONG, inputs_per_partition, sources, stop, wait_for
 from worker.model.classifier import SequenceClassifier
 
@@ -53,3 +55,27 @@ def test_sigkill_and_restart_give_exactly_one_committed_output_per_input(
     per_partition = inputs_per_partition(kit, count)
     expected = Counter({(p, o): 1 for p, size in per_partition.items() for o in range(size)})
     assert delivered == expected  # every input exactly once, as read_committed consumers see it
+
+
+def test_records_without_outputs_commit_in_transactions_of_their_own(
+    kit: KafkaTestKit, tiny_model_dir: Path
+) -> None:
+    """FHIR resources that carry no note produce nothing: their offsets still commit, each
+    interval, in transactions that hold offsets only (not left for a later transaction that a
+    note happens to open, which could come after the partition moved to another member)."""
+    kit.create(partitions=2)
+    count = 20
+    kit.produce([orjson.dumps({"resourceType": "Patient", "id": f"p{i}"}) for i in range(count)])
+    model = SequenceClassifier.load(tiny_model_dir, device="cpu", threads=1)
+    deadline = time.monotonic() + 60
+    checked = [0.0]
+
+    def all_committed(_pipeline: object) -> bool:
+        now = time.monotonic()
+        if now - checked[0] < 1.0:
+            return now > deadline
+        checked[0] = now
+        return sum(kit.committed().values()) == count or now > deadline
+
+    run_until(kit, model, all_committed, processing_guarantee="exactly-once", input_format="fhir")
+    assert sum(kit.committed().values()) == count

@@ -211,11 +211,17 @@ def test_renderer_dead_letters_inline_and_drops_records_revoked_meanwhile() -> N
     renderer = HostRenderer(pool=held, provenance=PROVENANCE, include_text=False)  # type: ignore[arg-type]
     revoked, failed = _ready_record(0), _ready_record(1)
     from worker.errors import InvalidEvent
+    from worker.kafka.offsets import OffsetTracker
 
     failed.fail(InvalidEvent("inference_failed", "batch failed"))
-    renderer.submit([revoked, failed])
+    tracker = OffsetTracker()
+    [state] = tracker.assign([("in", 0)])
+    revoked.prepared = True
+    tracker.add(state, 0, revoked)
+    renderer.submit(tracker.take_ready())  # taken for output: rendering in a host process
+    renderer.submit([failed])
     assert len(held.requests) == 1  # only the record with notes to render went out
-    revoked.cancel()
+    tracker.remove([("in", 0)])  # its partition is revoked (or lost) meanwhile
     held.requests[0].done(("rendered", [[b"late"]]))
     taken = list(renderer.take())
     assert [(record, outs[0].destination) for record, outs in taken] == [(failed, "dead_letter")]

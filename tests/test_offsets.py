@@ -85,3 +85,22 @@ def test_offsets_must_grow() -> None:
     state.add(3, _record(3))
     with pytest.raises(ValueError):
         state.add(3, _record(3))
+
+
+def test_a_forgotten_partitions_records_are_cancelled_and_counted_out_once() -> None:
+    """Revoked or lost with a record produced and not yet acknowledged: the record is
+    cancelled (a host process still rendering it hands it to no one) and its bytes leave
+    the backpressure count once, not again when its delivery report comes late."""
+    tracker = OffsetTracker()
+    [state] = tracker.assign([("t", 0)])
+    taken, waiting = _record(0), _record(1, done=False)
+    tracker.add(state, 0, taken)
+    tracker.add(state, 1, waiting)
+    assert list(tracker.take_ready()) == [taken]
+    assert tracker.inflight_bytes == 4
+    assert tracker.remove([("t", 0)]) == 2
+    assert taken.cancelled and waiting.cancelled
+    assert tracker.inflight_bytes == 0
+    tracker.delivered(taken)  # the brokers acknowledge it afterwards
+    assert tracker.inflight_bytes == 0
+    assert tracker.committable() == {}

@@ -33,7 +33,9 @@ def _note_ids(records: list[Record]) -> set[str]:
     return {record.json()["note_id"] for record in records}
 
 
-def _replay(kit: KafkaTestKit, model_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def _replay(
+    kit: KafkaTestKit, model_dir: Path, *args: str, timeout: float = 180
+) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, **kit.env(model_dir), "HF_HUB_OFFLINE": "1"}
     return subprocess.run(
         [sys.executable, "-m", "worker", "replay", *args],
@@ -41,7 +43,7 @@ def _replay(kit: KafkaTestKit, model_dir: Path, *args: str) -> subprocess.Comple
         cwd=REPO,
         capture_output=True,
         text=True,
-        timeout=180,
+        timeout=timeout,
         check=False,
     )
 
@@ -104,6 +106,29 @@ def test_replay_of_offsets_with_rate_limit_and_output_override(
         range(5, 15)
     )
     assert kit.read(kit.output, 1, timeout=2) == []
+
+
+def test_replay_of_a_transactionally_written_topic_finishes_past_its_commit_markers(
+    kit: KafkaTestKit, tiny_model_dir: Path
+) -> None:
+    """Each committed transaction leaves a commit marker, an offset no consumer receives: the
+    range's last offset is one. The replay must end once the consumer's position passes it."""
+    from confluent_kafka import Producer
+
+    kit.create(partitions=1)
+    producer = Producer(
+        {"bootstrap.servers": kit.bootstrap, "transactional.id": f"{kit.group}-writer"}
+    )
+    producer.init_transactions(30)
+    for batch in range(3):
+        producer.begin_transaction()
+        for i in range(batch * 5, batch * 5 + 5):
+            producer.produce(kit.input, note(i))
+        producer.commit_transaction(30)
+    result = _replay(kit, tiny_model_dir, timeout=90)
+    assert result.returncode == 0, result.stderr
+    assert "15 delivered" in result.stdout  # 15 notes in 18 offsets (3 markers)
+    assert _note_ids(kit.read(kit.output, 15, timeout=10)) == {f"n-{i}" for i in range(15)}
 
 
 def test_replay_rejects_conflicting_window_in_one_line(

@@ -331,6 +331,105 @@ def test_an_aborted_transaction_rewinds_and_redelivers_exactly_once() -> None:
     )
 
 
+def test_an_abort_purging_queued_outputs_rewinds_instead_of_stopping() -> None:
+    """librdkafka's abort purges outputs still queued, with delivery reports that say so: the
+    worker rewinds and produces them again; a purge is not a failed delivery."""
+
+    class StalledProducer(FakeProducer):
+        stalled = True  # the brokers do not answer until the abort
+
+        def poll(self, timeout: float = 0.0) -> int:
+            return 0 if self.stalled else super().poll(timeout)
+
+        def flush(self, timeout: float = 0.0) -> int:
+            return len(self.queued) if self.stalled else super().flush(timeout)
+
+        def abort_transaction(self, timeout: float) -> None:
+            super().abort_transaction(timeout)
+            self.stalled = False
+
+    kit = Kit(partitions=1)
+    kit.fill(3, partitions=1)
+    kit.producer = StalledProducer(kit.broker)
+    pipeline = kit.pipeline(processing_guarantee="exactly-once", commit_interval_ms=100)
+    code = kit.run(pipeline, lambda: kit.broker.committed.get((IN, 0)) == 3, timeout_s=10)
+    assert code == EXIT_OK and pipeline.errors.fatal is None
+    assert kit.producer.aborted == 1
+    assert sorted(kit.sources()) == [(0, 0), (0, 1), (0, 2)]
+
+
+def test_exactly_once_commits_records_without_outputs_and_never_a_revoked_offset_later() -> None:
+    """A record with nothing to produce (a Patient resource) commits in a transaction of its
+    own: on revoke, not in a later transaction of another partition, where it would overwrite
+    the new owner's progress."""
+    patient = b'{"resourceType": "Patient", "id": "p"}'
+    kit = Kit(partitions=2)
+    kit.broker.append(IN, patient, partition=1)
+    pipeline = kit.pipeline(
+        processing_guarantee="exactly-once", commit_interval_ms=100, input_format="fhir"
+    )
+    phase = 0
+    on_revoke: int | None = None
+
+    def script() -> bool:
+        nonlocal phase, on_revoke
+        state = pipeline.tracker.get((IN, 1))
+        if phase == 0 and state is not None and state.committable == 1:
+            kit.consumer.rebalance("revoke", [(IN, 1)])
+            phase = 1
+        elif phase == 1 and (IN, 1) not in kit.consumer.assigned:
+            on_revoke = kit.broker.committed.get((IN, 1))
+            kit.broker.committed[(IN, 1)] = 50  # the new owner moved on
+            kit.broker.append(IN, bundle(document_reference("a", "PSA 4.2 ng/mL.")), partition=0)
+            phase = 2
+        return phase == 2 and kit.broker.committed.get((IN, 0)) == 1
+
+    assert kit.run(pipeline, script, timeout_s=10) == EXIT_OK
+    assert on_revoke == 1  # committed on revoke
+    assert kit.broker.committed[(IN, 1)] == 50
+
+
+def test_a_message_fetched_before_a_loss_is_not_taken_into_the_new_assignment() -> None:
+    """A poll may consume twice: a message of the first call, fetched under the old
+    assignment, must not join the partition's new state (a loss and re-assign ran inside the
+    second call), or its delivery would commit past records not done again."""
+    stores: list[tuple[int, list[int]]] = []
+
+    class LossBetweenCalls(FakeConsumer):
+        stage = 0
+
+        def consume(self, num_messages: int, timeout: float) -> list[Any]:
+            if self.stage == 0 and self.positions.get((IN, 0), 0) >= 3 and timeout == 0:
+                self.stage = 1  # records 0-2 in flight; nothing fetched right now
+                return []
+            if self.stage == 1 and num_messages == 1:
+                messages = super().consume(1, timeout)  # offset 3, old assignment
+                self.rebalance("lost", [(IN, 0)])  # served by the next call
+                self.rebalance("assign", [(IN, 0)])
+                self.stage = 2
+                return messages
+            if self.stage == 2:
+                super().consume(0, 0)  # runs on_lost and on_assign
+                self.stage = 3
+                return []
+            return super().consume(num_messages, timeout)  # from the committed offset
+
+        def store_offsets(self, *, offsets: list[Any]) -> None:
+            super().store_offsets(offsets=offsets)
+            done = sorted(offset for _partition, offset in kit.sources())
+            stores.extend((tp.offset, done) for tp in offsets if tp.partition == 0)
+
+    kit = Kit(partitions=1)
+    kit.fill(6, partitions=1)
+    kit.consumer = LossBetweenCalls(kit.broker)
+    pipeline = kit.pipeline(model=WordModel(delay_s=0.3), consume_batch_size=3)
+    done = lambda: kit.consumer.stage == 3 and bool(stores) and stores[-1][0] == 6  # noqa: E731
+    assert kit.run(pipeline, done, timeout_s=15) == EXIT_OK
+    assert stores and stores[-1][0] == 6
+    for offset, produced in stores:  # every offset below a stored one has its output
+        assert set(range(offset)) <= set(produced), (offset, produced)
+
+
 def test_a_transactional_call_that_hangs_past_its_deadline_is_fatal(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

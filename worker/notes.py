@@ -95,7 +95,8 @@ class Record:
             self.fail(InvalidEvent("inference_failed", note.error))
 
     def cancel(self) -> None:
-        """Stop preparing and scoring this record (its partition was revoked or lost)."""
+        """Stop preparing, scoring and producing this record (its partition was revoked or
+        lost, or the worker rewound)."""
         self.cancelled = True
         for note in self.notes:
             note.cancelled = True

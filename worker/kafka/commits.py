@@ -120,6 +120,10 @@ class TransactionalOffsets:
         self._call(lambda: self._producer.init_transactions(self._timeout_s), "init")
 
     def stage(self, offsets: Offsets) -> None:
+        # Offsets join a transaction even when no output does (records with nothing to
+        # produce): it commits on the interval, on revoke and at shutdown like any other, so a
+        # revoked partition's offsets never wait for a later transaction of other partitions.
+        self.before_produce()
         self._pending.update(offsets)
 
     def before_produce(self) -> None:

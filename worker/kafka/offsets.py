@@ -64,9 +64,13 @@ class PartitionState:
         return self.committable if moved else None
 
     def abandon(self) -> int:
-        """Forget undelivered work (revoked or lost partition); returns how many records."""
+        """Forget undelivered work (revoked or lost partition); returns how many records.
+
+        Every record is cancelled, also those already taken for output: one still being rendered
+        (in a host process) is then never produced, and a late delivery report of one already
+        produced is not counted again (:meth:`OffsetTracker.delivered`)."""
         self.active = False
-        for _offset, record in self.waiting:
+        for _offset, record in (*self.waiting, *self.unacked):
             record.cancel()
         dropped = len(self.waiting) + len(self.unacked)
         self.waiting.clear()
@@ -114,6 +118,9 @@ class OffsetTracker:
     def delivered(self, record: Record) -> None:
         """Every output of ``record`` is acknowledged by the brokers."""
         record.delivered = True
+        if record.cancelled:  # its partition was forgotten, and its bytes counted out, then
+            record.value = None
+            return
         self.inflight_bytes -= record.size
         record.value = None  # the original bytes are no longer needed
         state = self.partitions.get((record.source.topic or "", record.source.partition or 0))

@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 from worker.errors import UsageError
+from worker.kafka.offsets import PartitionState
 
 _TIMEOUT_S = 30.0
 
@@ -32,6 +33,11 @@ class ReplayPlan:
 
     def end(self, partition: int) -> int:
         return self.ranges[partition][1]
+
+    def finished_at(self, state: PartitionState) -> bool:
+        """Whether ``state``'s committable offset has reached its partition's end."""
+        start, end = self.ranges.get(state.partition, (0, 0))
+        return start >= end or (state.committable or start) >= end
 
     def finished(self, committable: Mapping[int, int | None]) -> bool:
         """True when every partition's committable offset (by partition) has reached its end."""

@@ -36,6 +36,9 @@ from worker.render import Outgoing, dead_letter
 
 log = structlog.get_logger(__name__)
 
+#: An aborted transaction purges the outputs still queued or in flight (exactly-once): the
+#: worker rewinds to the committed offsets and produces them again, so they are not failures.
+_PURGED = {KafkaError._PURGE_QUEUE, KafkaError._PURGE_INFLIGHT}
 #: Delivery errors about one record, not the producer: the record is dead-lettered instead.
 _RECORD_ERRORS = {
     KafkaError.MSG_SIZE_TOO_LARGE,
@@ -120,6 +123,9 @@ class KafkaSink:
                 return
 
     def _on_delivery(self, record: Record, out: Outgoing, error: Any, _message: Any) -> None:
+        if error is not None and error.code() in _PURGED:
+            log.debug("output_purged", destination=out.destination)
+            return
         if error is not None:
             self._refused(record, out, error)
             return

@@ -17,7 +17,7 @@ from worker.errors import InvalidEvent
 from worker.events import Headers, SourceRef
 from worker.kafka.crashes import CrashTracker
 from worker.kafka.errors import KafkaErrors
-from worker.kafka.offsets import OffsetTracker, PartitionKey
+from worker.kafka.offsets import OffsetTracker, PartitionKey, PartitionState
 from worker.kafka.ports import ConsumerPort
 from worker.kafka.rebalance import RebalanceListener, Rebalancer, keys_of, names_of
 from worker.kafka.replay import ReplayPlan
@@ -93,8 +93,8 @@ class KafkaSource:
             self._bucket.refund(wanted - len(messages))
         records = []
         held: dict[PartitionKey, int] = {}
-        for message in messages:
-            record = self._accept(message, held)
+        for message, fetched_for in messages:
+            record = self._accept(message, fetched_for, held)
             if record is not None:
                 records.append(record)
         self._hold(held)
@@ -119,21 +119,30 @@ class KafkaSource:
                 if not (self.paused or self.stopping):
                     self._consumer.resume(_topic_partitions([state.key]))
 
-    def _consume(self, wanted: int, timeout: float) -> list[Any]:
-        """Up to ``wanted`` messages, returned as soon as any are there.
+    def _consume(self, wanted: int, timeout: float) -> list[tuple[Any, PartitionState | None]]:
+        """Up to ``wanted`` messages, returned as soon as any are there, each with the state of
+        its partition when it was fetched.
 
         librdkafka's batch consume waits out its whole timeout unless the batch fills: an idle
         worker would hold a lone note for the whole poll. So: take what is fetched already; if
-        nothing is, wait for one message, then take what came with it."""
-        messages = self._consumer.consume(wanted, 0)
+        nothing is, wait for one message, then take what came with it. A rebalance or a rewind
+        can run inside the second call: the first call's message then belongs to a state that
+        is gone (:meth:`_accept` drops it)."""
+        messages = self._fetched(self._consumer.consume(wanted, 0))
         if messages:
             return messages
-        messages = self._consumer.consume(1, timeout)
+        messages = self._fetched(self._consumer.consume(1, timeout))
         if messages and wanted > 1:
-            messages += self._consumer.consume(wanted - 1, 0)
+            messages += self._fetched(self._consumer.consume(wanted - 1, 0))
         return messages
 
-    def _accept(self, message: Any, held: dict[PartitionKey, int]) -> Record | None:
+    def _fetched(self, messages: list[Any]) -> list[tuple[Any, PartitionState | None]]:
+        get = self._tracker.get
+        return [(message, get((message.topic(), message.partition()))) for message in messages]
+
+    def _accept(
+        self, message: Any, fetched_for: PartitionState | None, held: dict[PartitionKey, int]
+    ) -> Record | None:
         error = message.error()
         if error is not None:
             self._errors.on_error(error)
@@ -144,6 +153,10 @@ class KafkaSource:
         state = self._tracker.get((topic, partition))
         if state is None or not state.active:
             return None  # fetched just before a revoke: the new owner reads it again
+        if state is not fetched_for:
+            # fetched before a loss, revoke or rewind that a later consume() call served: this
+            # assignment reads the partition again from its committed offset
+            return None
         if self._replay is not None and offset >= self._replay.end(partition):
             return None  # past the replay window
         if state.key in held or state.held or not self.crashes.admit(state, offset):
@@ -205,14 +218,26 @@ class KafkaSource:
             log.debug("resumed", inflight=records, inflight_bytes=size, sentences=sentences)
 
     def finished(self) -> bool:
-        """A replay is finished when every range is committable to its end."""
+        """A replay is finished when every range is done: committable to its end, or, with
+        nothing of it in flight, read past its end. A range may end in offsets no consumer
+        receives (a transaction's commit marker, records compacted away): the consumer's
+        position steps over them, the committable offset cannot."""
         if self._replay is None:
             return False
-        committable = {
-            state.partition: state.committable
-            for state in self._tracker.partitions.values()
-            if state.topic == self._replay.topic
-        }
+        states = [s for s in self._tracker.partitions.values() if s.topic == self._replay.topic]
+        committable = {state.partition: state.committable for state in states}
+        if self._replay.finished(committable):
+            return True
+        idle = [s.key for s in states if not s.inflight and not self._replay.finished_at(s)]
+        if not idle:
+            return False
+        try:
+            positions = self._consumer.position(_topic_partitions(idle))
+        except KafkaException:
+            return False
+        for tp in positions:
+            if tp.offset >= self._replay.end(tp.partition):
+                committable[tp.partition] = tp.offset
         return self._replay.finished(committable)
 
     def update_lag(self) -> None:
