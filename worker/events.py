@@ -292,4 +292,5 @@ def dead_letter_headers(error: InvalidEvent, source: SourceRef) -> list[tuple[st
     }
     if source.timestamp is not None:
         headers["x-biomarker-source-timestamp"] = str(source.timestamp)
-    return [(name, value.encode()) for name, value in headers.items()]
+    # "replace": a reason may quote an id that holds a lone surrogate, which UTF-8 cannot carry
+    return [(name, value.encode("utf-8", "replace")) for name, value in headers.items()]

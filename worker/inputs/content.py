@@ -17,9 +17,12 @@ from xml.etree.ElementTree import Element
 
 import defusedxml.ElementTree as safe_et
 from defusedxml import DefusedXmlException
-from inscriptis import get_text
+from inscriptis import RE_STRIP_XML_DECLARATION
 from inscriptis.css_profiles import CSS_PROFILES
+from inscriptis.html_engine import Inscriptis
 from inscriptis.model.config import ParserConfig
+from lxml.etree import ParserError
+from lxml.html import HTMLParser, document_fromstring
 from striprtf.striprtf import rtf_to_text
 
 from worker.errors import InvalidEvent
@@ -70,6 +73,18 @@ def decode_base64(data: str, *, where: str) -> bytes:
         raise InvalidEvent("undecodable_text", f"{where}: data is not valid base64") from None
 
 
+def text_codec(name: str) -> codecs.CodecInfo:
+    """The codec of a character set name; ``LookupError`` when there is none, or when it is not
+    a text encoding (Python also names bytes-to-bytes codecs: hex, base64, zlib, rot13)."""
+    try:
+        codec = codecs.lookup(name)
+    except ValueError:  # a NUL in the name
+        raise LookupError(name) from None
+    if not getattr(codec, "_is_text_encoding", True):
+        raise LookupError(name)
+    return codec
+
+
 def decode_text(data: bytes, charset: str | None, *, where: str) -> str:
     """Bytes to text in ``charset`` (UTF-8 when none; a UTF-8 BOM is dropped).
 
@@ -77,7 +92,7 @@ def decode_text(data: bytes, charset: str | None, *, where: str) -> str:
     """
     name = charset or "utf-8"
     try:
-        codec = codecs.lookup(name)
+        codec = text_codec(name)
     except LookupError:
         raise InvalidEvent("undecodable_text", f"{where}: unknown charset {name[:40]!r}") from None
     if codec.name == "utf-8" and data.startswith(codecs.BOM_UTF8):
@@ -88,6 +103,8 @@ def decode_text(data: bytes, charset: str | None, *, where: str) -> str:
         raise InvalidEvent(
             "undecodable_text", f"{where}: not valid {codec.name} (byte {exc.start})"
         ) from None
+    except UnicodeError:  # a codec that decodes nothing ("undefined"), or refuses this text
+        raise InvalidEvent("undecodable_text", f"{where}: not readable as {codec.name}") from None
 
 
 def to_plain_text(text: str, media: str, *, where: str) -> str:
@@ -95,7 +112,7 @@ def to_plain_text(text: str, media: str, *, where: str) -> str:
     if media in ("", "text/plain"):
         return tidy(text)
     if media in ("text/html", "application/xhtml+xml"):
-        return html_to_text(text)
+        return html_to_text(text, where=where)
     if media in ("text/rtf", "application/rtf"):
         return rtf_text(text, where=where)
     raise InvalidEvent("unsupported_content_type", f"{where}: content type {media[:80]!r}")
@@ -111,18 +128,51 @@ def attachment_text(data: bytes, content_type: str | None, *, where: str) -> str
     return to_plain_text(decode_text(data, parsed.charset, where=where), parsed.media, where=where)
 
 
-def html_to_text(markup: str) -> str:
-    """HTML or XHTML as text: block elements become lines, scripts and styles are dropped."""
-    if not markup.strip():
+def html_to_text(markup: str, *, where: str = "HTML") -> str:
+    """HTML or XHTML as text: block elements become lines, scripts and styles are dropped.
+
+    Parsed as inscriptis parses it, but without libxml2's default depth limit of 256, where the
+    rest of a document (sloppy exporters leave a ``<font>`` open per line) would be dropped
+    silently; past the raised limit (2,048) the text is ``undecodable_text``, never cut short.
+    """
+    markup = markup.strip()
+    if not markup:
         return ""
-    return tidy(get_text(markup, _INSCRIPTIS))
+    if markup.startswith("<?xml "):
+        markup = RE_STRIP_XML_DECLARATION.sub("", markup, count=1)
+    parser = HTMLParser(huge_tree=True)
+    try:
+        tree = document_fromstring(markup, parser=parser)
+    except ParserError:  # as inscriptis: text with no element at all
+        tree = document_fromstring("<pre>" + markup + "</pre>", parser=parser)
+    if any("Excessive depth" in error.message for error in parser.error_log):
+        raise InvalidEvent("undecodable_text", f"{where}: HTML nested too deep to read whole")
+    return tidy(Inscriptis(tree, _INSCRIPTIS).get_text())
+
+
+#: striprtf's font-table and hyperlink patterns scan from each match to the end of its line, so
+#: one long line costs about its length squared (750 KiB on one line: about a minute). RTF
+#: readers ignore line breaks, so a document with a longer line is broken before every control
+#: word first (a control word follows an even number of backslashes, or none).
+_MAX_RTF_LINE = 8192
+_BEFORE_CONTROL_WORD = re.compile(r"(?<!\\)((?:\\\\)*)(?=\\[a-zA-Z])")
+#: What striprtf raises on malformed control words (``\\uc`` without a number, ``\\u`` out of
+#: range, ``\\bin`` without a length).
+_RTF_ERRORS = (ValueError, TypeError, OverflowError, IndexError)
 
 
 def rtf_text(document: str, *, where: str) -> str:
-    """RTF as text; ``undecodable_text`` when it is not RTF."""
+    """RTF as text; ``undecodable_text`` when it is not RTF, or not readable RTF."""
     if not document.lstrip().startswith("{\\rtf"):
         raise InvalidEvent("undecodable_text", f"{where}: content is not RTF")
-    text: str = rtf_to_text(document, errors="replace")  # type: ignore[no-untyped-call]
+    if max(map(len, document.split("\n"))) > _MAX_RTF_LINE:  # "." stops only at "\n"
+        document = _BEFORE_CONTROL_WORD.sub("\\1\n", document)
+    try:
+        text: str = rtf_to_text(document, errors="replace")  # type: ignore[no-untyped-call]
+    except _RTF_ERRORS as exc:
+        raise InvalidEvent(
+            "undecodable_text", f"{where}: malformed RTF ({type(exc).__name__})"
+        ) from None
     return tidy(text)
 
 

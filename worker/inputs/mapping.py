@@ -17,7 +17,6 @@ the Debezium preset.
 
 from __future__ import annotations
 
-import codecs
 import json
 import re
 from dataclasses import dataclass
@@ -36,7 +35,14 @@ from pydantic import (
 )
 
 from worker.errors import InvalidEvent, UsageError
-from worker.inputs.content import decode_base64, decode_text, html_to_text, rtf_text, tidy
+from worker.inputs.content import (
+    decode_base64,
+    decode_text,
+    html_to_text,
+    rtf_text,
+    text_codec,
+    tidy,
+)
 from worker.inputs.extracted import ExtractedNote, Extraction, Extractor, Retraction, Skip
 
 #: Fields of a note that a mapping can point at, in output order; ``id`` and ``text`` required.
@@ -63,7 +69,7 @@ def _decode_steps(steps: tuple[str, ...]) -> tuple[str, ...]:
     for index, step in enumerate(steps):
         if step.startswith("charset:"):
             try:
-                codecs.lookup(step.removeprefix("charset:"))
+                text_codec(step.removeprefix("charset:"))
             except LookupError:
                 raise ValueError(f"unknown charset in decode step {step[:60]!r}") from None
             if index == 0 or steps[index - 1] != "base64":

@@ -55,7 +55,10 @@ def unescape(value: str, delimiters: Delimiters = _STANDARD, charset: str = "utf
 
     def flush() -> None:
         if pending:
-            out.append(pending.decode(hex_codec(charset), errors="replace"))
+            try:
+                out.append(pending.decode(hex_codec(charset), errors="replace"))
+            except UnicodeError:  # a codec that ignores errors="replace" (idna)
+                out.append("\ufffd" * len(pending))
             pending.clear()
 
     pos = 0
