@@ -148,3 +148,11 @@ def test_html_nested_past_the_raised_depth_is_undecodable_not_cut_short() -> Non
     with pytest.raises(InvalidEvent, match="nested too deep") as raised:
         html_to_text(markup, where="DocumentReference/d1 content[0]")
     assert raised.value.reason == "undecodable_text"
+
+
+def test_auto_reads_fhir_json_that_only_the_stdlib_parser_accepts() -> None:
+    resource = document_reference("d1", "Serum PSA 4.2 ng/mL.")
+    resource["subject"] = {"reference": "Patient/p\ud800"}  # orjson refuses the escape
+    value = json.dumps(resource).encode()
+    (event,) = decoder_for("auto", max_chars=200_000)(value).events
+    assert event.body == "Serum PSA 4.2 ng/mL."

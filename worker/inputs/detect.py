@@ -54,6 +54,9 @@ def _json_kind(value: bytes) -> str:
         try:
             document = orjson.loads(first_line)
         except orjson.JSONDecodeError:
+            # orjson refuses some JSON the FHIR reader accepts (1e400, a lone surrogate escape)
+            if b'"resourceType"' in value[:65536]:
+                return "fhir"
             return "note"  # the note format names the JSON error precisely
     if isinstance(document, dict):
         if "resourceType" in document or b'resourceType\\"' in value[:65536]:
