@@ -21,6 +21,7 @@ from worker.events import Headers
 from worker.faust_runtime.credentials import broker_credentials, unsupported
 from worker.faust_runtime.engine import Engine, Incoming
 from worker.kafka.offsets import PartitionKey
+from worker.kafka.topics import Budgets, budgets_for
 from worker.metrics import Metrics
 from worker.pipeline import Model
 
@@ -61,7 +62,7 @@ def app_settings(settings: WorkerSettings) -> dict[str, Any]:
         "producer_acks": -1,
         "producer_max_request_size": 8_388_608,
         "consumer_auto_offset_reset": settings.auto_offset_reset,
-        "consumer_group_instance_id": settings.group_instance_id,
+        "consumer_group_instance_id": settings.group_instance_id or None,  # "": none, as librdkafka
         "broker_client_id": settings.client_id,
         "broker_session_timeout": session_s,
         "broker_heartbeat_interval": max(0.5, session_s / 5),
@@ -79,6 +80,7 @@ def add_classifier_agent(
     model: Model | None = None,
     *,
     metrics: Metrics | None = None,
+    budgets: Budgets | None = None,
 ) -> Any:
     """Register the classifier on ``app`` (a ``faust.App``) and return its ``faust.Agent``.
 
@@ -86,6 +88,9 @@ def add_classifier_agent(
     outputs are delivered), writes ``settings.output_topic`` and ``settings.dlq_topic``.
     ``model`` defaults to the configured one (:func:`worker.loading.load_classifier`). The
     agent drains in-flight work and commits in ``app.on_before_shutdown`` (SIGTERM).
+    ``budgets`` (per note; ``biomarker-worker run --runtime faust`` reads the topics' limits)
+    default to the settings' ``max_output_bytes`` and ``max_note_sentences``, else those of
+    Kafka's default message size.
     """
     problem = refusal(settings, app)
     if problem is not None:
@@ -107,6 +112,7 @@ def add_classifier_agent(
         metrics=metrics,
         on_fatal=lambda exc: _crash(app, exc),
     )
+    engine.apply_budgets(budgets or budgets_for(settings, {}, output_topic=settings.output_topic))
     inputs = [item.topic for item in settings.input_topics]
     topic = app.topic(*inputs, value_serializer="raw", key_serializer="raw", acks=False)
     _connect_signals(app, engine, set(inputs))

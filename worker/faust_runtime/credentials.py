@@ -9,9 +9,11 @@ aiokafka takes as code, so the faust runtime refuses it (:func:`unsupported`).
 from __future__ import annotations
 
 import ssl
+from pathlib import Path
 from typing import Any
 
 from worker.config import WorkerSettings
+from worker.errors import UsageError
 
 
 def unsupported(settings: WorkerSettings) -> str | None:
@@ -22,15 +24,26 @@ def unsupported(settings: WorkerSettings) -> str | None:
 
 
 def tls_context(settings: WorkerSettings) -> ssl.SSLContext:
-    """The client's TLS context from the ``ssl_*`` settings."""
-    context = ssl.create_default_context(cafile=settings.ssl_ca_location)
-    if settings.ssl_certificate_location:
-        password = settings.ssl_key_password
-        context.load_cert_chain(
-            settings.ssl_certificate_location,
-            settings.ssl_key_location,
-            password.get_secret_value() if password is not None else None,
-        )
+    """The client's TLS context from the ``ssl_*`` settings; :class:`UsageError` (one line)
+    when a file cannot be read. ``ssl_ca_location`` may be a file, a directory of hashed CA
+    certificates, or ``probe`` (librdkafka's word for the system's CAs)."""
+    ca = settings.ssl_ca_location
+    try:
+        if ca is None or ca == "probe":
+            context = ssl.create_default_context()
+        elif Path(ca).is_dir():
+            context = ssl.create_default_context(capath=ca)
+        else:
+            context = ssl.create_default_context(cafile=ca)
+        if settings.ssl_certificate_location:
+            password = settings.ssl_key_password
+            context.load_cert_chain(
+                settings.ssl_certificate_location,
+                settings.ssl_key_location,
+                password.get_secret_value() if password is not None else None,
+            )
+    except (OSError, ssl.SSLError) as exc:  # ssl.SSLError is an OSError; named for the reader
+        raise UsageError(f"TLS settings: {type(exc).__name__}: {exc.strerror or exc}") from None
     if settings.ssl_endpoint_identification_algorithm == "none":
         context.check_hostname = False
     return context

@@ -103,6 +103,7 @@ class Engine:
         self.stopping = False
         self.started = False
         self.last_progress = time.monotonic()
+        self._revokes = 0  # rebalances begun: a message held across one is stale
 
     # ------------------------------------------------------------------ lifecycle
     def apply_budgets(self, budgets: Budgets) -> None:
@@ -146,12 +147,18 @@ class Engine:
     async def accept(self, message: Incoming) -> None:
         """Take one input message; waits while too much is in flight (backpressure: faust's
         stream buffer fills and it pauses the partition)."""
+        revokes = self._revokes
         if not self._room.is_set():
             self.metrics.pauses.inc()
             self.metrics.paused.set(1)
             await self._room.wait()
             self.metrics.paused.set(0)
         if self.stopping or self.failure is not None:
+            return
+        if self._revokes != revokes:
+            # held across a rebalance (faust's are eager: every partition was revoked, and the
+            # revoke may have dropped work before this offset): the partition's next owner,
+            # this worker too, reads it again from the committed offset
             return
         key = (message.topic, message.partition)
         state = self.tracker.get(key) or self._assign(key)
@@ -283,6 +290,7 @@ class Engine:
 
     async def revoke(self, keys: set[PartitionKey]) -> None:
         """Partitions leave: finish their work for ``revoke_timeout_s``, commit, forget."""
+        self._revokes += 1
         states = [s for k, s in self.tracker.partitions.items() if k in keys]
         await self._finish(states, time.monotonic() + self.settings.revoke_timeout_s)
         await self.commit_now(keys)

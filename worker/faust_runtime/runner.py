@@ -97,7 +97,15 @@ def run(settings: WorkerSettings) -> int:
     # directory, which is read-only in the chart's pods. A private temporary directory instead.
     with tempfile.TemporaryDirectory(prefix="biomarker-faust-") as datadir:
         app = IdempotentApp(settings.group_id, datadir=datadir, **app_settings(settings))
-        return _serve(faust, app, settings=settings, model=model, metrics=metrics, budgets=budgets)
+        return _serve(
+            faust,
+            app,
+            settings=settings,
+            model=model,
+            metrics=metrics,
+            budgets=budgets,
+            stop_early=stop_early,
+        )
 
 
 def _serve(
@@ -108,10 +116,10 @@ def _serve(
     model: SequenceClassifier,
     metrics: Metrics,
     budgets: Budgets,
+    stop_early: threading.Event,
 ) -> int:
-    agent = add_classifier_agent(app, settings, model, metrics=metrics)
+    agent = add_classifier_agent(app, settings, model, metrics=metrics, budgets=budgets)
     engine = engine_of(agent)
-    engine.apply_budgets(budgets)
     server = _health_server(settings, engine, metrics)
     # The group's lag as aiokafka reads: uncommitted records too (faust runs no transactions).
     group_lag = GroupLagCollector(
@@ -119,7 +127,8 @@ def _serve(
     )
     group_lag.start()
     try:
-        code = _run_worker(faust, app)
+        # a signal while the app was built: faust's own handlers are not installed yet
+        code = EXIT_OK if stop_early.is_set() else _run_worker(faust, app)
     finally:
         group_lag.stop()
         if server is not None:
