@@ -13,7 +13,7 @@ import pytest
 from worker.cli import main
 from worker.cli.checkout import checkout_only
 from worker.config import load_settings
-from worker.errors import UsageError
+from worker.errors import FatalError, UsageError
 from worker.schemas import OUTPUT_SCHEMA, validator
 
 REPO = Path(__file__).resolve().parent.parent
@@ -43,6 +43,7 @@ def _cli(
         (["run", "--config", "/nonexistent.yaml"], {}),
         (["nonsense-command"], {}),
         (["classify", "/nonexistent.jsonl", "--model", "/nonexistent-model"], {}),
+        (["replay"], {"BIOMARKER_KAFKA_EXTRA": '{"no.such.property": "1"}'}),
     ],
 )
 def test_bad_arguments_and_config_are_one_line_exit_2(args: list[str], env: dict[str, str]) -> None:
@@ -159,3 +160,14 @@ def test_checkout_only_command_prints_one_line_and_exits_2(
         "biomarker-worker train: error: needs a source checkout of biomarker-worker with the "
         "[train] extra (pip install -e '.[train]')\n"
     )
+
+
+def test_a_command_that_gives_up_prints_one_line_and_exits_1(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def give_up(_args: object) -> int:
+        raise FatalError("scoring failed")
+
+    monkeypatch.setattr("worker.cli.show_config.handle", give_up)
+    assert main(["config"]) == 1
+    assert capsys.readouterr().err == "biomarker-worker config: error: scoring failed\n"

@@ -19,7 +19,8 @@ from prometheus_client import CollectorRegistry, Counter, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from worker.health import HealthServer, Probes, progress_probe
+from worker.errors import UsageError
+from worker.health import HealthServer, Probes, progress_probe, serve_probes
 
 CLIENT_TIMEOUT_S = 5.0
 MakeServer = Callable[..., HealthServer]
@@ -351,3 +352,18 @@ def test_stop_without_start_releases_the_port() -> None:
     port = server.port
     server.stop()
     HealthServer(host="127.0.0.1", port=port, probes=probes, registry=_registry()).stop()
+
+
+def test_a_taken_probe_port_is_a_one_line_usage_error(make_server: MakeServer) -> None:
+    taken = make_server()
+    with pytest.raises(
+        UsageError, match=f"cannot serve probes and metrics on 127.0.0.1:{taken.port}"
+    ):
+        serve_probes(
+            host="127.0.0.1",
+            port=taken.port,
+            heartbeats=lambda: [time.monotonic()],
+            liveness_timeout_s=60,
+            readiness=lambda: (True, "ok"),
+            registry=CollectorRegistry(),
+        )

@@ -28,6 +28,8 @@ from dataclasses import dataclass
 import structlog
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
+from worker.errors import UsageError
+
 log = structlog.get_logger(__name__)
 
 _MAX_HEAD_BYTES = 8192
@@ -321,6 +323,11 @@ def serve_probes(
     if port is None:
         return None
     probes = Probes(live=progress_probe(heartbeats, liveness_timeout_s), ready=readiness)
-    server = HealthServer(host=host, port=port, probes=probes, registry=registry).start()
+    try:
+        server = HealthServer(host=host, port=port, probes=probes, registry=registry).start()
+    except OSError as exc:  # the port is taken, or the host does not resolve
+        raise UsageError(
+            f"cannot serve probes and metrics on {host}:{port}: {exc.strerror or exc}"
+        ) from None
     log.info("health_server_started", port=server.port)
     return server

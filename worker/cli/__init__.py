@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 from worker import __version__
-from worker.errors import UsageError
+from worker.errors import FatalError, UsageError
 
 #: Sub-command modules, in the order ``--help`` lists them.
 COMMAND_MODULES: tuple[str, ...] = (
@@ -34,6 +34,7 @@ COMMAND_MODULES: tuple[str, ...] = (
 )
 
 EXIT_USAGE = 2
+EXIT_FATAL = 1
 
 
 class _Parser(argparse.ArgumentParser):
@@ -65,6 +66,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         for line in str(exc).splitlines() or [""]:  # a ConfigError has one line per problem
             sys.stderr.write(f"biomarker-worker {args.command}: error: {line}\n")
         return EXIT_USAGE
+    except FatalError as exc:  # a command that gave up (the run loops report their own)
+        sys.stderr.write(f"biomarker-worker {args.command}: error: {exc}\n")
+        return EXIT_FATAL
     except KeyboardInterrupt:
         return 130
     return result

@@ -7,7 +7,7 @@ import sys
 import time
 
 import structlog
-from confluent_kafka import Consumer
+from confluent_kafka import Consumer, KafkaException
 
 from worker.cli.options import add_settings_options, settings_from_args
 from worker.cli.run import stop_on_signals
@@ -50,7 +50,10 @@ def handle(args: argparse.Namespace) -> int:
         settings = settings.model_copy(update={"group_id": f"{settings.group_id}-replay"})
     configure_logging(settings.log_level)
     log = structlog.get_logger("worker.replay")
-    probe = Consumer(consumer_config(settings))
+    try:
+        probe = Consumer(consumer_config(settings))
+    except KafkaException as exc:  # a client property librdkafka refuses (kafka_extra)
+        raise UsageError(f"the Kafka client refused its settings: {exc.args[0].str()}") from None
     try:
         plan = plan_replay(
             probe,
@@ -60,6 +63,10 @@ def handle(args: argparse.Namespace) -> int:
             from_offsets=parse_offsets(args.from_offsets) if args.from_offsets else None,
             to_offsets=parse_offsets(args.to_offsets) if args.to_offsets else None,
         )
+    except KafkaException as exc:  # brokers unreachable, or the topic unreadable
+        log.error("replay_planning_failed", error=exc.args[0].str())
+        print(f"replay: could not plan the range: {exc.args[0].str()}", file=sys.stderr)
+        return EXIT_FATAL
     finally:
         probe.close()
     log.info(
