@@ -1777,3 +1777,76 @@ def test_mapping_format_without_mapping_fails_schema_and_template_check() -> Non
     # The template's own check says it too, even where the schema is skipped.
     error = render_error(sets=sets, extra_args=("--skip-schema-validation",))
     assert 'kafka.inputs[0] (topic "cdc"): format mapping needs mapping' in error, error
+
+
+@pytest.mark.parametrize(
+    ("sets", "message"),
+    [
+        ({"inference.hostProcesses": 2}, "prepares notes in its own process only"),
+        ({"kafka.groupProtocol": "consumer"}, "needs kafka.groupProtocol=classic"),
+        ({"kafka.extra": {"fetch.max.bytes": "1048576"}}, "cannot apply kafka.extra"),
+    ],
+)
+def test_faust_runtime_refuses_what_it_cannot_run_at_render_time(
+    sets: dict[str, Any], message: str
+) -> None:
+    assert message in render_error(sets={"runtime": "faust", **sets})
+
+
+def test_keda_refuses_idle_consumers_with_lagging_partitions_only() -> None:
+    error = render_error(
+        "keda",
+        sets={
+            "autoscaling.keda.allowIdleConsumers": True,
+            "autoscaling.keda.limitToPartitionsWithLag": True,
+        },
+    )
+    assert "cannot both be true" in error
+
+
+def test_keda_lag_thresholds_render_as_integers() -> None:
+    manifests = render("keda", sets={"autoscaling.keda.lagThreshold": 1000000})
+    (trigger,) = one(manifests, "ScaledObject")["spec"]["triggers"]
+    assert trigger["metadata"]["lagThreshold"] == "1000000"
+
+
+def test_recreate_strategy_renders_without_rolling_update() -> None:
+    manifests = render(sets={"workload.strategy.type": "Recreate"})
+    assert one(manifests, "Deployment")["spec"]["strategy"] == {"type": "Recreate"}
+
+
+def test_gpu_pods_tolerate_the_gpu_taint_whatever_the_resource_name() -> None:
+    manifests = render("gpu", sets={"gpu.resourceName": "nvidia.com/mig-1g.10gb"})
+    spec = workload(manifests)["spec"]["template"]["spec"]
+    assert container(spec)["resources"]["limits"]["nvidia.com/mig-1g.10gb"] == 1
+    assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in spec[
+        "tolerations"
+    ]
+
+
+def test_close_allowance_below_the_workers_own_close_deadline_is_refused() -> None:
+    assert "closeAllowanceSeconds" in render_error(sets={"shutdown.closeAllowanceSeconds": 5})
+
+
+#: The keda value set over TLS without SASL or a CA Secret (brokers with public certificates).
+_KEDA_PUBLIC_TLS = {
+    "kafka.security.protocol": "SSL",
+    "kafka.security.saslMechanism": "",
+    "kafka.tls.existingSecret": "",
+    "kafka.credentials.username": "",
+    "kafka.credentials.password": "",
+}
+
+
+def test_keda_over_tls_with_public_certificates_needs_no_trigger_authentication() -> None:
+    manifests = render("keda", sets=_KEDA_PUBLIC_TLS)
+    assert not by_kind(manifests, "TriggerAuthentication")
+    (trigger,) = one(manifests, "ScaledObject")["spec"]["triggers"]
+    assert trigger["metadata"]["tls"] == "enable" and "authenticationRef" not in trigger
+
+
+def test_keda_refuses_brokers_whose_host_names_are_not_checked() -> None:
+    error = render_error(
+        "keda", sets={**_KEDA_PUBLIC_TLS, "kafka.security.endpointIdentification": "none"}
+    )
+    assert "always verifies broker host names" in error

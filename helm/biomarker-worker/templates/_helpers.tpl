@@ -247,8 +247,29 @@ shutdown.gracePeriodMarginSeconds; an explicit value must exceed their sum.
 
 {{/* Render-time checks of value combinations the schema cannot express. */}}
 {{- define "biomarker-worker.validate" -}}
-{{- if and (eq .Values.runtime "faust") (eq .Values.kafka.processingGuarantee "exactly-once") }}
+{{- if eq .Values.runtime "faust" }}
+{{- if eq .Values.kafka.processingGuarantee "exactly-once" }}
 {{- fail "runtime=faust supports at-least-once only: set kafka.processingGuarantee=at-least-once or runtime=confluent (docs/FAUST.md)" }}
+{{- end }}
+{{- if gt (int (.Values.inference.hostProcesses | default 1)) 1 }}
+{{- fail "runtime=faust prepares notes in its own process only: leave inference.hostProcesses unset (or 1), or use runtime=confluent (docs/FAUST.md)" }}
+{{- end }}
+{{- if ne .Values.kafka.groupProtocol "classic" }}
+{{- fail "runtime=faust needs kafka.groupProtocol=classic: aiokafka has no KIP-848 consumer protocol (docs/FAUST.md)" }}
+{{- end }}
+{{- if .Values.kafka.extra }}
+{{- fail "runtime=faust cannot apply kafka.extra (librdkafka properties): leave it empty, or use runtime=confluent (docs/FAUST.md)" }}
+{{- end }}
+{{- if eq .Values.kafka.security.saslMechanism "OAUTHBEARER" }}
+{{- fail "runtime=faust does not support SASL OAUTHBEARER: use runtime=confluent (docs/FAUST.md)" }}
+{{- end }}
+{{- end }}
+{{- $keda := .Values.autoscaling.keda }}
+{{- if and $keda.enabled $keda.allowIdleConsumers $keda.limitToPartitionsWithLag }}
+{{- fail "autoscaling.keda: allowIdleConsumers and limitToPartitionsWithLag cannot both be true (KEDA's kafka scaler refuses the pair)" }}
+{{- end }}
+{{- if and $keda.enabled (include "biomarker-worker.tlsEnabled" .) (eq .Values.kafka.security.endpointIdentification "none") }}
+{{- fail "autoscaling.keda with kafka.security.endpointIdentification=none: KEDA's kafka scaler always verifies broker host names, so it could not read the lag; give the brokers certificates that name them, or scale with autoscaling.hpa" }}
 {{- end }}
 {{- $sec := .Values.kafka.security }}
 {{- $c := .Values.kafka.credentials }}
@@ -799,7 +820,7 @@ spec:
   {{- end }}
   {{- $tolerations := $v.tolerations }}
   {{- if and $v.gpu.enabled $v.gpu.tolerateGpuTaint }}
-  {{- $tolerations = append $tolerations (dict "key" $v.gpu.resourceName "operator" "Exists" "effect" "NoSchedule") }}
+  {{- $tolerations = append $tolerations (dict "key" "nvidia.com/gpu" "operator" "Exists" "effect" "NoSchedule") }}
   {{- end }}
   {{- with $tolerations }}
   tolerations:
