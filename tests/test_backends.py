@@ -186,3 +186,29 @@ def test_auto_dtype_on_cpu_is_bf16_only_with_matrix_units(tiny_model_dir: Path) 
     assert resolve_dtype("float32", torch.device("cpu")) == torch.float32
     model = SequenceClassifier.load(tiny_model_dir, device="cpu", threads=1)
     assert model.info.dtype == str(expected).removeprefix("torch.")
+
+
+def test_a_roberta_checkpoint_cuts_sentences_to_the_positions_it_can_use(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    """RoBERTa's position ids start after the padding index: max_position_embeddings 130 with
+    padding index 1 leaves 128 positions; a sentence cut at 130 would index past the table."""
+    from transformers import AutoTokenizer, RobertaConfig, RobertaForSequenceClassification
+
+    tokenizer = AutoTokenizer.from_pretrained(str(tiny_model_dir))
+    torch.manual_seed(0)
+    shape = {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2}
+    config = RobertaConfig(
+        vocab_size=len(tokenizer),
+        max_position_embeddings=130,
+        pad_token_id=1,
+        num_labels=2,
+        **shape,
+    )
+    RobertaForSequenceClassification(config).save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    model = SequenceClassifier.load(tmp_path, device="cpu", dtype="float32", max_length=1000)
+    assert model.info.max_length == 128
+    (encoded,) = model.encode(["word " * 300])
+    assert len(encoded.ids) == 128
+    assert 0.0 <= model.predict_ids([encoded.ids])[0] <= 1.0

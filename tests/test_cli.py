@@ -107,6 +107,25 @@ def test_classify_notes_from_stdin(tiny_model_dir: Path) -> None:
     assert b"line 2: not_json" in result.stderr
 
 
+def test_classify_gives_notes_of_different_files_different_ids(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    for name in ("a", "b"):
+        (tmp_path / f"{name}.jsonl").write_bytes(
+            orjson.dumps({"note_id": name, "text": "Serum PSA was 4.2 ng/mL."}) + b"\n"
+        )
+    result = _cli(
+        "classify",
+        str(tmp_path / "a.jsonl"),
+        str(tmp_path / "b.jsonl"),
+        "--model",
+        str(tiny_model_dir),
+    )
+    assert result.returncode == 0, result.stderr
+    outputs = [orjson.loads(line) for line in result.stdout.splitlines()]
+    assert len({o["biomarker"]["output_id"] for o in outputs}) == 2
+
+
 def test_classify_sentences_interface(tiny_model_dir: Path, tmp_path: Path) -> None:
     source = tmp_path / "sentences.jsonl"
     source.write_bytes(b'{"id": "s1", "text": "PSA 4.2"}\n{"id": 7, "text": "knee pain"}\n')

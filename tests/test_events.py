@@ -103,6 +103,27 @@ def test_output_id_is_deterministic_and_covers_what_decides_the_labels() -> None
     assert first != output_id(source, replace(PROVENANCE, threshold=0.6))
     assert first != output_id(source, replace(PROVENANCE, segmenter_version="s2"))
     assert first != output_id(source, PROVENANCE, 1)
+    assert first != output_id(source, replace(PROVENANCE, max_sentence_tokens=512))
+
+
+def _two_sentences(event: NoteEvent, scores: list[float]) -> bytes:
+    """The output of a note of two sentences (characters 0-12 and 13-18)."""
+    return build_output(
+        event,
+        spans=[(0, 12), (13, 18)],
+        scores=scores,
+        truncated=[False, False],
+        source=SourceRef("t", 0, 1, None),
+        provenance=PROVENANCE,
+        include_text=False,
+    )
+
+
+def test_the_label_follows_the_score_as_written() -> None:
+    event = NoteEvent({"note_id": "n1", "text": "First one.   Two."})
+    body = orjson.loads(_two_sentences(event, [0.4999996, 0.4999994]))
+    sentences = body["biomarker"]["sentences"]
+    assert [(s["score"], s["label"]) for s in sentences] == [(0.5, 1), (0.499999, 0)]
 
 
 def test_a_lexicon_rule_labels_its_sentence_and_the_lexicon_version_joins_the_id() -> None:
@@ -164,15 +185,7 @@ HOSTILE = (
 def test_hostile_but_valid_json_passes_through_byte_for_byte() -> None:
     event = parse_note(HOSTILE, max_chars=100)
     assert event.fields["big"] == 123456789012345678901234567890  # read exactly
-    out = build_output(
-        event,
-        spans=[(0, 12), (13, 18)],
-        scores=[0.9, 0.1],
-        truncated=[False, False],
-        source=SourceRef("t", 0, 1, None),
-        provenance=PROVENANCE,
-        include_text=False,
-    )
+    out = _two_sentences(event, [0.9, 0.1])
     body = HOSTILE.removeprefix(b"\xef\xbb\xbf").rstrip()
     assert out.startswith(body[:-1] + b',"biomarker":{')  # every input byte, then the result
     decoded = json.loads(out)

@@ -29,6 +29,7 @@ TRICKY = [
     "   ",
     "",
     "a" * 600,
+    "Troponin [MASK] elevated; [SEP] [CLS] [UNK] [PAD] but [mask] and [ SEP ] are text",
 ]
 
 

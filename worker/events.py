@@ -48,6 +48,9 @@ class Provenance:
     segmenter_version: str
     #: :data:`~worker.lexicon.LEXICON_VERSION` when lexicon rules label sentences, else None.
     lexicon_version: str | None = None
+    #: ``max_sentence_tokens`` when it is not the default (256): it decides where long sentences
+    #: are cut, so their spans and labels.
+    max_sentence_tokens: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,11 +161,12 @@ def output_id(source: SourceRef, provenance: Provenance, index: int = 0) -> str:
     """Deterministic id of one output: the same input through the same labelling gets the same id.
 
     It covers the input's place (topic, partition, offset) and everything that decides the
-    labels: the model's content hash, the threshold, the segmenter version and the lexicon
-    version. The first 32 hex digits of sha256 over those fields joined by ``\x1f`` (the
-    threshold as Python's ``repr`` of the float, e.g. ``0.5``; the lexicon version only when
-    lexicon rules are on), followed by ``\x1f`` and ``index`` when it is not 0: ``index`` is the
-    note's position in its record (a bundle or batch holds several).
+    labels: the model's content hash, the threshold, the segmenter version, the lexicon version
+    and ``max_sentence_tokens``. The first 32 hex digits of sha256 over those fields joined by
+    ``\x1f`` (the threshold as Python's ``repr`` of the float, e.g. ``0.5``; the lexicon version
+    only when lexicon rules are on; ``tokens=<n>`` only when ``max_sentence_tokens`` is not the
+    default, so ids made before it counted stay the same), followed by ``\x1f`` and ``index`` when
+    it is not 0: ``index`` is the note's position in its record (a bundle or batch holds several).
     """
     fields = [
         source.topic,
@@ -174,6 +178,8 @@ def output_id(source: SourceRef, provenance: Provenance, index: int = 0) -> str:
     ]
     if provenance.lexicon_version is not None:
         fields.append(provenance.lexicon_version)
+    if provenance.max_sentence_tokens is not None:
+        fields.append(f"tokens={provenance.max_sentence_tokens}")
     material = "\x1f".join(map(str, fields))
     if index:
         material += f"\x1f{index}"
@@ -207,14 +213,15 @@ def build_output(
     positives = 0
     for index, ((start, end), score, cut) in enumerate(zip(spans, scores, truncated, strict=True)):
         rule = rules.get(index)
-        label = 1 if score >= threshold or rule is not None else 0
+        written = round(score, 6)  # the label follows the score as written (0.4999996 is 0.5)
+        label = 1 if written >= threshold or rule is not None else 0
         positives += label
         sentence: dict[str, Any] = {
             "index": index,
             "start": start,
             "end": end,
             "label": label,
-            "score": round(score, 6),
+            "score": written,
             "truncated": cut,
         }
         if rule is not None:

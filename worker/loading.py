@@ -11,6 +11,9 @@ from worker.lexicon import LEXICON_VERSION
 from worker.model.classifier import SequenceClassifier
 from worker.segmentation import SEGMENTER_VERSION
 
+#: Output ids name ``max_sentence_tokens`` only when it differs from this (the default).
+DEFAULT_MAX_SENTENCE_TOKENS: int = WorkerSettings.model_fields["max_sentence_tokens"].default
+
 #: ``model_sha256``: the full content hash, or a prefix of at least this many hex digits.
 MIN_HASH_PREFIX = 12
 _HEX = re.compile(r"[0-9a-f]+")
@@ -78,4 +81,9 @@ def provenance_for(classifier: SequenceClassifier, settings: WorkerSettings) -> 
         threshold=settings.threshold,
         segmenter_version=SEGMENTER_VERSION,
         lexicon_version=LEXICON_VERSION if settings.lexicon_rules else None,
+        max_sentence_tokens=(
+            settings.max_sentence_tokens
+            if settings.max_sentence_tokens != DEFAULT_MAX_SENTENCE_TOKENS
+            else None
+        ),
     )

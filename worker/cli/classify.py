@@ -140,7 +140,10 @@ def handle(args: argparse.Namespace) -> int:
                 continue
             name = "stdin" if path == "-" else path
             for lines in _chunks(stream):
-                run.records([(f"{name}: line {line}", line - 1, value) for line, value in lines])
+                run.records(
+                    [(f"{name}: line {line}", line - 1, value) for line, value in lines],
+                    source=name,
+                )
     out.flush()
     return 0
 
@@ -156,10 +159,11 @@ class _NoteRun:
     include_text: bool
     out: IO[bytes]
 
-    def records(self, items: list[tuple[str, int, bytes]]) -> None:
-        """Each item: where it was read (for messages), its offset, its value."""
+    def records(self, items: list[tuple[str, int, bytes]], *, source: str | None = None) -> None:
+        """Each item: where it was read (for messages), its offset, its value. ``source`` (a
+        file's name) stands in for the topic, so notes of different files get different ids."""
         records = [
-            Record(source=SourceRef(None, None, offset, None), key=None, value=value)
+            Record(source=SourceRef(source, None, offset, None), key=None, value=value)
             for _, offset, value in items
         ]
         notes = self.preparer.prepare(records)

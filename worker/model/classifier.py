@@ -64,6 +64,13 @@ class ModelInfo:
     backend: str = "torch"
 
 
+#: Models whose position ids start after the padding index: ``max_position_embeddings`` (514
+#: for RoBERTa) counts ``pad_token_id + 1`` positions no token can use.
+_POSITIONS_AFTER_PADDING = frozenset(
+    {"roberta", "xlm-roberta", "xlm-roberta-xl", "camembert", "data2vec-text", "longformer"}
+)
+
+
 def content_hash(path: Path) -> str:
     """sha256 over the checkpoint's config and weight files (stable across copies)."""
     digest = hashlib.sha256()
@@ -216,6 +223,8 @@ class SequenceClassifier:
         model.to(torch_device).eval()
         config = model.config
         limit = int(getattr(config, "max_position_embeddings", max_length))
+        if getattr(config, "model_type", "") in _POSITIONS_AFTER_PADDING:
+            limit -= int(getattr(config, "pad_token_id", 1) or 0) + 1
         info = ModelInfo(
             name=name or (local.name if local.exists() else str(path)),
             version=version or str(getattr(config, "model_version", "") or "unversioned"),

@@ -9,7 +9,7 @@ notes), so two shortcuts are taken, both giving the same ids as the Hugging Face
   it: on such text it only lower-cases (no control characters to drop, no accents to strip, no
   CJK characters to space out, and whitespace is split on either way), so ``str.lower`` and a copy
   without the normaliser give the same pieces at about 0.65x the cost. Any other sentence takes
-  the full path.
+  the full path, as does one holding an added token matched on the raw text (``[MASK]``).
 """
 
 from __future__ import annotations
@@ -48,6 +48,14 @@ class WordpieceEncoder:
             self._plain = Tokenizer.from_str(self._full.to_str())
             self._plain.normalizer = None
             self._lowercase = bool(normalizer.get("lowercase", True))
+        # Added tokens matched on the raw text ("[MASK]", "[SEP]"): lower-cased first they would
+        # not match, so a sentence holding one takes the full path.
+        raw_tokens = [
+            token["content"]
+            for token in spec.get("added_tokens") or []
+            if not token.get("normalized", True) and token.get("content")
+        ]
+        self._raw_token = re.compile("|".join(map(re.escape, raw_tokens))) if raw_tokens else None
 
     @classmethod
     def for_tokenizer(cls, tokenizer: Any, truncate_at: int) -> WordpieceEncoder | None:
@@ -72,8 +80,12 @@ class WordpieceEncoder:
             return [item.ids for item in self._full.encode_batch_fast(list(texts))]
         plain: list[int] = []
         other: list[int] = []
+        raw_token = self._raw_token
         for index, text in enumerate(texts):
-            (plain if _NOT_PLAIN.search(text) is None else other).append(index)
+            needs_full = _NOT_PLAIN.search(text) is not None or (
+                raw_token is not None and raw_token.search(text) is not None
+            )
+            (other if needs_full else plain).append(index)
         if not other:
             return [item.ids for item in self._plain.encode_batch_fast(self._prepared(texts))]
         out: list[list[int]] = [[] for _ in texts]
