@@ -53,7 +53,7 @@ def handle(args: argparse.Namespace) -> int:
     try:
         probe = Consumer(consumer_config(settings))
     except KafkaException as exc:  # a client property librdkafka refuses (kafka_extra)
-        raise UsageError(f"the Kafka client refused its settings: {exc.args[0].str()}") from None
+        raise UsageError(f"the Kafka client refused its settings: {_reason(exc)}") from None
     try:
         plan = plan_replay(
             probe,
@@ -64,8 +64,8 @@ def handle(args: argparse.Namespace) -> int:
             to_offsets=parse_offsets(args.to_offsets) if args.to_offsets else None,
         )
     except KafkaException as exc:  # brokers unreachable, or the topic unreadable
-        log.error("replay_planning_failed", error=exc.args[0].str())
-        print(f"replay: could not plan the range: {exc.args[0].str()}", file=sys.stderr)
+        log.error("replay_planning_failed", error=_reason(exc))
+        print(f"replay: could not plan the range: {_reason(exc)}", file=sys.stderr)
         return EXIT_FATAL
     finally:
         probe.close()
@@ -101,6 +101,12 @@ def handle(args: argparse.Namespace) -> int:
     )
     print(summary, file=sys.stderr if code else sys.stdout)
     return code
+
+
+def _reason(exc: KafkaException) -> str:
+    """librdkafka's words for a client error (its ``KafkaError``), else the exception's."""
+    error = exc.args[0] if exc.args else exc
+    return str(error.str()) if hasattr(error, "str") else str(error)
 
 
 def _one_input(settings: WorkerSettings, named: str | None) -> WorkerSettings:
