@@ -109,6 +109,7 @@ def test_checkpoints_of_another_architecture_are_refused_in_one_line(
         ("nan", "must be positive"),
         ("unwritable", "cannot write the soup"),
         ("integer", "integer tensor bert.steps differs"),
+        ("folded", "is a folded copy \\(threshold.json\\)"),
     ],
 )
 def test_bad_soups_are_usage_errors(
@@ -136,5 +137,7 @@ def test_bad_soups_are_usage_errors(
         for index, seed in enumerate(seeds):
             tensors = {**_weights(seed), "bert.steps": torch.tensor([index], dtype=torch.int64)}
             save_file(tensors, str(seed / "model.safetensors"), metadata={"format": "pt"})
+    elif case == "folded":  # a threshold fold shifts the bias: averaging it mixes two models
+        (seeds[1] / "threshold.json").write_text("{}")
     with pytest.raises(UsageError, match=message):
         make_soup(models, out, weights)

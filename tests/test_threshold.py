@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -72,9 +73,18 @@ _TEXTS = [
 ]
 
 
+@pytest.mark.parametrize("positive", [1, 0])
 def test_a_folded_copy_served_at_one_half_decides_as_the_original_at_its_threshold(
-    tiny_model_dir: Path, tmp_path: Path
+    tiny_model_dir: Path, tmp_path: Path, positive: int
 ) -> None:
+    if positive == 0:  # a checkpoint whose labels name index 0 the biomarker
+        swapped = tmp_path / "positive-0"
+        shutil.copytree(tiny_model_dir, swapped)
+        config = json.loads((swapped / "config.json").read_text())
+        config["id2label"] = {"0": "biomarker", "1": "no_biomarker"}
+        config["label2id"] = {"biomarker": 0, "no_biomarker": 1}
+        (swapped / "config.json").write_text(json.dumps(config))
+        tiny_model_dir = swapped
     scores, _ = score_texts(tiny_model_dir, _TEXTS, threads=1)
     ranked = sorted(scores)
     middle = len(ranked) // 2

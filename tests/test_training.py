@@ -466,6 +466,25 @@ def test_dataset_command_maps_sources_and_splits_by_document(tmp_path: Path) -> 
     assert (tmp_path / "again" / "train.jsonl").read_text() == (out / "train.jsonl").read_text()
 
 
+def test_the_notes_split_stays_whatever_the_seed(tmp_path: Path) -> None:
+    """The hand-labelled evaluation notes are drawn from seed 13's split of the MTSamples notes:
+    another seed must not move any of them into training."""
+    data = _mini_corpora(tmp_path / "data")
+
+    def note_splits(seed: int) -> dict[str, str]:
+        out = tmp_path / f"seed{seed}"
+        build_dataset(data, out, DatasetConfig(seed=seed))
+        return {
+            row["doc"]: split
+            for split in ("train", "dev", "test")
+            for row in map(json.loads, (out / f"{split}.jsonl").read_text().splitlines())
+            if row["source"].startswith("mtsamples")
+            or row["source"] == dataset_module.HAND_NOTES_SOURCE
+        }
+
+    assert note_splits(13) and note_splits(14) == note_splits(13)
+
+
 def test_hand_labels_replace_corpus_labels_and_count_hand_weight_times(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

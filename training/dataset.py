@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from training.handlabels import (
+    SPLIT_SEED,
     TRAINING_SETS,
     Batches,
     training_hard_negatives,
@@ -173,7 +174,9 @@ def _all_examples(
     yield from read_civicmine(data_dir, seed=seed)
     yield from read_civic(data_dir, seed=seed)
     notes = with_hand_labels(
-        read_mtsamples(data_dir, seed=seed),
+        # the notes' split is fixed whatever the sampling seed: the hand-labelled evaluation
+        # notes (clinical, clinical_dev) are drawn from its test and dev splits
+        read_mtsamples(data_dir, seed=SPLIT_SEED),
         hand_labels.get("clinical_train_notes", {}),
         HAND_NOTES_SOURCE,
     )

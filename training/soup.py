@@ -27,6 +27,8 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
+from training.temperature import FOLD_MANIFEST as TEMPERATURE_FOLD
+from training.threshold import FOLD_MANIFEST as THRESHOLD_FOLD
 from worker.errors import UsageError
 
 __all__ = ["SOUP_MANIFEST", "make_soup"]
@@ -121,6 +123,15 @@ def make_soup(
     mix_weights = _normalised(weights, len(model_dirs))
     if any(out_dir.resolve() == model_dir.resolve() for model_dir in model_dirs):
         raise UsageError(f"the soup's output {out_dir} is one of its checkpoints")
+    for model_dir in model_dirs:
+        folded = [
+            name for name in (THRESHOLD_FOLD, TEMPERATURE_FOLD) if (model_dir / name).exists()
+        ]
+        if folded:
+            raise UsageError(
+                f"{model_dir} is a folded copy ({folded[0]}): average the runs themselves, then "
+                "fold the soup (its bias shift would be averaged with the other runs' weights)"
+            )
     config = _read_config(model_dirs[0])
     for model_dir in model_dirs[1:]:
         if _read_config(model_dir) != config:

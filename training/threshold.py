@@ -33,6 +33,7 @@ from training.evaluate import handlabelled_rows, score_texts, served_probs
 from training.metrics import binary_metrics
 from worker.errors import UsageError
 from worker.lexicon import first_label
+from worker.model.classifier import positive_index
 
 #: Thresholds tried: 0.30 to 0.95 in steps of 0.05.
 GRID = tuple(round(0.05 * step, 2) for step in range(6, 20))
@@ -42,6 +43,8 @@ DEVELOPMENT_SETS = ("literature_dev", "clinical_dev")
 Scored = tuple[Sequence[int], Sequence[float]]  # labels, served scores
 #: Written into a folded copy: the source checkpoint, the threshold and the bias change.
 FOLD_MANIFEST = "threshold.json"
+#: Labels of a checkpoint whose config names none (transformers' defaults).
+_PLAIN = {0: "LABEL_0", 1: "LABEL_1"}
 _WEIGHTS = "model.safetensors"
 _BIAS = "classifier.bias"
 
@@ -96,8 +99,9 @@ def served_scores(
 def fold_threshold(model_dir: Path, out_dir: Path, threshold: float) -> dict[str, Any]:
     """Copy ``model_dir`` to ``out_dir`` with ``threshold`` folded into its two-label classifier.
 
-    The label-1 probability is ``sigmoid(z1 - z0)``; lowering the label-1 bias by
-    ``logit(threshold)`` makes ``p' >= 0.5`` exactly when ``p >= threshold``.
+    The positive label's probability is ``sigmoid(z_pos - z_other)``; lowering the positive
+    label's bias by ``logit(threshold)`` makes ``p' >= 0.5`` exactly when ``p >= threshold``.
+    The positive label is the one the worker scores (``id2label``: usually index 1).
     """
     if not 0.0 < threshold < 1.0:
         raise UsageError(f"a folded threshold must lie strictly between 0 and 1, not {threshold}")
@@ -105,11 +109,18 @@ def fold_threshold(model_dir: Path, out_dir: Path, threshold: float) -> dict[str
     bias = tensors.get(_BIAS)
     if bias is None or tuple(bias.shape) != (2,):
         raise UsageError(f"{model_dir}: no two-label {_BIAS} to fold a threshold into")
+    config = json.loads((model_dir / "config.json").read_text())
+    positive = positive_index({int(k): v for k, v in config.get("id2label", {}).items()} or _PLAIN)
     shift = math.log(threshold / (1.0 - threshold))
     folded = bias.clone()
-    folded[1] -= shift
+    folded[positive] -= shift
     tensors[_BIAS] = folded.contiguous()
-    manifest = {"model": str(model_dir), "threshold": threshold, "label_1_bias_shift": -shift}
+    manifest = {
+        "model": str(model_dir),
+        "threshold": threshold,
+        "positive_index": positive,
+        "positive_bias_shift": -shift,
+    }
     write_folded_copy(model_dir, out_dir, tensors, FOLD_MANIFEST, manifest)
     return manifest
 

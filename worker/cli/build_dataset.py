@@ -25,7 +25,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     parser.add_argument("--data-dir", help="corpora directory (default: $BIOMARKER_DATA_DIR)")
     parser.add_argument("--out", required=True, help="output directory for the JSONL files")
-    parser.add_argument("--seed", type=int, default=13, help="split and sampling seed")
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=13,
+        help="split and sampling seed (not of the MTSamples notes: their split stays seed 13's, "
+        "which the hand-labelled evaluation notes are drawn from)",
+    )
     for prefix, name in HAND_SETS.items():
         parser.add_argument(
             f"--{prefix}-hand-weight",

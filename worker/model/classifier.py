@@ -135,7 +135,8 @@ def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
     return table[dtype]
 
 
-def _positive_index(id2label: dict[int, str]) -> int:
+def positive_index(id2label: dict[int, str]) -> int:
+    """The index of the label the worker scores (named biomarker, positive, ...; else 1)."""
     if len(id2label) != 2:
         raise FatalError(f"expected a binary classifier, the checkpoint has {len(id2label)} labels")
     for index, name in id2label.items():
@@ -238,7 +239,7 @@ class SequenceClassifier:
             model=model,
             tokenizer=tokenizer,
             info=info,
-            positive_index=_positive_index(dict(config.id2label)),
+            positive_index=positive_index(dict(config.id2label)),
             packing=packing,
         )
         classifier.concurrency = lanes_for(torch_device, cores, split)
