@@ -38,7 +38,7 @@ class KafkaStartError(RuntimeError):
 
 def kafka_libs(version: str = KAFKA_VERSION) -> Path:
     """Directory of the broker's jars, fetched with Maven on first use (atomic, cached)."""
-    target = cache_dir() / f"kafka-{version}" / "libs"
+    target = cache_dir() / f"kafka-{version}-log4j-{LOG4J_VERSION}" / "libs"
     if target.is_dir() and any(target.glob("kafka_2.13-*.jar")):
         return target
     if shutil.which("mvn") is None:
@@ -53,6 +53,7 @@ def kafka_libs(version: str = KAFKA_VERSION) -> Path:
                 "mvn",
                 "-q",
                 "-B",
+                "--strict-checksums",  # a jar whose checksum does not match fails the fetch
                 "-f",
                 str(pom),
                 "dependency:copy-dependencies",

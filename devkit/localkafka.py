@@ -420,10 +420,14 @@ def main(argv: list[str] | None = None) -> int:
         if args.action == "fetch":
             print(kafka_libs())
             return 0
-        with LocalKafka.start(nodes=args.nodes) as cluster:
+        stops = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
+        # the brokers die with this thread if it is killed outright
+        with LocalKafka.start(nodes=args.nodes, die_with_parent=True) as cluster:
             print(cluster.bootstrap_servers, flush=True)
-            with contextlib.suppress(KeyboardInterrupt):
-                signal.sigwait({signal.SIGINT, signal.SIGTERM})
+            # Blocked (after the brokers started: children inherit the mask), these signals wait
+            # for sigwait instead of ending the process before the brokers are stopped.
+            signal.pthread_sigmask(signal.SIG_BLOCK, stops)
+            signal.sigwait(stops)
     except KafkaStartError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

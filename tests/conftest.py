@@ -93,7 +93,7 @@ _VOCAB = [
 @pytest.fixture(scope="session")
 def kafka() -> Iterator[LocalKafka]:
     """A real single-node KRaft broker on 127.0.0.1 (startup failure fails the tests)."""
-    cluster = LocalKafka.start()
+    cluster = LocalKafka.start(die_with_parent=True)  # no orphan broker if pytest is killed
     try:
         yield cluster
     finally:

@@ -51,7 +51,7 @@ def handle(args: argparse.Namespace) -> int:
     print(f"notes: {len(notes)} from {source}")
     print("starting a local Apache Kafka broker (KRaft, 127.0.0.1) ...", flush=True)
     try:
-        cluster = LocalKafka.start()
+        cluster = LocalKafka.start(die_with_parent=True)  # no orphan broker if killed
     except KafkaStartError as exc:
         raise UsageError(str(exc)) from exc
     with cluster:
