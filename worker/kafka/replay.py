@@ -15,7 +15,6 @@ from datetime import UTC, datetime
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 from worker.errors import UsageError
-from worker.kafka.offsets import PartitionState
 
 _TIMEOUT_S = 30.0
 
@@ -34,19 +33,20 @@ class ReplayPlan:
     def end(self, partition: int) -> int:
         return self.ranges[partition][1]
 
-    def finished_at(self, state: PartitionState) -> bool:
-        """Whether ``state``'s committable offset has reached its partition's end."""
-        start, end = self.ranges.get(state.partition, (0, 0))
-        return start >= end or (state.committable or start) >= end
+    def done(self, partition: int, committable: int | None) -> bool:
+        """Whether ``partition``'s committable offset has reached its end (or its range is
+        empty)."""
+        start, end = self.ranges[partition]
+        return start >= end or (committable or start) >= end
 
     def finished(self, committable: Mapping[int, int | None]) -> bool:
         """True when every partition's committable offset (by partition) has reached its end."""
-        for partition, (start, end) in self.ranges.items():
-            if start >= end:
-                continue
-            if partition not in committable or (committable[partition] or start) < end:
-                return False
-        return True
+        return all(
+            self.done(partition, committable[partition])
+            if partition in committable
+            else start >= end
+            for partition, (start, end) in self.ranges.items()
+        )
 
     def assignment(self, committed: Mapping[int, int]) -> list[TopicPartition]:
         """Where to start each non-empty partition, resuming from ``committed`` when in range."""

@@ -228,7 +228,11 @@ class KafkaSource:
         committable = {state.partition: state.committable for state in states}
         if self._replay.finished(committable):
             return True
-        idle = [s.key for s in states if not s.inflight and not self._replay.finished_at(s)]
+        idle = [
+            s.key
+            for s in states
+            if not s.inflight and not self._replay.done(s.partition, s.committable)
+        ]
         if not idle:
             return False
         try:
