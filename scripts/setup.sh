@@ -11,7 +11,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 python=${PYTHON:-python3}
-if [ ! -x .venv/bin/python ]; then
+# A venv whose creation was interrupted (no working pip) is made again from scratch.
+if ! .venv/bin/python -m pip --version >/dev/null 2>&1; then
+  rm -rf .venv
   "$python" -m venv .venv
 fi
 stamp=.venv/.biomarker-dev-lock.sha256

@@ -132,6 +132,25 @@ def test_setup_installs_the_dev_lock_with_hashes() -> None:
     assert "install --upgrade" not in setup
 
 
+def test_setup_remakes_a_venv_without_a_working_pip() -> None:
+    setup = (ROOT / "scripts" / "setup.sh").read_text()
+    assert "if ! .venv/bin/python -m pip --version" in setup
+    assert "rm -rf .venv" in setup
+
+
+def test_chart_tools_install_from_their_hashed_lock() -> None:
+    script = (ROOT / "scripts" / "install_chart_tools.sh").read_text()
+    assert re.search(r"--require-hashes \\\n\s+--no-deps -r \"\$py_lock\"", script)
+    lock = (ROOT / "requirements" / "chart-tools.lock").read_text()
+    wanted = (ROOT / "requirements" / "chart-tools.in").read_text()
+    for pin in re.findall(r"^([a-z0-9-]+==\S+)$", wanted, re.M):
+        assert re.search(rf"^{re.escape(pin)} \\\n\s+--hash=sha256:", lock, re.M), pin
+    for block in lock.split("\n\n"):
+        for line in block.splitlines():
+            if re.match(r"^[a-z0-9]", line):
+                assert line.endswith("\\"), f"unhashed pin: {line}"
+
+
 def test_docs_name_every_build_arg() -> None:
     docs = (ROOT / "docs" / "IMAGES.md").read_text()
     for arg in set(re.findall(r"^ARG ([A-Z_]+)", DOCKERFILE, re.M)):
