@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import random
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -170,6 +171,112 @@ def test_bootstrap_matches_resampling_sentences() -> None:
     assert fast["f1"] == pytest.approx(slow, abs=0.015)
 
 
+def _clustered(notes: int, per_note: int, seed: int) -> tuple[list[LabelledRow], list[float]]:
+    """Notes whose sentences share one outcome: a third of the notes hold every positive, and
+    in a third of those the model misses them all; a few other notes are all false alarms."""
+    rng = random.Random(seed)
+    rows, probs = [], []
+    for note in range(notes):
+        kind = rng.choice(["hit", "hit", "miss", "quiet", "quiet", "quiet", "quiet", "alarm"])
+        for index in range(per_note):
+            label = int(kind in {"hit", "miss"})
+            prob = 0.9 if kind in {"hit", "alarm"} else 0.1
+            rows.append(LabelledRow("x", label, "clinical", id=f"n{note}:{index}", doc=f"n{note}"))
+            probs.append(prob)
+    return rows, probs
+
+
+def test_bootstrap_over_documents_widens_intervals_when_errors_cluster() -> None:
+    rows, probs = _clustered(notes=200, per_note=10, seed=2)
+    labels = [row.label for row in rows]
+    docs = [row.doc for row in rows]
+    by_note = bootstrap_intervals(labels, probs, 0.5, resamples=1000, seed=0, docs=docs)
+    by_sentence = bootstrap_intervals(labels, probs, 0.5, resamples=1000, seed=0)
+    assert by_note is not None and by_sentence is not None
+    point = error_report(rows, probs, threshold=0.5, resamples=0)["overall"]
+    for metric in ("precision", "recall", "f1"):
+        low, high = by_note[metric]
+        assert low <= point[metric] <= high
+        # Ten sentences move together: the interval is about sqrt(10) times as wide.
+        assert high - low > 2 * (by_sentence[metric][1] - by_sentence[metric][0]), metric
+    report = error_report(rows, probs, threshold=0.5, resamples=1000)
+    assert report["overall"]["ci95"] == by_note
+    assert report["interval"] == "bootstrap over documents (200 documents), 1000 resamples, seed 0"
+    sentences = error_report(rows, probs, threshold=0.5, resamples=1000, by_document=False)
+    assert sentences["overall"]["ci95"] == by_sentence
+    assert sentences["interval"] == "bootstrap over sentences, 1000 resamples, seed 0"
+
+
+def test_bootstrap_over_documents_matches_resampling_documents() -> None:
+    """Drawing how often each document comes gives what drawing document indices gives."""
+    rows, probs = _clustered(notes=120, per_note=4, seed=7)
+    for index in range(0, len(rows), 3):  # mixed outcomes inside notes
+        probs[index] = 1.0 - probs[index]
+    labels = [row.label for row in rows]
+    docs = [row.doc for row in rows]
+    fast = bootstrap_intervals(labels, probs, 0.5, resamples=2000, seed=0, docs=docs)
+    assert fast is not None
+    members: dict[str | None, list[int]] = {}
+    for index, doc in enumerate(docs):
+        members.setdefault(doc, []).append(index)
+    notes = list(members.values())
+    rng = random.Random(0)
+    f1s = []
+    for _ in range(2000):
+        tp = fp = fn = 0
+        for note in (rng.choice(notes) for _ in notes):
+            for index in note:
+                predicted = probs[index] >= 0.5
+                tp += labels[index] == 1 and predicted
+                fp += labels[index] == 0 and predicted
+                fn += labels[index] == 1 and not predicted
+        f1s.append(2 * tp / (2 * tp + fp + fn))
+    f1s.sort()
+    slow = [f1s[int(0.025 * len(f1s))], f1s[int(0.975 * len(f1s)) - 1]]
+    assert fast["f1"] == pytest.approx(slow, abs=0.02)
+
+
+def test_rows_without_a_document_count_alone() -> None:
+    rows, probs = _synthetic(300, seed=4)
+    labels = [row.label for row in rows]
+    alone = bootstrap_intervals(labels, probs, 0.5, resamples=500, seed=0)
+    # No document, or each row its own: the sentence bootstrap, draw for draw.
+    assert (
+        bootstrap_intervals(labels, probs, 0.5, resamples=500, seed=0, docs=[None] * 300) == alone
+    )
+    unique = [f"d{index}" for index in range(300)]
+    assert bootstrap_intervals(labels, probs, 0.5, resamples=500, seed=0, docs=unique) == alone
+    # Half the rows in pairs, half alone: grouped, and the report says how.
+    mixed = [f"d{index // 2}" if index < 150 else None for index in range(300)]
+    grouped = [replace(row, doc=doc) for row, doc in zip(rows, mixed, strict=True)]
+    report = error_report(grouped, probs, threshold=0.5, resamples=500)
+    assert report["overall"]["ci95"] == bootstrap_intervals(
+        labels, probs, 0.5, resamples=500, seed=0, docs=mixed
+    )
+    assert report["overall"]["ci95"] != alone
+    assert report["interval"] == (
+        "bootstrap over documents (75 documents and 150 sentences without one), "
+        "500 resamples, seed 0"
+    )
+
+
+def test_resamples_without_positives_are_left_out_of_the_interval() -> None:
+    # Every positive, all found, is in one of twenty notes: most resamples miss that note.
+    labels = [1] * 5 + [0] * 95
+    probs = [0.9] * 5 + [0.1] * 95
+    docs = [f"n{index // 5}" for index in range(100)]
+    intervals = bootstrap_intervals(labels, probs, 0.5, resamples=500, seed=0, docs=docs)
+    assert intervals == {"precision": [1.0, 1.0], "recall": [1.0, 1.0], "f1": [1.0, 1.0]}
+    # No positive and no alarm anywhere: nothing is defined, so there is no interval.
+    assert bootstrap_intervals([0] * 10, [0.1] * 10, 0.5, resamples=50) == {}
+
+
+def test_bc2gm_sentences_belong_to_their_abstract_when_the_id_names_one() -> None:
+    assert handlabels._bc2gm_doc("P00001606T0076") == "P00001606"
+    assert handlabels._bc2gm_doc("P11287654A0150") == "P11287654"
+    assert handlabels._bc2gm_doc("BC2GM033668177") == "BC2GM033668177"
+
+
 def test_ece_of_calibrated_scores_is_about_zero() -> None:
     # Exactly calibrated: in each bin the positive rate equals the (single) score.
     labels, probs = [], []
@@ -211,12 +318,14 @@ def test_jsonl_reads_the_optional_fields_and_old_files(tmp_path: Path) -> None:
         {"text": "old row", "label": 1, "source": "bc2gm"},
         {"text": "new row", "label": 0, "domain": "clinical", "id": "n1", "family": "lab_value"},
         {"text": "unsure row", "label": 1, "id": 7, "unsure": True, "extra": [1]},
+        {"text": "note row", "label": 0, "id": "n2:0-8", "doc": "n2"},
     ]
     data.write_text("".join(json.dumps(line) + "\n" for line in lines))
     rows = read_labelled(data)
     assert rows[0] == LabelledRow("old row", 1, "bc2gm")
     assert rows[1] == LabelledRow("new row", 0, "clinical", id="n1", family="lab_value")
     assert rows[2] == LabelledRow("unsure row", 1, None, id="7", unsure=True)
+    assert rows[3] == LabelledRow("note row", 0, None, id="n2:0-8", doc="n2")
     data.write_text(json.dumps({"text": "x", "label": 1, "unsure": "yes"}) + "\n")
     with pytest.raises(UsageError, match="unsure"):
         read_labelled(data)
@@ -249,8 +358,9 @@ def test_handlabelled_rows_take_domain_id_family_and_unsure(
     _fake_labels(monkeypatch)
     rows = evaluate_module.handlabelled_rows("clinical")
     assert rows[0] == LabelledRow(
-        "Serum PSA is 4.1 ng/mL.", 1, "clinical", id="mts-1:0-20", family="lab_prose"
+        "Serum PSA is 4.1 ng/mL.", 1, "clinical", id="mts-1:0-20", family="lab_prose", doc="mts-1"
     )
+    assert [row.doc for row in rows] == ["mts-1", "mts-1", "mts-2"]
     assert rows[1].unsure
     with pytest.raises(UsageError):
         evaluate_module.handlabelled_rows("other")
@@ -349,6 +459,7 @@ def test_evaluate_command_on_a_handlabelled_set(
     printed = capsys.readouterr().out
     report = json.loads(printed)
     assert report["input"] == {"handlabelled": "clinical"}
+    assert report["interval"] == "bootstrap over documents (2 documents), 10 resamples, seed 0"
     assert set(report["by_source"]) == {"clinical"}
     assert report["by_family"]["abbrev_collision"]["false_positives"] == 1
     worst = report["worst_false_positives"]
@@ -356,3 +467,6 @@ def test_evaluate_command_on_a_handlabelled_set(
     assert worst[0]["score"] >= worst[1]["score"]
     assert all(item["domain"] == "clinical" for item in worst)
     assert "PSA" not in printed and "knee" not in printed
+    assert main([*args, "--threads", "1", "--bootstrap", "10", "--bootstrap-unit", "sentence"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["interval"] == "bootstrap over sentences, 10 resamples, seed 0"

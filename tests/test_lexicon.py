@@ -194,6 +194,26 @@ def test_conditions_named_after_an_analyte_and_tsh_given_as_a_drug_are_not_match
     assert first_label(text) == label
 
 
+@pytest.mark.parametrize(
+    ("text", "label"),
+    [
+        ("He was seen in the ER - given fluids and discharged.", None),
+        ("Presented to the ER -- no acute distress.", None),
+        ("He went to the ER + was admitted.", None),
+        ("Tumor was ER +, PR -, HER2 negative.", "receptor status"),
+        ("ER + PR + tumor.", "receptor status"),
+        ("ER - PR -", "receptor status"),
+        ("ER+/PR+ ductal carcinoma.", "receptor status"),
+        ("The tumor was ER -.", "receptor status"),
+        ("Receptors: ER (+).", "receptor status"),
+    ],
+)
+def test_a_sign_after_a_spaced_er_is_a_status_only_before_punctuation_or_a_receptor(
+    text: str, label: str | None
+) -> None:
+    assert first_label(text) == label
+
+
 #: Every rule on terms followed by a long run of spaces. Adjacent ``\s*`` in a pattern made this
 #: cost a power of the run's length (400 spaces after "potassium": 20 s): one note could hold a
 #: partition up. Linear now, so 20,000 spaces take milliseconds; a regression runs for hours.

@@ -89,7 +89,9 @@ def handlabelled_rows(name: str, data_dir: Path | None = None) -> list[LabelledR
     rows = []
     for sentence, record in pairs:
         where = f"hand-labelled set {name}, id {sentence.id}"
-        row = row_from_json({**record, "id": sentence.id}, where, text=sentence.text)
+        row = row_from_json(
+            {**record, "id": sentence.id, "doc": sentence.doc}, where, text=sentence.text
+        )
         # A set labelled in batches reports each batch too (a later batch is an untouched check).
         domain = f"{name}-b{record.get('batch', 1)}" if len(batches) > 1 else name
         rows.append(replace(row, source=domain))
@@ -117,6 +119,7 @@ def evaluate_model(
     worst: int = 10,
     show_text: bool = False,
     lexicon_rules: bool = True,
+    by_document: bool = True,
 ) -> dict[str, Any]:
     """Evaluation report of ``model_dir`` on ``rows`` (see :func:`error_report`), labelled as
     the worker labels them (``lexicon_rules``: as with ``BIOMARKER_LEXICON_RULES``)."""
@@ -139,6 +142,7 @@ def evaluate_model(
         seed=seed,
         worst=worst,
         show_text=show_text,
+        by_document=by_document,
     )
     report["lexicon"] = None
     if lexicon_rules:

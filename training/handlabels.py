@@ -142,12 +142,19 @@ def clinical_train_notes_sentences(
 _BC2GM_SPLIT = {"train": "train", "dev": "devel", "test": "test"}
 
 
+def _bc2gm_doc(sentence_id: str) -> str:
+    """A BC2GM sentence's abstract: ``P<PMID>`` of ``P<PMID>T0076`` (train and devel ids); a
+    test sentence's id (``BC2GM...``) names no abstract, so the sentence stands alone."""
+    match = re.match(r"P\d+", sentence_id)
+    return match.group(0) if match else sentence_id
+
+
 def _literature_rows(data_dir: Path, split: str) -> Iterator[tuple[Sentence, dict[str, Any]]]:
     """BC2GM and BioRED sentences of one official split (train, dev or test), each with its
     corpus row."""
     for row in read_jsonl(data_dir / "bc2gm" / "bc2gm_sentences.jsonl"):
         if row["split"] == _BC2GM_SPLIT[split]:
-            yield Sentence(f"bc2gm:{row['id']}", row["text"], f"bc2gm:{row['id'][:9]}"), row
+            yield Sentence(f"bc2gm:{row['id']}", row["text"], f"bc2gm:{_bc2gm_doc(row['id'])}"), row
     for row in read_jsonl(data_dir / "biored" / "biored_sentences.jsonl"):
         if row["split"] == split:
             sid = f"biored:{row['pmid']}:{row['sent_idx']}"

@@ -28,6 +28,7 @@ class LabelledRow:
     id: str | None = None
     family: str | None = None
     unsure: bool = False
+    doc: str | None = None  # the note or publication it comes from (bootstrap resampling unit)
 
 
 def _optional_str(data: dict[str, Any], key: str, where: str) -> str | None:
@@ -65,6 +66,7 @@ def row_from_json(data: Any, where: str, *, text: str | None = None) -> Labelled
         id=_optional_str(data, "id", where),
         family=_optional_str(data, "family", where),
         unsure=unsure,
+        doc=_optional_str(data, "doc", where),
     )
 
 

@@ -42,6 +42,35 @@ def _ratio(numerator: int, denominator: int) -> float:
     return numerator / denominator if denominator else 0.0
 
 
+def _document_outcomes(
+    labels: Sequence[int],
+    probs: Sequence[float],
+    threshold: float,
+    docs: Sequence[str | None] | None,
+) -> Any:
+    """Per document, its rows' (tp, fp, fn) counts as a float array (documents x 3); ``None``
+    when there is nothing to group (no ``docs``, or every row a document of its own)."""
+    if docs is None:
+        return None
+    if len(docs) != len(labels):
+        raise ValueError("docs and labels differ in length")
+    keys: dict[object, int] = {}
+    # A row without a document is keyed by its index, a tuple no document name can equal.
+    group_of = [
+        keys.setdefault(doc if doc is not None else (row,), len(keys))
+        for row, doc in enumerate(docs)
+    ]
+    if len(keys) == len(labels):
+        return None
+    groups = np.zeros((len(keys), 3), dtype=np.float64)
+    for group, label, prob in zip(group_of, labels, probs, strict=True):
+        predicted = prob >= threshold
+        if predicted or label:
+            column = 0 if predicted and label else 1 if predicted else 2
+            groups[group, column] += 1
+    return groups
+
+
 def _confusion(
     labels: Sequence[int], probs: Sequence[float], threshold: float
 ) -> tuple[int, int, int, int]:
@@ -99,6 +128,10 @@ def evaluation_report(
     }
 
 
+#: At most this many (resample x document) cells are drawn at once by a document bootstrap.
+_BOOTSTRAP_CELLS = 4_000_000
+
+
 def bootstrap_intervals(
     labels: Sequence[int],
     probs: Sequence[float],
@@ -106,23 +139,45 @@ def bootstrap_intervals(
     *,
     resamples: int = 1000,
     seed: int = 0,
+    docs: Sequence[str | None] | None = None,
 ) -> dict[str, list[float]] | None:
     """95% percentile-bootstrap intervals of precision, recall and F1 (``None`` without rows).
 
-    Resampling sentences with replacement only changes how many of each outcome (tp, fp, fn,
-    tn) a sample holds, so a resample is drawn directly as multinomial counts over the four
-    outcomes: the same distribution as drawing sentence indices, in constant time per resample.
+    With ``docs`` (each row's document, e.g. its note; ``None``: a document of its own) whole
+    documents are resampled: the sentences of one note are not independent (its positives and
+    errors come together), and resampling them one by one gives intervals that are too
+    narrow. Without ``docs``, or when no document holds two rows, sentences are resampled;
+    that only changes how many of each outcome (tp, fp, fn, tn) a sample holds, so a resample
+    is drawn directly as multinomial counts over the four outcomes: the same distribution as
+    drawing sentence indices, in constant time per resample.
+
+    A resample in which a metric is undefined (no predicted positive for precision, no actual
+    one for recall) is left out of that metric's interval rather than counted as 0; a metric no
+    resample defines gets no interval.
     """
     if not labels or resamples <= 0:
         return None
-    counts = np.array(_confusion(labels, probs, threshold), dtype=np.float64)
-    draws = np.random.default_rng(seed).multinomial(
-        len(labels), counts / counts.sum(), size=resamples
-    )
-    tp, fp, fn = (draws[:, column].astype(np.float64) for column in range(3))
+    rng = np.random.default_rng(seed)
+    groups = _document_outcomes(labels, probs, threshold, docs)
+    if groups is None:
+        counts = np.array(_confusion(labels, probs, threshold), dtype=np.float64)
+        draws = rng.multinomial(len(labels), counts / counts.sum(), size=resamples)
+        tp, fp, fn = (draws[:, column].astype(np.float64) for column in range(3))
+    else:
+        # How often each document is drawn, times its outcome counts, in chunks of resamples.
+        size = len(groups)
+        chunk = max(1, _BOOTSTRAP_CELLS // size)
+        totals = []
+        for start in range(0, resamples, chunk):
+            batch = min(chunk, resamples - start)
+            times = rng.multinomial(size, np.full(size, 1.0 / size), size=batch)
+            totals.append(times.astype(np.float64) @ groups)
+        summed = np.concatenate(totals)
+        tp, fp, fn = (summed[:, column] for column in range(3))
 
     def ratio(numerator: Any, denominator: Any) -> Any:
-        out = np.zeros_like(numerator)
+        """Undefined (a resample with no predicted or no actual positive) is NaN, left out."""
+        out = np.full_like(numerator, np.nan)
         np.divide(numerator, denominator, out=out, where=denominator > 0)
         return out
 
@@ -133,8 +188,10 @@ def bootstrap_intervals(
         ("recall", ratio(tp, tp + fn)),
         ("f1", ratio(2 * tp, 2 * tp + fp + fn)),
     ):
-        low, high = np.percentile(values, [tail, 100 - tail])
-        intervals[name] = [round(float(low), 4), round(float(high), 4)]
+        defined = values[~np.isnan(values)]
+        if defined.size:  # else no resample defines it (e.g. no positives at all): no interval
+            low, high = np.percentile(defined, [tail, 100 - tail])
+            intervals[name] = [round(float(low), 4), round(float(high), 4)]
     return intervals
 
 
@@ -267,10 +324,20 @@ def worst_errors(
 
 
 def _block(
-    labels: Sequence[int], probs: Sequence[float], threshold: float, resamples: int, seed: int
+    rows: Sequence[LabelledRow],
+    probs: Sequence[float],
+    threshold: float,
+    *,
+    resamples: int,
+    seed: int,
+    by_document: bool,
 ) -> dict[str, Any]:
+    labels = [row.label for row in rows]
     block = binary_metrics(labels, probs, threshold)
-    block["ci95"] = bootstrap_intervals(labels, probs, threshold, resamples=resamples, seed=seed)
+    docs = [row.doc for row in rows] if by_document else None
+    block["ci95"] = bootstrap_intervals(
+        labels, probs, threshold, resamples=resamples, seed=seed, docs=docs
+    )
     block["ece"] = calibration(labels, probs)["ece"]
     return block
 
@@ -279,21 +346,37 @@ def _by_domain(
     rows: Sequence[LabelledRow],
     probs: Sequence[float],
     threshold: float,
+    *,
     resamples: int,
     seed: int,
+    by_document: bool,
 ) -> dict[str, Any]:
-    groups: dict[str, tuple[list[int], list[float]]] = {}
+    options: dict[str, Any] = {"resamples": resamples, "seed": seed, "by_document": by_document}
+    groups: dict[str, tuple[list[LabelledRow], list[float]]] = {}
     for row, prob in zip(rows, probs, strict=True):
         group = groups.setdefault(_domain(row), ([], []))
-        group[0].append(row.label)
+        group[0].append(row)
         group[1].append(prob)
     return {
-        "overall": _block([r.label for r in rows], probs, threshold, resamples, seed),
+        "overall": _block(rows, probs, threshold, **options),
         "by_source": {
-            name: _block(labels, scores, threshold, resamples, seed)
-            for name, (labels, scores) in sorted(groups.items())
+            name: _block(members, scores, threshold, **options)
+            for name, (members, scores) in sorted(groups.items())
         },
     }
+
+
+def _interval_note(
+    rows: Sequence[LabelledRow], *, resamples: int, seed: int, by_document: bool
+) -> str:
+    if resamples <= 0:
+        return "none"
+    documents = {row.doc for row in rows if row.doc is not None}
+    if not by_document or not documents:
+        return f"bootstrap over sentences, {resamples} resamples, seed {seed}"
+    alone = sum(row.doc is None for row in rows)
+    unit = f"{len(documents)} documents" + (f" and {alone} sentences without one" if alone else "")
+    return f"bootstrap over documents ({unit}), {resamples} resamples, seed {seed}"
 
 
 def error_report(
@@ -305,19 +388,21 @@ def error_report(
     seed: int = 0,
     worst: int = 10,
     show_text: bool = False,
+    by_document: bool = True,
 ) -> dict[str, Any]:
     """Scores and errors of ``probs`` on ``rows``: the evaluation report (see the module doc).
 
     ``overall`` and each ``by_source`` (domain) block carry P/R/F1 with ``ci95`` intervals
-    (``resamples`` seeded bootstrap resamples over sentences; 0 leaves them out) and ``ece``.
+    (``resamples`` seeded bootstrap resamples; 0 leaves them out) and ``ece``. The bootstrap
+    resamples whole documents (a row's ``doc``: its note or abstract; a row without one counts
+    alone) unless ``by_document`` is false, then single sentences.
     """
     if len(rows) != len(probs):
         raise ValueError("rows and probs differ in length")
     labels = [row.label for row in rows]
     sure = [i for i, row in enumerate(rows) if not row.unsure]
-    excluding = _by_domain(
-        [rows[i] for i in sure], [probs[i] for i in sure], threshold, resamples, seed
-    )
+    options: dict[str, Any] = {"resamples": resamples, "seed": seed, "by_document": by_document}
+    excluding = _by_domain([rows[i] for i in sure], [probs[i] for i in sure], threshold, **options)
     at_thresholds = {}
     for value in sorted({*REPORT_THRESHOLDS, threshold}):
         metrics = binary_metrics(labels, probs, value)
@@ -326,12 +411,8 @@ def error_report(
         }
     return {
         "threshold": threshold,
-        "interval": (
-            f"bootstrap over sentences, {resamples} resamples, seed {seed}"
-            if resamples > 0
-            else "none"
-        ),
-        **_by_domain(rows, probs, threshold, resamples, seed),
+        "interval": _interval_note(rows, **options),
+        **_by_domain(rows, probs, threshold, **options),
         "at_thresholds": at_thresholds,
         "best_threshold_f1": best_threshold_f1(labels, probs),
         "calibration": calibration(labels, probs),

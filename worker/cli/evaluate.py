@@ -37,7 +37,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     rows = parser.add_mutually_exclusive_group(required=True)
     rows.add_argument(
         "--data",
-        help='JSONL {"text","label"[,"source"|"domain","id","family","unsure"]}',
+        help='JSONL {"text","label"[,"source"|"domain","id","family","unsure","doc"]}',
     )
     rows.add_argument(
         "--handlabelled",
@@ -66,6 +66,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         default=1000,
         metavar="N",
         help="bootstrap resamples for the 95%% intervals (0: none)",
+    )
+    parser.add_argument(
+        "--bootstrap-unit",
+        choices=("document", "sentence"),
+        default="document",
+        help='what the bootstrap resamples: whole documents (a row\'s "doc": its note or '
+        "abstract; rows without one count alone; the default), or single sentences",
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of the bootstrap")
     parser.add_argument(
@@ -115,6 +122,7 @@ def handle(args: argparse.Namespace) -> int:
         worst=args.worst,
         show_text=args.show_text,
         lexicon_rules=args.lexicon_rules,
+        by_document=args.bootstrap_unit == "document",
     )
     report["input"] = source
     text = json.dumps(report, indent=2) + "\n"
