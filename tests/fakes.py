@@ -264,6 +264,13 @@ class FakeConsumer:
         return object()
 
     def close(self) -> None:
+        """As librdkafka's: a subscribed consumer revokes its assignment first (running the
+        revoke callback), then commits the stored offsets."""
+        if self.callbacks and self.assigned:
+            revoked = [
+                TopicPartition(topic, partition) for topic, partition in sorted(self.assigned)
+            ]
+            self.callbacks["on_revoke"](self, revoked)
         self.auto_commit()  # librdkafka commits stored offsets when a consumer closes
         self.closed = True
 

@@ -13,12 +13,19 @@ import pytest
 
 from tests.ehr_messages import document_reference
 from worker.errors import InvalidEvent, UsageError
-from worker.events import NoteEvent, Provenance, SourceRef, build_output, dead_letter_headers
+from worker.events import (
+    NoteEvent,
+    Provenance,
+    SourceRef,
+    build_output,
+    dead_letter_headers,
+    parse_note,
+)
 from worker.inputs.content import decode_text, html_to_text, rtf_text
 from worker.inputs.decoding import Decoded, decoder_for
-from worker.inputs.extracted import well_formed
 from worker.inputs.hl7v2.escapes import unescape
 from worker.inputs.mapping import load_mapping
+from worker.wellformed import well_formed
 
 PROVENANCE = Provenance("m", "1", "0" * 64, 0.5, "seg")
 SOURCE = SourceRef("notes", 0, 7, None)
@@ -59,6 +66,26 @@ def test_lone_surrogates_in_fields_become_replacement_characters() -> None:
     (event,) = _fhir(resource).events
     assert event.fields["patient_id"] == "Patient/p\ufffd"
     assert _rendered(event)["patient_id"] == "Patient/p\ufffd"  # the output encodes
+
+
+def test_a_note_event_whose_text_escapes_a_lone_surrogate_is_scored_and_renders() -> None:
+    value = b'{"note_id": "n\\ud800", "text": "Serum PSA \\udc00 4.2 ng/mL. Follow up."}'
+    event = parse_note(value, max_chars=200_000)
+    assert event.text == "Serum PSA \ufffd 4.2 ng/mL. Follow up."  # one character for one
+    assert event.fields["note_id"] == "n\ufffd"
+    spans = [(0, 22), (23, 33)]
+    output = build_output(
+        event,
+        spans=spans,
+        scores=[0.9, 0.1],
+        truncated=[False, False],
+        source=SOURCE,
+        provenance=PROVENANCE,
+        include_text=True,
+    )
+    sentences = json.loads(output)["biomarker"]["sentences"]
+    assert [item["text"] for item in sentences] == ["Serum PSA \ufffd 4.2 ng/mL.", "Follow up."]
+    assert output.startswith(value[:-1])  # the record's own bytes pass through as sent
 
 
 def test_a_dead_letter_reason_quoting_a_lone_surrogate_still_encodes() -> None:

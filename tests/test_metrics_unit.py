@@ -199,6 +199,36 @@ def test_the_faust_output_path_counts_refusals_with_the_same_codes() -> None:
     assert series(metrics, "biomarker_dead_letters") == {("output_too_large",): 1}
 
 
+@pytest.mark.parametrize("how", ["over_budget", "refused"])
+def test_the_faust_output_path_sends_one_dead_letter_per_record(how: str) -> None:
+    metrics = Metrics()
+    produced: list[tuple[str, Any]] = []
+
+    async def send(topic: str, key: Any, value: Any, headers: Any) -> asyncio.Future[Any]:
+        future = asyncio.get_running_loop().create_future()
+        if topic == OUT and how == "refused" and len(value) > 100:
+            future.set_exception(MessageSizeTooLargeError())
+        else:
+            produced.append((topic, value))
+            future.set_result(None)
+        return future
+
+    async def deliver() -> None:
+        outputs = Outputs(send=send, output_topic=OUT, dead_letter_topic=DLQ, metrics=metrics)
+        if how == "over_budget":
+            outputs.max_output_bytes = 100
+        record = Record(source=SourceRef(IN, 0, 0, None), key=None, value=b"{}")
+        outs = [Outgoing("output", value, None) for value in (b"x" * 200, b"{}", b"y" * 200)]
+        await outputs.wait(record, await outputs.send(record, outs))
+
+    asyncio.run(deliver())
+    letters = [value for topic, value in produced if topic == DLQ]
+    assert letters == [b"{}"]  # the record's own value, once
+    kept = [value for topic, value in produced if topic == OUT]
+    assert kept == ([] if how == "over_budget" else [b"{}"])
+    assert series(metrics, "biomarker_dead_letters") == {("output_too_large",): 1}
+
+
 def test_the_faust_assignment_gauge_counts_assigned_partitions_not_those_with_records() -> None:
     async def commit(offsets: Any) -> bool:
         return True
@@ -307,3 +337,27 @@ def test_a_failed_group_lag_round_drops_the_members_series_and_does_not_raise() 
     admin.down = True
     assert collector.collect_once() is False
     assert series(metrics, "biomarker_group_lag") == {}
+
+
+def test_flagged_sentences_follow_the_score_as_written() -> None:
+    """0.4999996 is written 0.5 and labelled 1 at threshold 0.5: the metrics count it so."""
+    import queue
+
+    from worker.completions import take_completed
+    from worker.events import NoteEvent
+    from worker.notes import Note
+
+    record = Record(source=SourceRef("notes", 0, 0, None), key=None, value=b"{}")
+    note = Note(record=record, event=NoteEvent({"text": "a. b. c."}))
+    note.expect(3)
+    note.scores = [0.4999996, 0.4999994, 0.9]
+    note.rules = {1: "psa"}
+    record.notes.append(note)
+    record.unscored = 1
+    completed: queue.SimpleQueue[Any] = queue.SimpleQueue()
+    completed.put(note)
+    metrics = Metrics(CollectorRegistry())
+    take_completed(completed, metrics, threshold=0.5)
+    registry = metrics.registry
+    assert registry.get_sample_value("biomarker_sentences_flagged_total") == 3
+    assert registry.get_sample_value("biomarker_sentences_flagged_by_rule_total") == 1

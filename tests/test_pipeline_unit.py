@@ -11,7 +11,7 @@ import hashlib
 import itertools
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import orjson
@@ -127,9 +127,10 @@ def test_revoke_finishes_in_flight_work_commits_it_and_ignores_later_fetches() -
     assert kit.run(pipeline, revoke_partition_one) == EXIT_OK
     assert kit.broker.committed[(IN, 1)] == 10  # fetched before the revoke: finished, committed
     assert kit.broker.committed[(IN, 0)] == 10
+    # the rebalance's revoke, then the one closing the consumer runs for partition 0
     assert (
         pipeline.metrics.registry.get_sample_value("biomarker_rebalances_total", {"kind": "revoke"})
-        == 1
+        == 2
     )
 
 
@@ -169,7 +170,7 @@ def test_records_with_several_notes_retractions_and_skips() -> None:
     )
     kit.broker.append(IN, b'{"resourceType": "Patient", "id": "p"}')
     kit.broker.append(IN, b"<not fhir")
-    pipeline = kit.pipeline(input_format="fhir")
+    pipeline = kit.pipeline(input_format="fhir", max_note_sentences=1_000)
     assert kit.run(pipeline, lambda: kit.broker.committed.get((IN, 0)) == 3) == EXIT_OK
     outputs = kit.broker.read(OUT)
     assert [(m.key(), dict(m.headers() or [])["x-biomarker-event"]) for m in outputs] == [
@@ -630,17 +631,21 @@ def test_a_lost_partition_given_back_to_the_same_worker_is_not_a_crash() -> None
     pipeline = kit.pipeline()
     lost_once = []
 
+    careful_after_reassign = []
+
     def lose_then_finish() -> bool:
         if pipeline.tracker.partitions and not lost_once:
             kit.consumer.rebalance("lost", [(IN, 0)])
             kit.consumer.rebalance("assign", [(IN, 0)])
             lost_once.append(True)
+        if lost_once and (state := pipeline.tracker.partitions.get((IN, 0))) is not None:
+            careful_after_reassign.append(pipeline.source.crashes.careful(state))
         return bool(lost_once) and pipeline.delivered >= 1
 
     assert kit.run(pipeline, lose_then_finish) == EXIT_OK
     assert kit.broker.committed == {(IN, 0): 1}
     # The count it found was its own: no crash, so no careful reading.
-    assert not pipeline.source.crashes.careful(pipeline.tracker.partitions[(IN, 0)])
+    assert careful_after_reassign and not any(careful_after_reassign)
 
 
 def test_a_clean_stop_without_progress_clears_the_attempt_it_counted() -> None:
@@ -671,3 +676,82 @@ def test_an_input_header_named_like_the_workers_never_sets_the_reason_label() ->
     registry = pipeline.metrics.registry
     assert registry.get_sample_value("biomarker_dead_letters_total", {"reason": "not_json"}) == 1
     assert registry.get_sample_value("biomarker_dead_letters_total", {"reason": "Jane Doe"}) is None
+
+
+class _NaNForPSA(WordModel):
+    """Scores a PSA sentence NaN (as a float16 overflow or damaged weights would)."""
+
+    def predict_ids(self, batch: Sequence[Sequence[int]]) -> list[float]:
+        return [float("nan") if 99 in row else 0.1 for row in batch]
+
+
+def test_a_non_finite_score_dead_letters_its_note_and_is_never_written() -> None:
+    kit = Kit(partitions=1)
+    kit.broker.append(IN, _note(0, "Seen today. PSA was high."))
+    kit.broker.append(IN, _note(1, "Seen today. Follow up."))
+    pipeline = kit.pipeline(model=_NaNForPSA())
+    assert kit.run(pipeline, lambda: pipeline.delivered >= 2) == EXIT_OK
+    assert [output["note_id"] for output in kit.outputs()] == ["n1"]
+    (letter,) = kit.broker.read(DLQ)
+    headers = dict(letter.headers())
+    assert headers["x-biomarker-error-class"] == b"inference_failed"
+    assert b"NonFiniteScore" in headers["x-biomarker-error-message"]
+    assert kit.broker.committed[(IN, 0)] == 2
+
+
+def _three_note_bundle(kit: Kit) -> None:
+    big = "PSA up. " * 300
+    kit.broker.append(
+        IN,
+        bundle(
+            document_reference("a", big),
+            document_reference("b", "Seen today."),
+            document_reference("c", big),
+        ),
+    )
+
+
+def test_a_record_with_outputs_over_budget_gives_one_dead_letter_and_no_outputs() -> None:
+    kit = Kit(partitions=1)
+    _three_note_bundle(kit)
+    pipeline = kit.pipeline(input_format="fhir", max_output_bytes=10_000, max_note_sentences=1_000)
+    assert kit.run(pipeline, lambda: pipeline.delivered >= 1) == EXIT_OK
+    assert kit.broker.committed[(IN, 0)] == 1
+    assert kit.broker.read(OUT) == []  # one output per note, or one dead letter per record
+    (letter,) = kit.broker.read(DLQ)
+    assert dict(letter.headers())["x-biomarker-error-class"] == b"output_too_large"
+    assert letter.value() == kit.broker.read(IN)[0].value()
+    dead = pipeline.metrics.registry.get_sample_value(
+        "biomarker_dead_letters_total", {"reason": "output_too_large"}
+    )
+    assert dead == 1
+
+
+def test_two_refused_outputs_of_one_record_give_one_dead_letter() -> None:
+    kit = Kit(partitions=1)
+    _three_note_bundle(kit)
+    too_large = KafkaError(KafkaError.MSG_SIZE_TOO_LARGE)
+    kit.producer.refuse = lambda topic, value: (
+        too_large if topic == OUT and len(value or b"") > 10_000 else None
+    )
+    pipeline = kit.pipeline(input_format="fhir", max_note_sentences=1_000)
+    assert kit.run(pipeline, lambda: pipeline.delivered >= 2) == EXIT_OK
+    assert kit.broker.committed[(IN, 0)] == 1
+    assert [message.key() for message in kit.broker.read(OUT)] == [b"DocumentReference/b"]
+    (letter,) = kit.broker.read(DLQ)
+    assert dict(letter.headers())["x-biomarker-error-class"] == b"output_too_large"
+
+
+def test_a_stop_that_leaves_its_record_unfinished_keeps_the_attempt_count() -> None:
+    """SIGTERM while a record hangs (the liveness probe's restart) is counted like a crash: the
+    count is not cleared by the drain nor by the revoke that closing the consumer runs."""
+    kit = Kit(partitions=1)
+    kit.broker.append(IN, _note(0))
+    stuck = WordModel(delay_s=1.5)
+    pipeline = kit.pipeline(model=stuck, drain_timeout_s=0.2, revoke_timeout_s=0.2)
+    assert kit.run(pipeline, lambda: stuck.batches >= 1) == EXIT_OK
+    assert kit.broker.committed.get((IN, 0)) == 0
+    assert kit.broker.metadata[(IN, 0)] == "biomarker-attempts=1"
+    assert kit.broker.read(OUT) == []
+    # its model call had not returned: the process must exit without waiting for its thread
+    assert pipeline.hung

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from worker.batching import batching_for
 from worker.errors import FatalError
+from worker.events import written_score
 from worker.host_pool import HostPool, HostPreparation
 from worker.inference import InferenceLoop
 from worker.inputs.decoding import decoders_for
@@ -114,8 +115,9 @@ def take_completed(completed: Completions, metrics: Metrics, *, threshold: float
         else:
             done.record.note_scored(done)
             if done.error is None:  # a note that failed is dead-lettered: it labels nothing
-                by_model = sum(1 for score in done.scores if score >= threshold)
-                by_rule_alone = sum(1 for index in done.rules if done.scores[index] < threshold)
+                labelled = [written_score(score) >= threshold for score in done.scores]
+                by_model = sum(labelled)
+                by_rule_alone = sum(1 for index in done.rules if not labelled[index])
                 metrics.sentences_flagged.inc(by_model + by_rule_alone)
                 metrics.sentences_flagged_by_rule.inc(by_rule_alone)
 

@@ -19,6 +19,7 @@ from jsonschema import ValidationError
 from worker import __version__
 from worker.errors import InvalidEvent
 from worker.schemas import INPUT_SCHEMA, validator
+from worker.wellformed import well_formed_value
 
 RESULT_KEY = "biomarker"
 
@@ -124,6 +125,9 @@ def parse_note(value: bytes | None, *, max_chars: int) -> NoteEvent:
     error = next(iter(validator(INPUT_SCHEMA).iter_errors(event)), None)
     if error is not None:
         raise InvalidEvent("schema_violation", _describe(error))
+    # A JSON escape can name a lone surrogate ("\ud800"), which UTF-8 outputs cannot carry: it
+    # becomes U+FFFD, one character for one, so offsets still index the text as sent.
+    event = well_formed_value(event)
     text: str = event["text"]
     if len(text) > max_chars:
         raise InvalidEvent(
@@ -155,6 +159,12 @@ def _describe(error: ValidationError) -> str:
     if rule is None:  # the schema ``false``: a reserved field
         return f"{where}: field is reserved for the worker's output"
     return f"{where}: violates {rule} {error.validator_value!r}"[:300]
+
+
+def written_score(score: float) -> float:
+    """A score as the output writes it (six decimals); the label follows it (0.4999996 is 0.5,
+    so at threshold 0.5 it is labelled 1), here and in the metrics."""
+    return round(score, 6)
 
 
 def output_id(source: SourceRef, provenance: Provenance, index: int = 0) -> str:
@@ -213,7 +223,7 @@ def build_output(
     positives = 0
     for index, ((start, end), score, cut) in enumerate(zip(spans, scores, truncated, strict=True)):
         rule = rules.get(index)
-        written = round(score, 6)  # the label follows the score as written (0.4999996 is 0.5)
+        written = written_score(score)
         label = 1 if written >= threshold or rule is not None else 0
         positives += label
         sentence: dict[str, Any] = {
@@ -237,7 +247,7 @@ def build_output(
             "sentence_count": len(sentences),
             "biomarker_sentence_count": positives,
             "has_biomarker": positives > 0,
-            "max_score": round(max(scores), 6) if scores else None,
+            "max_score": written_score(max(scores)) if scores else None,
             "truncated_sentence_count": sum(truncated),
         },
         "provenance": {

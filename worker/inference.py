@@ -153,6 +153,11 @@ class InferenceLoop:
     def alive(self) -> bool:
         return self._thread.is_alive()
 
+    def batches_running(self) -> int:
+        """Batches handed to a lane and not back (after :meth:`stop`: model calls that did not
+        return, whose threads the interpreter would wait for at exit)."""
+        return self._in_flight
+
     def _run(self) -> None:
         try:
             while not self._stop.is_set():

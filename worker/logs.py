@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 import traceback
@@ -19,6 +20,15 @@ _LEVELS = {
 }
 
 
+def _dumps(obj: object, **_: object) -> str:
+    """orjson, or where it refuses a value (a lone surrogate quoted from an input's id, an int
+    past 64 bits) the standard library with every odd value escaped: a log line never raises."""
+    try:
+        return orjson.dumps(obj).decode()
+    except TypeError:
+        return json.dumps(obj, default=repr)
+
+
 def configure_logging(level: str = "info", stream: TextIO | None = None) -> None:
     """One JSON object per line on stderr (or ``stream``)."""
     structlog.configure(
@@ -27,9 +37,7 @@ def configure_logging(level: str = "info", stream: TextIO | None = None) -> None
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.format_exc_info,
-            structlog.processors.JSONRenderer(
-                serializer=lambda obj, **_: orjson.dumps(obj).decode()
-            ),
+            structlog.processors.JSONRenderer(serializer=_dumps),
         ],
         wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[level]),
         logger_factory=structlog.PrintLoggerFactory(stream or sys.stderr),

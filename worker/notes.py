@@ -72,6 +72,8 @@ class Record:
     unscored: int = 0  # notes not yet back from the model
     unacked: int = 0  # outputs produced and not yet acknowledged
     delivered: bool = False
+    #: Its dead letter has been produced: a later refused output of it needs no second one.
+    dead_lettered: bool = False
 
     @property
     def size(self) -> int:

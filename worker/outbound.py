@@ -26,7 +26,7 @@ def within_budget(
     record: Record,
     out: Outgoing,
     *,
-    max_output_bytes: int | None,
+    max_output_bytes: int | None = None,
     max_dead_letter_bytes: int | None,
 ) -> Outgoing:
     """``out`` as it may be produced: an oversized output turns into the record's dead letter
@@ -42,6 +42,35 @@ def within_budget(
             out = truncated(out, min(limit, TRUNCATED_DEAD_LETTER_BYTES))
         log_dead_letter(record, out)
     return out
+
+
+def budgeted(
+    record: Record,
+    outputs: list[Outgoing],
+    *,
+    max_output_bytes: int | None,
+    max_dead_letter_bytes: int | None,
+) -> list[Outgoing]:
+    """``outputs`` of ``record`` as they may be produced (:func:`within_budget`), checked
+    together: when one output is over its budget the record goes to the dead-letter topic
+    once, in place of all of them (one output per note, or one dead letter per record)."""
+    limit = max_output_bytes
+    if limit is not None:
+        for out in outputs:
+            size = len(out.value or b"")
+            if out.destination == "output" and size > limit:
+                message = f"output has {size} bytes, the limit is {limit}"
+                outputs = [dead_letter(record, InvalidEvent("output_too_large", message))]
+                break
+    return [
+        within_budget(
+            record,
+            out,
+            max_output_bytes=max_output_bytes,
+            max_dead_letter_bytes=max_dead_letter_bytes,
+        )
+        for out in outputs
+    ]
 
 
 def reason_of(out: Outgoing) -> str:

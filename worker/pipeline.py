@@ -167,10 +167,11 @@ class Pipeline:
         self._memory = FreeMemoryReturner()
         self.last_progress = time.monotonic()
         self._next_gauges = 0.0
-        #: A client call hung inside librdkafka: the process must exit without tearing the
-        #: clients down (``os._exit``), which would block on that same call.
+        #: A client call hung inside librdkafka, or a model call did not return: the process
+        #: must exit without tearing down (``os._exit``), which would block on that same call.
         self.hung = False
         self._closing = False
+        self._aborting = False  # the fatal path is closing the consumer
 
     # ------------------------------------------------------------------ lifecycle
     def request_stop(self, reason: str = "requested") -> None:
@@ -241,6 +242,9 @@ class Pipeline:
                 self._group_lag.stop()
             self._preparation.stop()
             self._inference.stop()
+            if running := self._inference.batches_running():
+                log.warning("model_calls_unfinished", batches=running)
+                self.hung = True  # the interpreter would wait for their threads forever
         log.info("worker_stopped")
         return EXIT_OK
 
@@ -330,6 +334,8 @@ class Pipeline:
     # ------------------------------------------------------------------ rebalances
     def revoking(self, states: list[PartitionState]) -> None:
         """Give the revoked partitions' work ``revoke_timeout_s``, then commit what is done."""
+        if self._aborting:
+            return  # the fatal path's close: only leave the group (its stored offsets commit)
         self._finish(states, deadline=time.monotonic() + self.settings.revoke_timeout_s)
         self._committer.commit(_committable(states))
 
@@ -354,7 +360,10 @@ class Pipeline:
         self._stage_offsets()
         self._check_fatal()
         self._committer.commit(_committable(states))
-        self.source.crashes.released(states)
+        # A partition whose record is still unfinished did not stop cleanly: its count stays
+        # (a record that hangs until the liveness probe's SIGTERM is pinned like a crash).
+        self.source.crashes.released([state for state in states if not state.inflight])
+        self.source.crashes.hold()  # ... also through the revoke that close() runs
         left = self.tracker.inflight
         self._closing = True  # a close that hangs is not tried again by _abort
         call_with_deadline(
@@ -369,6 +378,10 @@ class Pipeline:
         timeout); only delivered work was staged, so closing is safe."""
         if self._closing:
             return
+        # librdkafka's close() runs the revoke callback: it must neither wait for work that
+        # cannot finish nor clear the attempt counts this failure is meant to leave.
+        self._aborting = True
+        self.source.crashes.hold()
         try:
             call_with_deadline(self.source.close, seconds=_CLOSE_DEADLINE_S, what="close")
         except (KafkaException, RuntimeError, ClientHung) as exc:

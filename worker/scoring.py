@@ -11,6 +11,7 @@ rest flows on.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
@@ -91,9 +92,15 @@ class Failure:
 Results = list[float | Failure]
 
 
+class NonFiniteScore(ArithmeticError):
+    """The model gave a sentence a NaN or infinite score (e.g. a float16 overflow, damaged
+    weights): it is not a probability, so the sentence failed."""
+
+
 def _score_with_split(scorer: Scorer, rows: Sequence[Sequence[int]]) -> Results:
     try:
-        return list(scorer.predict_ids(rows))
+        scores = list(scorer.predict_ids(rows))
+        return [score if math.isfinite(score) else Failure(NonFiniteScore()) for score in scores]
     except Exception as exc:  # model errors (e.g. device OOM): split and retry, never crash
         if len(rows) == 1:
             return [Failure(exc)]

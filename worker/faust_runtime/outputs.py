@@ -22,6 +22,7 @@ from worker.metrics import Metrics
 from worker.notes import Record
 from worker.outbound import (
     TRUNCATED_DEAD_LETTER_BYTES,
+    budgeted,
     count_delivered,
     count_refused,
     truncated,
@@ -80,6 +81,12 @@ class Outputs:
 
     async def send(self, record: Record, outs: list[Outgoing]) -> list[Sent]:
         """Produce ``outs`` of ``record`` now (in order); return them with their futures."""
+        outs = budgeted(
+            record,
+            outs,
+            max_output_bytes=self.max_output_bytes,
+            max_dead_letter_bytes=self.max_dead_letter_bytes,
+        )
         return [await self._produce(record, out) for out in outs]
 
     async def wait(self, record: Record, sent: list[Sent]) -> None:
@@ -98,6 +105,8 @@ class Outputs:
         count_refused(self._metrics, out, error_code(exc))
         if not record_error(exc):
             raise FatalError(f"delivery failed: {type(exc).__name__}") from exc
+        if out.destination == "output" and record.dead_lettered:
+            return  # another output of this record was refused first: its one dead letter stands
         if out.destination == "output":
             failure = InvalidEvent("output_too_large", f"output refused: {type(exc).__name__}")
             replacement = dead_letter(record, failure)
@@ -105,15 +114,13 @@ class Outputs:
             replacement = truncated(out, TRUNCATED_DEAD_LETTER_BYTES)
         else:
             raise FatalError(f"dead letter refused: {type(exc).__name__}") from exc
+        limit = self.max_dead_letter_bytes
+        replacement = within_budget(record, replacement, max_dead_letter_bytes=limit)
         await self.wait(record, [await self._produce(record, replacement)])
 
     async def _produce(self, record: Record, out: Outgoing) -> Sent:
-        out = within_budget(
-            record,
-            out,
-            max_output_bytes=self.max_output_bytes,
-            max_dead_letter_bytes=self.max_dead_letter_bytes,
-        )
+        if out.destination == "dead_letter":
+            record.dead_lettered = True
         key = record.key if out.key is None else out.key
         value = out.value
         if value is None and key is None:  # aiokafka cannot send a record with neither

@@ -140,7 +140,7 @@ class _AutoDecoder:
 def events_of(extraction: Extraction, *, max_chars: int, include: bool) -> Decoded:
     """Note events of an extraction: retractions first (a replacement's old id is withdrawn
     before its new note is published), then the notes in message order. Every string is made
-    valid Unicode first (:func:`~worker.inputs.extracted.well_formed`)."""
+    valid Unicode first (:func:`~worker.wellformed.well_formed`)."""
     extraction = extraction.well_formed()
     events = [retraction_event(item) for item in extraction.retractions]
     for note in extraction.notes:

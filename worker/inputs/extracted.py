@@ -12,10 +12,11 @@ Error messages and skip details never quote note text (PHI): they name the field
 from __future__ import annotations
 
 import hashlib
-import re
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, Literal
+
+from worker.wellformed import well_formed_value
 
 #: Why a note is withdrawn: an HL7 T11 cancel, a FHIR entered-in-error, replaced by another note,
 #: or deleted at the source (a FHIR DELETE entry, a change-data-capture delete).
@@ -84,7 +85,7 @@ class Extraction:
         self.skipped += other.skipped
 
     def well_formed(self) -> Extraction:
-        """This extraction with every string valid Unicode (:func:`well_formed`)."""
+        """This extraction with every string valid Unicode (:mod:`worker.wellformed`)."""
         return Extraction(
             [_well_formed_item(note) for note in self.notes],
             [_well_formed_item(item) for item in self.retractions],
@@ -101,39 +102,10 @@ def text_sha256(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-_SURROGATE = re.compile("[\ud800-\udfff]")
-
-
-def well_formed(text: str) -> str:
-    """``text`` as valid Unicode: a surrogate pair (how RTF's ``\\u`` and some JSON escapes
-    write a character past U+FFFF) joined into that character, a lone surrogate replaced by
-    U+FFFD. Outputs, keys and hashes are UTF-8, which cannot carry surrogates."""
-    if _SURROGATE.search(text) is None:
-        return text
-    return text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
-
-
-def _well_formed_value(value: Any) -> Any:
-    """``value`` with its strings well formed; the same object when none changes."""
-    if isinstance(value, str):
-        return well_formed(value)
-    if isinstance(value, dict):
-        pairs = [(_well_formed_value(k), _well_formed_value(v)) for k, v in value.items()]
-        changed = any(
-            a is not k or b is not v for (a, b), (k, v) in zip(pairs, value.items(), strict=True)
-        )
-        return dict(pairs) if changed else value
-    if isinstance(value, list | tuple):
-        items = [_well_formed_value(item) for item in value]
-        changed = any(a is not b for a, b in zip(items, value, strict=True))
-        return type(value)(items) if changed else value
-    return value
-
-
 def _well_formed_item(item: Any) -> Any:
     changes = {
         part.name: fixed
         for part in fields(item)
-        if (fixed := _well_formed_value(value := getattr(item, part.name))) is not value
+        if (fixed := well_formed_value(value := getattr(item, part.name))) is not value
     }
     return replace(item, **changes) if changes else item

@@ -72,6 +72,7 @@ class CrashTracker:
         self._window = window
         self._watched: dict[PartitionKey, _Watch] = {}
         self._marked: dict[PartitionKey, tuple[int, str]] = {}  # what this process committed
+        self._held = False
 
     @property
     def enabled(self) -> bool:
@@ -163,8 +164,16 @@ class CrashTracker:
             if key not in states or not self.careful(states[key])
         }
 
+    def hold(self) -> None:
+        """Keep every count from now on: the worker is failing (or stopping with a record still
+        unfinished), which is what the counts are for, so the revoke that closing the consumer
+        runs must not clear them."""
+        self._held = True
+
     def released(self, states: list[PartitionState]) -> None:
         """A clean stop (revoke, shutdown) without progress: clear the count it added."""
+        if self._held:
+            return
         clear = []
         for state in states:
             watch = self._watched.pop(state.key, None)

@@ -27,6 +27,7 @@ from worker.metrics import Metrics
 from worker.notes import Record
 from worker.outbound import (
     TRUNCATED_DEAD_LETTER_BYTES,
+    budgeted,
     count_delivered,
     count_refused,
     truncated,
@@ -82,6 +83,12 @@ class KafkaSink:
 
     def send(self, record: Record, outputs: list[Outgoing]) -> None:
         """Produce ``outputs`` of ``record`` (none: the record is delivered at once)."""
+        outputs = budgeted(
+            record,
+            outputs,
+            max_output_bytes=self.max_output_bytes,
+            max_dead_letter_bytes=self.max_dead_letter_bytes,
+        )
         record.unacked += len(outputs)
         if not outputs:
             self._on_delivered(record)
@@ -96,12 +103,8 @@ class KafkaSink:
         return self._producer.flush(timeout)
 
     def _produce(self, record: Record, out: Outgoing) -> None:
-        out = within_budget(
-            record,
-            out,
-            max_output_bytes=self.max_output_bytes,
-            max_dead_letter_bytes=self.max_dead_letter_bytes,
-        )
+        if out.destination == "dead_letter":
+            record.dead_lettered = True
         topic = self._topics.output if out.destination == "output" else self._topics.dead_letter
         callback = functools.partial(self._on_delivery, record, out)
         self._committer.before_produce()
@@ -131,6 +134,9 @@ class KafkaSink:
             return
         self.delivered += 1
         count_delivered(self._metrics, record, out)
+        self._acknowledged(record)
+
+    def _acknowledged(self, record: Record) -> None:
         record.unacked -= 1
         if record.unacked == 0:
             self._on_delivered(record)
@@ -144,6 +150,10 @@ class KafkaSink:
             self._errors.stop(FatalError(f"delivery failed: {error.str()}"))
             return
         too_large = error.code() != KafkaError.INVALID_RECORD
+        if out.destination == "output" and record.dead_lettered:
+            # Another output of this record was refused first: its one dead letter stands.
+            self._acknowledged(record)
+            return
         if out.destination == "output":
             reason = "output_too_large" if too_large else "output_rejected"
             replacement = dead_letter(
@@ -154,4 +164,5 @@ class KafkaSink:
         else:
             self._errors.stop(FatalError(f"dead letter refused: {error.str()}"))
             return
-        self._produce(record, replacement)
+        limit = self.max_dead_letter_bytes
+        self._produce(record, within_budget(record, replacement, max_dead_letter_bytes=limit))
