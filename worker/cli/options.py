@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 from typing import Any
 
 from worker.config import WorkerSettings, load_settings
@@ -55,8 +56,8 @@ def settings_from_args(
     flags = dict(_FLAGS)
     for item in args.set:
         key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise UsageError(f"--set expects KEY=VALUE, got {item!r}")
+        if not sep or not key.strip():  # the item may be a secret: name its key only
+            raise UsageError(f"--set expects KEY=VALUE{_key_of(item)}")
         name = key.strip().lower().replace("-", "_")
         overrides[name] = value
         flags[name] = f"--set {key.strip()}"
@@ -67,3 +68,11 @@ def settings_from_args(
     return load_settings(
         overrides=overrides, config_file=args.config, flags=flags, check_files=check_files
     )
+
+
+def _key_of(item: str) -> str:
+    """`` for KEY`` when a malformed ``--set`` item starts with a setting's name (before ``:``
+    or a space), else nothing: the rest, or an item without a key, may be a secret value."""
+    key = re.split(r"[=:\s]", item.strip(), maxsplit=1)[0]
+    name = key.lower().replace("-", "_")
+    return f" for {key}" if name in WorkerSettings.model_fields else ""

@@ -10,9 +10,10 @@ import threading
 from types import FrameType
 
 import structlog
+from confluent_kafka import KafkaException
 
 from worker.cli.options import add_settings_options, settings_from_args
-from worker.errors import FatalError
+from worker.errors import FatalError, UsageError
 from worker.health import serve_probes
 from worker.logs import configure_logging
 from worker.metrics import set_build_info
@@ -54,6 +55,8 @@ def handle(args: argparse.Namespace) -> int:
     except FatalError as exc:
         log.error("startup_failed", error=str(exc))
         return EXIT_FATAL
+    except KafkaException as exc:  # a client property librdkafka refuses (e.g. kafka_extra)
+        raise UsageError(f"the Kafka client refused its settings: {_reason(exc)}") from None
     log.info(
         "model_loaded",
         model=model.info.name,
@@ -80,7 +83,7 @@ def handle(args: argparse.Namespace) -> int:
     finally:
         if server is not None:
             server.stop()
-    if pipeline.hung:  # tearing the stuck client down would block on the same call
+    if pipeline.hung:  # tearing a stuck client or model call down would block on that call
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)
@@ -96,3 +99,9 @@ def stop_on_signals(pipeline: Pipeline) -> None:
 
     signal.signal(signal.SIGTERM, handler)
     signal.signal(signal.SIGINT, handler)
+
+
+def _reason(exc: KafkaException) -> str:
+    """librdkafka's words for a client error (its ``KafkaError``), on one line."""
+    error = exc.args[0] if exc.args else exc
+    return " ".join(str(error.str() if hasattr(error, "str") else error).split())

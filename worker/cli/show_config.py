@@ -8,6 +8,8 @@ import sys
 import yaml
 
 from worker.cli.options import add_settings_options, settings_from_args
+from worker.config import WorkerSettings
+from worker.errors import UsageError
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -24,5 +26,22 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 def handle(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
+    check_runtime(settings)
     yaml.safe_dump(settings.masked(), sys.stdout, sort_keys=True)
     return 0
+
+
+def check_runtime(settings: WorkerSettings) -> None:
+    """The refusals ``run`` makes of valid settings before it connects, with its words: the
+    faust runtime's, or the client properties the processing guarantee fixes."""
+    if settings.runtime == "faust":
+        from worker.faust_runtime.agent import refusal
+
+        problem = refusal(settings)
+        if problem is not None:
+            raise UsageError(f"faust runtime: {problem}")
+        return
+    from worker.kafka.clients import consumer_config, producer_config
+
+    consumer_config(settings)  # UsageError for a kafka_extra key the worker fixes
+    producer_config(settings)

@@ -45,6 +45,7 @@ NOT_SETTINGS: Final[Mapping[str, str]] = MappingProxyType(
         "BIOMARKER_KUBERNETES_VERSIONS": "the schemas the chart is validated against (scripts/)",
         "BIOMARKER_KAFKA_VERSION": "the Apache Kafka release of the local broker (devkit/)",
         "BIOMARKER_EHR_SAMPLES": "the EHR sample messages of the tests",
+        "BIOMARKER_SETUP_FORCE": "scripts/setup.sh: 1 reinstalls the locked dependencies",
     }
 )
 

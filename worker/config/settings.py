@@ -45,6 +45,9 @@ _SSL_SETTINGS = (
 )
 _PASSWORD_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 
+#: The devices ``device`` names: ``cuda:<index>`` is a CUDA device by its index (0, 1, ...).
+DEVICE = re.compile(r"auto|cpu|cuda(:(0|[1-9][0-9]*))?")
+
 #: Set by :func:`load_settings` while it validates: check that the files settings name exist.
 CHECK_FILES: ContextVar[bool] = ContextVar("biomarker_check_files", default=False)
 
@@ -109,7 +112,11 @@ class WorkerSettings(BaseSettings):
     """
 
     model_config = SettingsConfigDict(
-        env_prefix=ENV_PREFIX, extra="forbid", validate_default=True, frozen=True
+        env_prefix=ENV_PREFIX,
+        extra="forbid",
+        validate_default=True,
+        frozen=True,
+        allow_inf_nan=False,  # a timeout of inf overflows thread joins and pipe polls
     )
 
     # --- Kafka topology
@@ -136,15 +143,19 @@ class WorkerSettings(BaseSettings):
     )
     group_protocol: Literal["classic", "consumer"] = "classic"
     auto_offset_reset: Literal["earliest", "latest"] = "earliest"
+    # The upper bounds of the client settings are librdkafka's own ranges: a value beyond would
+    # be refused when the clients are built (or cut to 32 bits on the way to librdkafka).
     session_timeout_ms: int = Field(
         default=15_000,
         ge=1_000,
+        le=3_600_000,
         description="How long the group waits for a silent member before moving its partitions. "
         "Heartbeats run on librdkafka's own thread, never blocked by note processing, so a "
-        "short timeout only shortens the stall after a crash.",
+        "short timeout only shortens the stall after a crash. At most max_poll_interval_ms "
+        "(group_protocol classic).",
     )
-    max_poll_interval_ms: int = Field(default=300_000, ge=10_000)
-    commit_interval_ms: int = Field(default=1_000, ge=100)
+    max_poll_interval_ms: int = Field(default=300_000, ge=10_000, le=86_400_000)
+    commit_interval_ms: int = Field(default=1_000, ge=100, le=86_400_000)
     client_id: str = "biomarker-worker"
     runtime: Literal["confluent", "faust"] = Field(
         default="confluent",
@@ -225,6 +236,7 @@ class WorkerSettings(BaseSettings):
     max_wait_ms: float = Field(
         default=20.0,
         ge=0.0,
+        le=60_000.0,
         description="How long waiting sentences may gather for the next batch while every model "
         "lane is busy (on a GPU, also while one is idle); an idle CPU lane takes them at once.",
     )
@@ -282,9 +294,13 @@ class WorkerSettings(BaseSettings):
         description="Pause fetching while this many prepared sentences wait for the model "
         "(bounds memory and time-to-drain when notes are long, whatever their count).",
     )
-    consume_batch_size: int = Field(default=500, ge=1)
-    drain_timeout_s: float = Field(default=25.0, ge=0.0)
-    revoke_timeout_s: float = Field(default=10.0, ge=0.0)
+    consume_batch_size: int = Field(
+        default=500, ge=1, le=1_000_000, description="Max records per consume call."
+    )
+    # Timeouts in seconds: finite (no inf) and at most a day, within what thread joins and
+    # pipe polls take.
+    drain_timeout_s: float = Field(default=25.0, ge=0.0, le=86_400.0)
+    revoke_timeout_s: float = Field(default=10.0, ge=0.0, le=86_400.0)
 
     # --- Operations
     log_level: Literal["debug", "info", "warning", "error"] = "info"
@@ -296,7 +312,7 @@ class WorkerSettings(BaseSettings):
         description="Address the probe/metrics server binds to; all interfaces by default, as the "
         "kubelet and Prometheus reach a pod on its IP. 127.0.0.1 = local only; :: = IPv6.",
     )
-    liveness_timeout_s: float = Field(default=60.0, gt=0.0)
+    liveness_timeout_s: float = Field(default=60.0, gt=0.0, le=86_400.0)
 
     @field_validator("bootstrap_servers", "input_topic", "output_topic", "dlq_topic", "group_id")
     @classmethod
@@ -308,7 +324,7 @@ class WorkerSettings(BaseSettings):
     @field_validator("device")
     @classmethod
     def _device_name(cls, value: str) -> str:
-        if value not in ("auto", "cpu", "cuda") and not value.startswith("cuda:"):
+        if not DEVICE.fullmatch(value):
             raise ValueError("must be auto, cpu, cuda or cuda:<index>")
         return value
 
@@ -334,7 +350,11 @@ class WorkerSettings(BaseSettings):
 
     @model_validator(mode="after")
     def _consistent(self) -> WorkerSettings:
-        problems = [*self._topology_problems(), *self._security_problems()]
+        problems = [
+            *self._topology_problems(),
+            *self._client_problems(),
+            *self._security_problems(),
+        ]
         if CHECK_FILES.get():
             problems += self._file_problems()
         if problems:
@@ -358,6 +378,17 @@ class WorkerSettings(BaseSettings):
                 "runtime",
                 "runtime faust supports at-least-once only (exactly-once is not proven on "
                 "faust-streaming; see docs/FAUST.md)",
+            )
+
+    def _client_problems(self) -> Iterator[tuple[str, str]]:
+        """Combinations librdkafka refuses when the clients are built."""
+        classic = self.group_protocol == "classic"  # session_timeout_ms is classic's only
+        if classic and self.max_poll_interval_ms < self.session_timeout_ms:
+            given = self.model_fields_set
+            session_only = "session_timeout_ms" in given and "max_poll_interval_ms" not in given
+            yield (
+                "session_timeout_ms" if session_only else "max_poll_interval_ms",
+                "max_poll_interval_ms must be at least session_timeout_ms",
             )
 
     def _security_problems(self) -> Iterator[tuple[str, str]]:

@@ -48,14 +48,19 @@ def security_config(settings: WorkerSettings) -> dict[str, Any]:
         "ssl.key.password": settings.ssl_key_password,
     }
     config.update({key: value for key, value in optional.items() if value is not None})
+    # An empty secret is unset, as for validation (an empty Secret key mounted as a file).
     config.update(
-        {key: value.get_secret_value() for key, value in secrets.items() if value is not None}
+        {
+            key: value.get_secret_value()
+            for key, value in secrets.items()
+            if value is not None and value.get_secret_value()
+        }
     )
     if settings.security_protocol in ("SSL", "SASL_SSL"):
         config["ssl.endpoint.identification.algorithm"] = (
             settings.ssl_endpoint_identification_algorithm
         )
-    if settings.sasl_mechanism == "OAUTHBEARER" and settings.sasl_oauthbearer_config is None:
+    if settings.sasl_mechanism == "OAUTHBEARER" and "sasl.oauthbearer.config" not in config:
         config["sasl.oauthbearer.method"] = "oidc"
     return config
 
@@ -74,7 +79,8 @@ def _with_extra(
 ) -> dict[str, Any]:
     clash = sorted(set(settings.kafka_extra) & set(locked))
     if clash:
-        raise UsageError(f"kafka_extra must not set {', '.join(clash)}: at-least-once needs them")
+        guarantee = settings.processing_guarantee
+        raise UsageError(f"kafka_extra must not set {', '.join(clash)}: {guarantee} needs them")
     return {**config, **settings.kafka_extra, **locked}
 
 

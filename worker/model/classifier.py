@@ -100,11 +100,20 @@ def checkpoint_dir(path: str | Path, revision: str | None = None) -> Path:
 
 
 def resolve_device(device: str) -> torch.device:
+    """The torch device ``device`` names (``auto``, ``cpu``, ``cuda`` or ``cuda:<index>``);
+    :class:`FatalError` for one that is malformed or not on this machine."""
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise FatalError(f"device {device!r} requested but CUDA is not available")
-    return torch.device(device)
+    try:
+        resolved = torch.device(device)
+    except RuntimeError:
+        raise FatalError(f"device {device!r} is not auto, cpu, cuda or cuda:<index>") from None
+    if resolved.type == "cuda" and (resolved.index or 0) >= (count := torch.cuda.device_count()):
+        visible = f"cuda:0 to cuda:{count - 1}" if count > 1 else "cuda:0"
+        raise FatalError(f"device {device!r} requested but the CUDA devices are {visible}")
+    return resolved
 
 
 def lanes_for(device: torch.device, cores: int, batch_parallel: bool) -> int:
