@@ -137,9 +137,11 @@ def dead_letter(
     inputs: list[tuple[int, bytes | None, bytes | None, Headers | None]],
     *,
     max_dead_letter_bytes: int | None = None,
+    source_topics: dict[int, str] | None = None,
 ) -> list[Sent]:
     """Produce ``(partition, key, value, headers)`` inputs, then dead-letter each one the way
-    the worker does (parse, render, the Kafka sink); the inputs as read back."""
+    the worker does (parse, render, the Kafka sink); the inputs as read back. ``source_topics``
+    names another source topic for the dead letters of some inputs (by position)."""
     start = _ends(kit, kit.input)
     producer = Producer({"bootstrap.servers": kit.bootstrap, "enable.idempotence": True})
     for partition, key, value, headers in inputs:
@@ -157,9 +159,10 @@ def dead_letter(
         on_delivered=lambda _record: None,
     )
     sink.max_dead_letter_bytes = max_dead_letter_bytes
-    for sent in read:
+    for index, sent in enumerate(read):
+        topic = (source_topics or {}).get(index, kit.input)
         record = Record(
-            source=SourceRef(kit.input, sent.partition, sent.offset, sent.timestamp),
+            source=SourceRef(topic, sent.partition, sent.offset, sent.timestamp),
             key=sent.key,
             value=sent.value,
             headers=sent.headers or None,
@@ -347,6 +350,27 @@ def test_source_partition_filter_to_another_topic(kit: KafkaTestKit) -> None:
     assert _committed(kit, "another-redrive", kit.dlq) == {}
 
 
+def test_a_letter_that_cannot_be_routed_stops_the_run_after_committing_the_letters_before_it(
+    kit: KafkaTestKit,
+) -> None:
+    kit.create(partitions=1)
+    deleted = f"{kit.input}-deleted"
+    dead_letter(
+        kit, [(0, f"k{i}".encode(), NOT_JSON, None) for i in range(6)], source_topics={3: deleted}
+    )
+    inputs_end = _ends(kit, kit.input)[0]
+    group = f"{kit.group}-redrive"
+    with pytest.raises(UsageError, match="does not exist"):
+        run(kit)
+    assert _committed(kit, group, kit.dlq) == {0: 3}
+    assert _ends(kit, kit.input)[0] == inputs_end + 3
+    # A rerun (the command this time) re-drives none of the first three again, and says so.
+    summary = _cli(kit, code=2)
+    assert (summary["read"], summary["redriven"], summary["stopped"]) == (1, 0, "error")
+    assert _committed(kit, group, kit.dlq) == {0: 3}
+    assert _ends(kit, kit.input)[0] == inputs_end + 3
+
+
 def test_max_records_then_a_failed_delivery_commits_only_what_was_delivered(
     kit: KafkaTestKit,
 ) -> None:
@@ -386,7 +410,9 @@ def _run_worker(kit: KafkaTestKit, model: Any, *, delivered: int) -> None:
     assert run_until(pipeline, lambda: pipeline.delivered >= delivered) == 0
 
 
-def _cli(kit: KafkaTestKit, *args: str) -> dict[str, Any]:
+def _cli(kit: KafkaTestKit, *args: str, code: int = 0) -> dict[str, Any]:
+    """The summary line of a ``redrive`` run (on stderr, before the error line, when the run
+    failed with ``code``)."""
     env = {
         **os.environ,
         "BIOMARKER_BOOTSTRAP_SERVERS": kit.bootstrap,
@@ -404,8 +430,13 @@ def _cli(kit: KafkaTestKit, *args: str) -> dict[str, Any]:
         timeout=120,
         check=False,
     )
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == code, result.stderr
     assert "Traceback" not in result.stderr
+    if code:
+        summary_line, error_line = result.stderr.strip().splitlines()[-2:]
+        assert error_line.startswith("biomarker-worker redrive: error: "), error_line
+        failed: dict[str, Any] = orjson.loads(summary_line)
+        return failed
     (line,) = result.stdout.strip().splitlines()
     summary: dict[str, Any] = orjson.loads(line)
     return summary

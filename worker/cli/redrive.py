@@ -135,6 +135,10 @@ def handle(args: argparse.Namespace) -> int:
         log.error("redrive_failed", error=str(exc))
         _print(started[0].summary if started else None, error=str(exc))
         return EXIT_FATAL
+    except UsageError as exc:  # e.g. a letter naming a deleted topic: say what was done first
+        if started:
+            _print(started[0].summary, error=str(exc))
+        raise
     _print(summary)
     return EXIT_INTERRUPTED if summary.stopped == "signal" else 0
 

@@ -210,7 +210,15 @@ class Redriver:
                 continue
             if self._full():
                 break
-            if self._advance(message, partition, offset):
+            try:
+                moved_now = self._advance(message, partition, offset)
+            except UsageError:
+                # A letter that cannot be routed (no source topic, a deleted topic): commit
+                # what this batch already re-drove before stopping, or every rerun repeats it.
+                if moved:
+                    self._deliver_and_commit({p: self._position[p] for p in moved})
+                raise
+            if moved_now:
                 moved.add(partition)
             if self._position[partition] >= self._ends[partition]:
                 self._pending.discard(partition)
