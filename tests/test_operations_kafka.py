@@ -131,6 +131,42 @@ def test_replay_of_a_transactionally_written_topic_finishes_past_its_commit_mark
     assert _note_ids(kit.read(kit.output, 15, timeout=10)) == {f"n-{i}" for i in range(15)}
 
 
+def test_a_replay_stopped_by_sigterm_fails_and_its_retries_resume_then_end_at_once(
+    kit: KafkaTestKit, tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    """A Job's pod stopped mid-range (a node drain) must fail, so the Job retries; the retry, in
+    the same default group, resumes from the commits and finishes; a run after that finds every
+    partition committed at its end and ends at once."""
+    kit.create(partitions=2)
+    kit.produce([note(i) for i in range(40)], keys=[f"k{i}".encode() for i in range(40)])
+    env = {**os.environ, **kit.env(tiny_model_dir), "HF_HUB_OFFLINE": "1"}
+    log_path = tmp_path / "replay.log"
+    with log_path.open("wb") as log:
+        first = subprocess.Popen(
+            [sys.executable, "-m", "worker", "replay", "--rate-limit", "5"],
+            env=env,
+            cwd=REPO,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    deadline = time.monotonic() + 90
+    while b"worker_started" not in log_path.read_bytes() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    time.sleep(1.5)  # a few notes into the range
+    first.send_signal(signal.SIGTERM)
+    assert first.wait(timeout=60) == 130, log_path.read_text()
+    assert "stopped before the end of its range" in log_path.read_text()
+
+    retry = _replay(kit, tiny_model_dir, timeout=120)
+    assert retry.returncode == 0, retry.stderr
+    assert "40 records in range" in retry.stdout and " 40 delivered" not in retry.stdout
+    assert _note_ids(kit.read(kit.output, 40, timeout=10)) == {f"n-{i}" for i in range(40)}
+
+    again = _replay(kit, tiny_model_dir, timeout=120)
+    assert again.returncode == 0, again.stderr
+    assert "40 records in range, 0 delivered" in again.stdout
+
+
 def test_replay_rejects_conflicting_window_in_one_line(
     kit: KafkaTestKit, tiny_model_dir: Path
 ) -> None:

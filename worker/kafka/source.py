@@ -50,6 +50,13 @@ class KafkaSource:
         self._errors = errors
         self._metrics = metrics
         self._replay = replay
+        #: Partitions of the replay an earlier attempt finished (committed at their end): not
+        #: assigned, done from the start. By partition, with their end.
+        self._done_at_start: dict[int, int] = {}
+        #: The replay's range was done when :meth:`finished` last looked and no rewind has
+        #: undone it since. After the loop returns: whether the whole range was processed and,
+        #: with exactly-once, committed (an aborted last transaction rewinds, and clears it).
+        self.replay_finished = False
         self._bucket = TokenBucket(rate_limit) if rate_limit else None
         self.crashes = CrashTracker(
             consumer=consumer,
@@ -157,8 +164,8 @@ class KafkaSource:
             # fetched before a loss, revoke or rewind that a later consume() call served: this
             # assignment reads the partition again from its committed offset
             return None
-        if self._replay is not None and offset >= self._replay.end(partition):
-            return None  # past the replay window
+        if self._replay is not None and not self._replay.covers(partition, offset):
+            return None  # outside the replay window
         if state.key in held or state.held or not self.crashes.admit(state, offset):
             held.setdefault(state.key, offset)  # careful: one record of this partition at a time
             return None
@@ -222,10 +229,15 @@ class KafkaSource:
         nothing of it in flight, read past its end. A range may end in offsets no consumer
         receives (a transaction's commit marker, records compacted away): the consumer's
         position steps over them, the committable offset cannot."""
+        self.replay_finished = self._finished()
+        return self.replay_finished
+
+    def _finished(self) -> bool:
         if self._replay is None:
             return False
         states = [s for s in self._tracker.partitions.values() if s.topic == self._replay.topic]
-        committable = {state.partition: state.committable for state in states}
+        committable: dict[int, int | None] = dict(self._done_at_start)
+        committable.update((state.partition, state.committable) for state in states)
         if self._replay.finished(committable):
             return True
         idle = [
@@ -265,14 +277,21 @@ class KafkaSource:
                 )
 
     def rewind(self) -> None:
-        """Forget in-flight records and seek every partition back to its committed offset."""
+        """Forget in-flight records and seek every partition back to its committed offset. A
+        replay's partition goes back to where :meth:`ReplayPlan.resume` says (its committed
+        offset inside the range, else the range's start), never to a logical offset."""
         keys = list(self._tracker.partitions)
         self._tracker.reset()
+        self.replay_finished = False
         if not keys:
             return
         reset = OFFSET_BEGINNING if self._settings.auto_offset_reset == "earliest" else OFFSET_END
         for tp in self._consumer.committed(_topic_partitions(keys), timeout=_COMMITTED_TIMEOUT_S):
-            offset = tp.offset if tp.offset >= 0 else reset
+            if self._replay is not None and tp.topic == self._replay.topic:
+                offset = self._replay.resume(tp.partition, tp.offset)
+                self._resumed(self._replay, tp.partition, offset)
+            else:
+                offset = tp.offset if tp.offset >= 0 else reset
             self._consumer.seek(TopicPartition(tp.topic, tp.partition, offset))
         log.warning("rewound_to_committed", partitions=names_of(keys))
 
@@ -290,14 +309,23 @@ class KafkaSource:
             if tp.offset >= 0
         }
         assignment = plan.assignment(committed)
+        self._done_at_start = plan.done_at_start(committed)
         self._tracker.assign((tp.topic, tp.partition) for tp in assignment)
-        for partition, (start, end) in plan.ranges.items():
-            state = self._tracker.get((plan.topic, partition))
-            resumed = committed.get(partition, start)
-            if state is not None and start < resumed <= end:
-                state.committable = resumed
+        for tp in assignment:
+            self._resumed(plan, tp.partition, tp.offset)
         self._consumer.assign(assignment)
-        log.info("replay_assigned", partitions=names_of(keys_of(assignment)), notes=plan.total)
+        log.info(
+            "replay_assigned",
+            partitions=names_of(keys_of(assignment)),
+            done=sorted(self._done_at_start),
+            notes=plan.total,
+        )
+
+    def _resumed(self, plan: ReplayPlan, partition: int, offset: int) -> None:
+        """A replay's partition resumes at ``offset``: past its start, that much is done."""
+        state = self._tracker.get((plan.topic, partition))
+        if state is not None and offset > plan.ranges[partition][0]:
+            state.committable = offset
 
 
 def _topic_partitions(keys: list[PartitionKey]) -> list[TopicPartition]:
