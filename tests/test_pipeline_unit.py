@@ -755,3 +755,38 @@ def test_a_stop_that_leaves_its_record_unfinished_keeps_the_attempt_count() -> N
     assert kit.broker.read(OUT) == []
     # its model call had not returned: the process must exit without waiting for its thread
     assert pipeline.hung
+
+
+class _BrokenDevice(WordModel):
+    """Every model call fails, as after a CUDA error that sticks."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = 0
+
+    def predict_ids(self, batch: Sequence[Sequence[int]]) -> list[float]:
+        self.calls += 1
+        raise RuntimeError("CUDA error: an illegal memory access was encountered")
+
+
+def test_a_model_that_fails_every_sentence_stops_the_worker_instead_of_dead_lettering_all() -> None:
+    kit = Kit(partitions=1)
+    for i in range(40):
+        kit.broker.append(IN, _note(i))
+    broken = _BrokenDevice()
+    pipeline = kit.pipeline(model=broken, score_cache_size=0)
+    assert kit.run(pipeline, lambda: False, timeout_s=10) == EXIT_FATAL
+    assert kit.broker.read(DLQ) == []  # nothing dead-lettered, nothing committed: re-read
+    assert kit.broker.committed.get((IN, 0), 0) == 0
+    assert kit.broker.metadata.get((IN, 0)) == "biomarker-attempts=1"  # counted as a crash
+
+
+def test_a_few_sentences_that_fail_alone_still_dead_letter_only_their_notes() -> None:
+    kit = Kit(partitions=1)
+    for i in range(40):
+        text = "Seen today. PSA was high." if i % 10 == 3 else "Seen today. Follow up."
+        kit.broker.append(IN, _note(i, text))
+    pipeline = kit.pipeline(model=_NaNForPSA(), score_cache_size=0)
+    assert kit.run(pipeline, lambda: pipeline.delivered >= 40) == EXIT_OK
+    assert len(kit.broker.read(DLQ)) == 4
+    assert len(kit.broker.read(OUT)) == 36

@@ -39,6 +39,7 @@ from worker.notes import Note, SentenceJob
 from worker.score_cache import ScoreCache
 from worker.scoring import (
     BatchObserver,
+    Failure,
     Results,
     Scorer,
     plan_for,
@@ -50,6 +51,15 @@ from worker.scoring import (
 log = structlog.get_logger(__name__)
 
 _POOL_FACTOR = 4  # a window holds up to this many budgets when they wait, for better sorting
+#: This many sentences in a row that the model could not score, even one at a time, with no
+#: sentence scored in between, mean the device or the model is broken, not the notes.
+MODEL_FAILING_AFTER = 32
+
+
+class ModelFailing(RuntimeError):
+    """Every sentence of the last batches failed, even alone: a broken device (a CUDA error
+    that sticks), a lost GPU or a damaged model. The worker stops (exit 1) rather than send
+    every note it reads to the dead-letter topic as ``inference_failed``."""
 _IDLE_WAKE_S = 0.1  # the loop wakes at least this often (stop requests, liveness)
 
 
@@ -118,6 +128,7 @@ class InferenceLoop:
         self._slots = workers + 1
         self._packs = scorer.packs
         self._in_flight = 0
+        self._failing = 0  # sentences in a row the model could not score
         self._waiting: deque[_Submitted] = deque()
         self._waiting_tokens = 0
         self._planned: deque[list[SentenceJob]] = deque()
@@ -185,6 +196,22 @@ class InferenceLoop:
             return min(_IDLE_WAKE_S, max(0.0, due - time.monotonic()))
         return _IDLE_WAKE_S
 
+    def _check_model(self, results: Results) -> None:
+        """Raise :class:`ModelFailing` (before the batch's notes are dead-lettered) once
+        :data:`MODEL_FAILING_AFTER` sentences in a row failed."""
+        if not results or not all(isinstance(result, Failure) for result in results):
+            self._failing = 0
+            return
+        self._failing += len(results)
+        if self._failing >= MODEL_FAILING_AFTER:
+            first = results[0]
+            log.error(
+                "model_failing",
+                sentences=self._failing,
+                error_class=type(first.error).__name__ if isinstance(first, Failure) else None,
+            )
+            raise ModelFailing(f"{self._failing} sentences in a row could not be scored")
+
     def _handle_queued(self) -> None:
         while True:
             try:
@@ -200,6 +227,7 @@ class InferenceLoop:
         elif isinstance(event, _Scored):
             self._in_flight -= 1
             self.last_progress = time.monotonic()
+            self._check_model(event.results)
             record_batch(
                 self._scorer,
                 event.jobs,
