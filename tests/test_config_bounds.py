@@ -359,3 +359,39 @@ def test_the_chart_refuses_values_beyond_the_bounds(sets: dict[str, Any]) -> Non
 
     error = render_error(sets=sets)
     assert "values don't meet the specifications of the schema" in error, error
+
+
+@pytest.mark.parametrize(
+    ("argv", "flags"),
+    [
+        (["config", "--input-topic", "notes"], "--input-topic"),
+        (["config", "--set", "input_format=fhir"], "--set input_format"),
+    ],
+)
+def test_a_single_input_flag_is_refused_where_inputs_is_set(
+    argv: list[str],
+    flags: str,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Flags beat variables: a flag that inputs would silently outweigh is an error instead."""
+    monkeypatch.setenv("BIOMARKER_INPUTS", '[{"topic": "ehr.hl7v2", "format": "hl7v2"}]')
+    assert main(argv) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err == (
+        f"{ERROR}{flags} cannot be used while inputs is set (by the config file, "
+        "BIOMARKER_INPUTS or --set): inputs names the topics and their formats\n"
+    )
+
+
+def test_replay_input_topic_still_picks_one_of_the_inputs() -> None:
+    from worker.cli import build_parser
+    from worker.cli.options import settings_from_args
+
+    args = build_parser().parse_args(["replay", "--input-topic", "ehr.fhir"])
+    env = '[{"topic": "ehr.hl7v2", "format": "hl7v2"}, {"topic": "ehr.fhir", "format": "fhir"}]'
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("BIOMARKER_INPUTS", env)
+        settings = settings_from_args(args, selects_input=True)
+    assert [item.topic for item in settings.inputs] == ["ehr.hl7v2", "ehr.fhir"]

@@ -47,11 +47,24 @@ _FLAGS = {
 _COMMAND_FLAGS = {"input_format": "--format", "input_mapping": "--mapping", "runtime": "--runtime"}
 
 
+#: The single-input settings, which ``inputs`` replaces when it is set.
+_SINGLE_INPUT = ("input_topic", "input_format", "input_mapping")
+
+
 def settings_from_args(
-    args: argparse.Namespace, *, check_files: bool = True, **extra: Any
+    args: argparse.Namespace,
+    *,
+    check_files: bool = True,
+    selects_input: bool = False,
+    **extra: Any,
 ) -> WorkerSettings:
     """Settings of the file, the environment, the flags and ``extra`` (settings a command sets;
-    ``None``: not set). ``check_files``: see :func:`~worker.config.load_settings`."""
+    ``None``: not set). ``check_files``: see :func:`~worker.config.load_settings`.
+
+    A single-input flag (``--input-topic``, ``--format``, ``--mapping``) where ``inputs`` is set
+    (by the file, the environment or ``--set``) is a usage error, not silently outweighed:
+    ``inputs`` names the topics and formats. ``selects_input``: ``--input-topic`` picks one of
+    ``inputs`` instead (``replay``)."""
     overrides: dict[str, Any] = {key: getattr(args, key, None) for key in _FLAGS}
     flags = dict(_FLAGS)
     for item in args.set:
@@ -65,9 +78,21 @@ def settings_from_args(
         if value is not None:
             overrides[key] = value
             flags[key] = {**_FLAGS, **_COMMAND_FLAGS}.get(key, f"--{key.replace('_', '-')}")
-    return load_settings(
+    settings = load_settings(
         overrides=overrides, config_file=args.config, flags=flags, check_files=check_files
     )
+    if settings.inputs:
+        given = [
+            flags[key]
+            for key in _SINGLE_INPUT
+            if overrides.get(key) is not None and not (selects_input and key == "input_topic")
+        ]
+        if given:
+            raise UsageError(
+                f"{', '.join(given)} cannot be used while inputs is set (by the config file, "
+                "BIOMARKER_INPUTS or --set): inputs names the topics and their formats"
+            )
+    return settings
 
 
 def _key_of(item: str) -> str:

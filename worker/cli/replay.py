@@ -61,7 +61,7 @@ def handle(args: argparse.Namespace) -> int:
         raise UsageError("give --to-timestamp or --to-offsets, not both")
     if args.rate_limit is not None and not (math.isfinite(args.rate_limit) and args.rate_limit > 0):
         raise UsageError("--rate-limit must be a positive number")
-    settings = _one_input(settings_from_args(args), args.input_topic)
+    settings = _one_input(settings_from_args(args, selects_input=True), args.input_topic)
     window = Window(
         from_timestamp=parse_timestamp(args.from_timestamp) if args.from_timestamp else None,
         to_timestamp=parse_timestamp(args.to_timestamp) if args.to_timestamp else None,
