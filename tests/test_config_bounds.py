@@ -395,3 +395,19 @@ def test_replay_input_topic_still_picks_one_of_the_inputs() -> None:
         patch.setenv("BIOMARKER_INPUTS", env)
         settings = settings_from_args(args, selects_input=True)
     assert [item.topic for item in settings.inputs] == ["ehr.hl7v2", "ehr.fhir"]
+
+
+def test_an_empty_value_unsets_a_setting_that_may_be_unset(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The image sets BIOMARKER_METRICS_PORT=9108; an empty value turns the server off."""
+    monkeypatch.setenv("BIOMARKER_METRICS_PORT", "")
+    monkeypatch.setenv("BIOMARKER_TOKEN_BUDGET", " ")
+    settings = load_settings()
+    assert settings.metrics_port is None and settings.token_budget is None
+    monkeypatch.setenv("BIOMARKER_METRICS_PORT", "9108")
+    assert load_settings(overrides={"metrics_port": ""}).metrics_port is None  # --set metrics_port=
+    # A setting that cannot be unset still refuses an empty value.
+    monkeypatch.setenv("BIOMARKER_THRESHOLD", "")
+    with pytest.raises(ConfigError, match="threshold"):
+        load_settings()

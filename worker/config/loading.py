@@ -16,7 +16,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Final
+from typing import Any, Final, get_args
 
 import yaml
 from pydantic import ValidationError
@@ -189,15 +189,25 @@ def _read_value_file(variable: str, problems: list[str]) -> str | None:
 def _decoded(
     decoder: EnvSettingsSource, name: str, value: Any, source: str, problems: list[str]
 ) -> _Given | None:
-    """``value`` as pydantic-settings decodes a variable (JSON for dicts, lists and models)."""
+    """``value`` as pydantic-settings decodes a variable (JSON for dicts, lists and models).
+    An empty value of a setting that may be unset unsets it (``BIOMARKER_METRICS_PORT=`` turns
+    off a port an image or file set)."""
     if not isinstance(value, str):
         return _Given(value, source)
+    if not value.strip() and _may_be_unset(name):
+        return _Given(None, source)
     try:
         decoded = decoder.prepare_field_value(name, WorkerSettings.model_fields[name], value, False)
     except ValueError as exc:  # json.JSONDecodeError: its message quotes no content
         problems.append(f"{source}: {name} is not valid JSON ({exc})")
         return None
     return _Given(decoded, source)
+
+
+def _may_be_unset(name: str) -> bool:
+    """Whether setting ``name`` admits ``None`` (``X | None``)."""
+    annotation = WorkerSettings.model_fields[name].annotation
+    return annotation is not None and type(None) in get_args(annotation)
 
 
 def _validated(
