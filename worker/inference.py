@@ -51,6 +51,7 @@ from worker.scoring import (
 log = structlog.get_logger(__name__)
 
 _POOL_FACTOR = 4  # a window holds up to this many budgets when they wait, for better sorting
+_IDLE_WAKE_S = 0.1  # the loop wakes at least this often (stop requests, liveness)
 #: This many sentences in a row that the model could not score, even one at a time, with no
 #: sentence scored in between, mean the device or the model is broken, not the notes.
 MODEL_FAILING_AFTER = 32
@@ -60,7 +61,6 @@ class ModelFailing(RuntimeError):
     """Every sentence of the last batches failed, even alone: a broken device (a CUDA error
     that sticks), a lost GPU or a damaged model. The worker stops (exit 1) rather than send
     every note it reads to the dead-letter topic as ``inference_failed``."""
-_IDLE_WAKE_S = 0.1  # the loop wakes at least this often (stop requests, liveness)
 
 
 @dataclass(slots=True)
