@@ -157,6 +157,7 @@ class FakeConsumer:
         self.positions: dict[Key, int] = {}
         self.stored: dict[Key, int] = {}
         self.callbacks: dict[str, Any] = {}
+        self._losing = False  # the rebalance callback running is on_lost
         self.pending: list[tuple[str, list[Key]]] = []
         self.pause_calls = 0
         self.commits = 0
@@ -186,17 +187,25 @@ class FakeConsumer:
             self.positions[key] = self.broker.committed.get(key, 0)
 
     def incremental_unassign(self, partitions: list[TopicPartition]) -> None:
+        """As librdkafka's with auto-commit: the stored offsets of revoked partitions are
+        committed as they go (not of lost ones: this member no longer owns them)."""
         for tp in partitions:
             key = (tp.topic, tp.partition)
             self.assigned.discard(key)
-            self.stored.pop(key, None)
+            if key in self.stored and not self._losing:
+                self.broker.committed[key] = self.stored.pop(key)
+                self.broker.metadata[key] = None
 
     def consume(self, num_messages: int, timeout: float) -> list[FakeMessage]:
         with self.lock:
             pending, self.pending = self.pending, []
         for kind, keys in pending:
             partitions = [TopicPartition(topic, partition) for topic, partition in keys]
-            self.callbacks[f"on_{kind}"](self, partitions)
+            self._losing = kind == "lost"
+            try:
+                self.callbacks[f"on_{kind}"](self, partitions)
+            finally:
+                self._losing = False
         messages: list[FakeMessage] = []
         for key in sorted(self.assigned - self.paused):
             log = self.broker.logs.get(key, [])

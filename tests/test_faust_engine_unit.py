@@ -109,3 +109,37 @@ def test_an_embedded_agent_applies_the_note_budgets_of_its_settings(
     engine = engine_of(add_classifier_agent(app, settings, model=WordModel()))
     assert engine.outputs.max_output_bytes == 2048
     assert engine._preparation.preparer.max_note_sentences == 2
+
+
+def test_a_model_call_still_running_after_the_drain_is_reported() -> None:
+    """A model call that never returns would keep the process alive after the drain (the
+    interpreter joins its thread): the runner exits through os._exit when the engine says so."""
+
+    async def send(topic: str, key: Any, value: Any, headers: Any) -> Any:
+        future = asyncio.get_running_loop().create_future()
+        future.set_result(None)
+        return future
+
+    async def commit(offsets: dict[Any, int]) -> bool:
+        return True
+
+    settings = load_settings(
+        overrides={"input_topic": IN, "output_topic": OUT, "dlq_topic": DLQ, "drain_timeout_s": 0.1}
+    )
+    engine = Engine(
+        settings=settings,
+        model=WordModel(delay_s=1.0),
+        provenance=PROVENANCE,
+        send=send,
+        commit=commit,
+    )
+
+    async def scenario() -> None:
+        engine.start()
+        engine.assigned({(IN, 0)})
+        await engine.accept(_message(0))
+        await asyncio.sleep(0.3)  # the model call is running
+        await engine.drain()
+
+    asyncio.run(scenario())
+    assert engine.model_calls_unfinished() == 1

@@ -206,6 +206,10 @@ def test_conditions_named_after_an_analyte_and_tsh_given_as_a_drug_are_not_match
         ("ER+/PR+ ductal carcinoma.", "receptor status"),
         ("The tumor was ER -.", "receptor status"),
         ("Receptors: ER (+).", "receptor status"),
+        ("ER + 95%, PR - 0%.", "receptor status"),
+        ("ER + (Allred 8/8).", "receptor status"),
+        ("ER + ve tumour.", "receptor status"),
+        ("ER + & PR + carcinoma.", "receptor status"),
     ],
 )
 def test_a_sign_after_a_spaced_er_is_a_status_only_before_punctuation_or_a_receptor(

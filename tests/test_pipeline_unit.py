@@ -790,3 +790,25 @@ def test_a_few_sentences_that_fail_alone_still_dead_letter_only_their_notes() ->
     assert kit.run(pipeline, lambda: pipeline.delivered >= 40) == EXIT_OK
     assert len(kit.broker.read(DLQ)) == 4
     assert len(kit.broker.read(OUT)) == 36
+
+
+class _RaisesOnPSA(WordModel):
+    """Raises on any batch holding a PSA sentence (an input-dependent model error)."""
+
+    def predict_ids(self, batch: Sequence[Sequence[int]]) -> list[float]:
+        if any(99 in row for row in batch):
+            raise RuntimeError("an input the model cannot take")
+        return [0.1 for _ in batch]
+
+
+@pytest.mark.parametrize("model", [_NaNForPSA, _RaisesOnPSA])
+def test_one_note_whose_every_sentence_fails_is_dead_lettered_not_the_worker_stopped(
+    model: type[WordModel],
+) -> None:
+    kit = Kit(partitions=1)
+    kit.broker.append(IN, _note(0, " ".join(["PSA was high."] * 40)))
+    kit.broker.append(IN, _note(1, "Seen today. Follow up."))
+    pipeline = kit.pipeline(model=model(), score_cache_size=0)
+    assert kit.run(pipeline, lambda: pipeline.delivered >= 2) == EXIT_OK
+    assert len(kit.broker.read(DLQ)) == 1
+    assert [output["note_id"] for output in kit.outputs()] == ["n1"]

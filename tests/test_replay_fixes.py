@@ -123,6 +123,20 @@ def test_a_replay_signalled_after_it_finished_its_range_exits_0(
     assert "10 records in range, 10 delivered" in capsys.readouterr().out
 
 
+def test_a_replay_whose_last_records_complete_during_the_drain_exits_0(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """SIGTERM while the rest of the range is in flight: the drain delivers and commits it all."""
+    kit = Kit(partitions=1)
+    kit.fill(4, partitions=1)
+    plan = ReplayPlan(topic=IN, ranges={0: (0, 4)})
+    pipeline = kit.pipeline(model=WordModel(delay_s=0.6), replay=plan, drain_timeout_s=20)
+    _signal_soon(signal.SIGTERM, 0.3)
+    assert run_replay(pipeline, plan, pipeline.settings) == EXIT_OK
+    assert kit.broker.committed[(IN, 0)] == 4
+    assert "4 records in range, 4 delivered" in capsys.readouterr().out
+
+
 # ---------------------------------------------------------------- exactly-once
 def test_an_exactly_once_replay_whose_last_transaction_aborts_exits_1_and_a_retry_ends_it(
     capsys: pytest.CaptureFixture[str],
@@ -327,3 +341,19 @@ def test_odd_numbers_on_the_command_line_are_one_line_usage_errors(
     assert main(["replay", *args]) == 2
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("biomarker-worker replay: error:")
+
+
+def test_a_stuck_call_ends_run_and_replay_through_os_exit(monkeypatch: pytest.MonkeyPatch) -> None:
+    """run and replay share the exit that does not wait for a stuck client or model call."""
+    import inspect
+    from types import SimpleNamespace
+
+    from worker.cli import replay as replay_command
+    from worker.cli import run as run_command
+
+    exits: list[int] = []
+    monkeypatch.setattr(run_command.os, "_exit", exits.append)
+    run_command.exit_now_if_hung(SimpleNamespace(hung=False), 0)  # type: ignore[arg-type]
+    run_command.exit_now_if_hung(SimpleNamespace(hung=True), 130)  # type: ignore[arg-type]
+    assert exits == [130]
+    assert "exit_now_if_hung(pipeline, code)" in inspect.getsource(replay_command.run_replay)

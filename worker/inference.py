@@ -40,6 +40,7 @@ from worker.score_cache import ScoreCache
 from worker.scoring import (
     BatchObserver,
     Failure,
+    NonFiniteScore,
     Results,
     Scorer,
     plan_for,
@@ -52,8 +53,8 @@ log = structlog.get_logger(__name__)
 
 _POOL_FACTOR = 4  # a window holds up to this many budgets when they wait, for better sorting
 _IDLE_WAKE_S = 0.1  # the loop wakes at least this often (stop requests, liveness)
-#: This many sentences in a row that the model could not score, even one at a time, with no
-#: sentence scored in between, mean the device or the model is broken, not the notes.
+#: This many sentences in a row, of two or more notes, on which the model raised even one at a
+#: time, with no sentence scored in between, mean the device or the model is broken.
 MODEL_FAILING_AFTER = 32
 
 
@@ -128,7 +129,8 @@ class InferenceLoop:
         self._slots = workers + 1
         self._packs = scorer.packs
         self._in_flight = 0
-        self._failing = 0  # sentences in a row the model could not score
+        self._failing = 0  # sentences in a row the model raised on, even alone
+        self._failing_notes: set[int] = set()  # the notes they belong to (by identity)
         self._waiting: deque[_Submitted] = deque()
         self._waiting_tokens = 0
         self._planned: deque[list[SentenceJob]] = deque()
@@ -196,14 +198,22 @@ class InferenceLoop:
             return min(_IDLE_WAKE_S, max(0.0, due - time.monotonic()))
         return _IDLE_WAKE_S
 
-    def _check_model(self, results: Results) -> None:
+    def _check_model(self, jobs: Sequence[SentenceJob], results: Results) -> None:
         """Raise :class:`ModelFailing` (before the batch's notes are dead-lettered) once
-        :data:`MODEL_FAILING_AFTER` sentences in a row failed."""
-        if not results or not all(isinstance(result, Failure) for result in results):
+        :data:`MODEL_FAILING_AFTER` sentences of at least two notes in a row raised. A score
+        that is not finite does not count: it can follow from the input (one note's float16
+        overflow), and its note alone is dead-lettered."""
+        raised = [
+            isinstance(result, Failure) and not isinstance(result.error, NonFiniteScore)
+            for result in results
+        ]
+        if not results or not all(raised):
             self._failing = 0
+            self._failing_notes.clear()
             return
         self._failing += len(results)
-        if self._failing >= MODEL_FAILING_AFTER:
+        self._failing_notes.update(id(job.note) for job in jobs)
+        if self._failing >= MODEL_FAILING_AFTER and len(self._failing_notes) >= 2:
             first = results[0]
             log.error(
                 "model_failing",
@@ -227,7 +237,7 @@ class InferenceLoop:
         elif isinstance(event, _Scored):
             self._in_flight -= 1
             self.last_progress = time.monotonic()
-            self._check_model(event.results)
+            self._check_model(event.jobs, event.results)
             record_batch(
                 self._scorer,
                 event.jobs,

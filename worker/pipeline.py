@@ -360,6 +360,7 @@ class Pipeline:
         self._stage_offsets()
         self._check_fatal()
         self._committer.commit(_committable(states))
+        self.source.finished()  # a replay whose last records completed during the drain is done
         # A partition whose record is still unfinished did not stop cleanly: its count stays
         # (a record that hangs until the liveness probe's SIGTERM is pinned like a crash).
         self.source.crashes.released([state for state in states if not state.inflight])

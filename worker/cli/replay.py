@@ -14,6 +14,7 @@ from confluent_kafka import Consumer, KafkaException
 
 from worker.cli.options import add_settings_options, settings_from_args
 from worker.cli.redrive import EXIT_INTERRUPTED
+from worker.cli.run import exit_now_if_hung
 from worker.config import WorkerSettings
 from worker.errors import FatalError, UsageError
 from worker.kafka.clients import consumer_config
@@ -144,6 +145,7 @@ def run_replay(pipeline: Pipeline, plan: ReplayPlan, settings: WorkerSettings) -
     else:
         unfinished = "" if finished else "; stopped before the end of its range"
         print(summary + unfinished, file=sys.stderr)
+    exit_now_if_hung(pipeline, code)
     return code
 
 

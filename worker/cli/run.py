@@ -83,11 +83,17 @@ def handle(args: argparse.Namespace) -> int:
     finally:
         if server is not None:
             server.stop()
-    if pipeline.hung:  # tearing a stuck client or model call down would block on that call
+    exit_now_if_hung(pipeline, code)
+    return code
+
+
+def exit_now_if_hung(pipeline: Pipeline, code: int) -> None:
+    """Exit at once with ``code`` when a client call or a model call is still stuck: tearing
+    it down, or the interpreter's join of its thread, would block on that call for good."""
+    if pipeline.hung:
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)
-    return code
 
 
 def stop_on_signals(pipeline: Pipeline) -> None:

@@ -305,6 +305,11 @@ class Engine:
         log.info("partitions_revoked", partitions=sorted(map(list, keys)), unfinished=dropped)
         self._update_room()
 
+    def model_calls_unfinished(self) -> int:
+        """Batches whose model call had not returned when the threads stopped (after
+        :meth:`drain`): the process must then exit without waiting for their threads."""
+        return self._inference.batches_running()
+
     async def drain(self) -> None:
         """Stop taking input, finish in flight for ``drain_timeout_s``, commit, stop threads."""
         self.stopping = True

@@ -9,7 +9,9 @@ drains in-flight work within ``drain_timeout_s``, commits what was delivered and
 from __future__ import annotations
 
 import logging
+import os
 import signal
+import sys
 import tempfile
 import threading
 from typing import TYPE_CHECKING, Any
@@ -135,7 +137,15 @@ def _serve(
             server.stop()
     failure = getattr(app, "biomarker_failure", None) or engine.failure
     if failure is not None:
-        return EXIT_FATAL
+        code = EXIT_FATAL
+    if unfinished := engine.model_calls_unfinished():
+        # a model call that never returns: the interpreter would wait for its thread for good
+        log.warning("model_calls_unfinished", batches=unfinished)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    if failure is not None:
+        return code
     log.info("worker_stopped")
     return code
 

@@ -234,10 +234,11 @@ _NAMES: tuple[tuple[str, str], ...] = (
 )
 
 _ER_STATUS = (
-    # A sign after a space counts only before punctuation, the end or another receptor: "ER +,
-    # PR -" is a status, "seen in the ER - given fluids" is the emergency room.
+    # A sign after a space counts only before punctuation, a number, "ve", the end or another
+    # receptor: "ER +, PR -", "ER + 95%", "ER + (Allred 8/8)" are a status, "seen in the ER -
+    # given fluids" is the emergency room.
     r"\b(?:ER|PR|PgR)(?:[+-](?![A-Za-z])"
-    r"|\s+[+-](?=\s*(?:[/,.;:)]|$|(?:and\s+)?(?:ER|PR|PgR|HER-?2)\b))"
+    r"|\s+[+-](?=\s*(?:[/,.;:()&]|\d|ve\b|$|(?:and\s+)?(?:ER|PR|PgR|HER-?2)\b))"
     r"|\s*\(\s*[+-]\s*\)|\s+(?:and|/)\s+PR\b|\s*/\s*PR\b"
     r"|\s*(?:-\s*)?(?:positive|negative|pos|neg)\b)"
 )
