@@ -115,24 +115,19 @@ def test_a_model_call_still_running_after_the_drain_is_reported() -> None:
     """A model call that never returns would keep the process alive after the drain (the
     interpreter joins its thread): the runner exits through os._exit when the engine says so."""
 
-    async def send(topic: str, key: Any, value: Any, headers: Any) -> Any:
+    async def delivered(topic: str, key: Any, value: Any, headers: Any) -> Any:
         future = asyncio.get_running_loop().create_future()
         future.set_result(None)
         return future
 
-    async def commit(offsets: dict[Any, int]) -> bool:
+    async def committed(offsets: dict[Any, int]) -> bool:
         return True
 
-    settings = load_settings(
-        overrides={"input_topic": IN, "output_topic": OUT, "dlq_topic": DLQ, "drain_timeout_s": 0.1}
-    )
-    engine = Engine(
-        settings=settings,
-        model=WordModel(delay_s=1.0),
-        provenance=PROVENANCE,
-        send=send,
-        commit=commit,
-    )
+    overrides = {"input_topic": IN, "output_topic": OUT, "dlq_topic": DLQ, "drain_timeout_s": 0.1}
+    stuck = WordModel(delay_s=1.0)
+    settings = load_settings(overrides=overrides)
+    parts = {"provenance": PROVENANCE, "send": delivered, "commit": committed}
+    engine = Engine(settings=settings, model=stuck, **parts)
 
     async def scenario() -> None:
         engine.start()
