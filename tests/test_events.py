@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import replace
+from typing import Any
 
 import orjson
 import pytest
@@ -104,6 +105,30 @@ def test_output_id_is_deterministic_and_covers_what_decides_the_labels() -> None
     assert first != output_id(source, replace(PROVENANCE, segmenter_version="s2"))
     assert first != output_id(source, PROVENANCE, 1)
     assert first != output_id(source, replace(PROVENANCE, max_sentence_tokens=512))
+
+
+def test_provenance_names_max_sentence_tokens_when_it_is_not_the_default() -> None:
+    event = NoteEvent({"note_id": "n1", "text": "Hgb 12.3."})
+    source = SourceRef("notes", 0, 1, None)
+
+    def provenance_of(provenance: Provenance) -> dict[str, Any]:
+        body = orjson.loads(
+            build_output(
+                event,
+                spans=[(0, 9)],
+                scores=[0.9],
+                truncated=[False],
+                source=source,
+                provenance=provenance,
+                include_text=False,
+            )
+        )
+        validator(OUTPUT_SCHEMA).validate(body)
+        found: dict[str, Any] = body["biomarker"]["provenance"]
+        return found
+
+    assert "max_sentence_tokens" not in provenance_of(PROVENANCE)
+    assert provenance_of(replace(PROVENANCE, max_sentence_tokens=512))["max_sentence_tokens"] == 512
 
 
 def _two_sentences(event: NoteEvent, scores: list[float]) -> bytes:

@@ -264,6 +264,11 @@ def build_output(
                 if provenance.lexicon_version is not None
                 else {}
             ),
+            **(
+                {"max_sentence_tokens": provenance.max_sentence_tokens}
+                if provenance.max_sentence_tokens is not None
+                else {}
+            ),
             "source": {
                 "topic": source.topic,
                 "partition": source.partition,
