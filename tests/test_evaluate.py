@@ -150,24 +150,33 @@ def test_bootstrap_is_seeded_and_contains_the_point_estimate() -> None:
     assert none["interval"] == "none"
 
 
+def _f1_interval_by_drawing(
+    groups: list[list[int]], labels: list[int], probs: list[float]
+) -> list[float]:
+    """The 95% F1 interval of 2,000 resamples drawing whole ``groups`` of row indices (single
+    rows: a sentence bootstrap) with replacement, the slow way."""
+    rng = random.Random(0)
+    f1s = []
+    for _ in range(2000):
+        tp = fp = fn = 0
+        for group in (rng.choice(groups) for _ in groups):
+            for index in group:
+                predicted = probs[index] >= 0.5
+                tp += labels[index] == 1 and predicted
+                fp += labels[index] == 0 and predicted
+                fn += labels[index] == 1 and not predicted
+        f1s.append(2 * tp / (2 * tp + fp + fn))
+    f1s.sort()
+    return [f1s[int(0.025 * len(f1s))], f1s[int(0.975 * len(f1s)) - 1]]
+
+
 def test_bootstrap_matches_resampling_sentences() -> None:
     """The multinomial shortcut gives the interval that resampling sentence indices gives."""
     rows, probs = _synthetic(400, seed=5)
     labels = [row.label for row in rows]
     fast = bootstrap_intervals(labels, probs, 0.5, resamples=2000, seed=0)
     assert fast is not None
-    rng = random.Random(0)
-    f1s = []
-    for _ in range(2000):
-        tp = fp = fn = 0
-        for index in (rng.randrange(len(rows)) for _ in rows):
-            predicted = probs[index] >= 0.5
-            tp += labels[index] == 1 and predicted
-            fp += labels[index] == 0 and predicted
-            fn += labels[index] == 1 and not predicted
-        f1s.append(2 * tp / (2 * tp + fp + fn))
-    f1s.sort()
-    slow = [f1s[int(0.025 * len(f1s))], f1s[int(0.975 * len(f1s)) - 1]]
+    slow = _f1_interval_by_drawing([[index] for index in range(len(rows))], labels, probs)
     assert fast["f1"] == pytest.approx(slow, abs=0.015)
 
 
@@ -219,20 +228,7 @@ def test_bootstrap_over_documents_matches_resampling_documents() -> None:
     members: dict[str | None, list[int]] = {}
     for index, doc in enumerate(docs):
         members.setdefault(doc, []).append(index)
-    notes = list(members.values())
-    rng = random.Random(0)
-    f1s = []
-    for _ in range(2000):
-        tp = fp = fn = 0
-        for note in (rng.choice(notes) for _ in notes):
-            for index in note:
-                predicted = probs[index] >= 0.5
-                tp += labels[index] == 1 and predicted
-                fp += labels[index] == 0 and predicted
-                fn += labels[index] == 1 and not predicted
-        f1s.append(2 * tp / (2 * tp + fp + fn))
-    f1s.sort()
-    slow = [f1s[int(0.025 * len(f1s))], f1s[int(0.975 * len(f1s)) - 1]]
+    slow = _f1_interval_by_drawing(list(members.values()), labels, probs)
     assert fast["f1"] == pytest.approx(slow, abs=0.02)
 
 

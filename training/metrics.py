@@ -13,6 +13,7 @@ sensitive, and the sentence ids identify the rows.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -323,60 +324,65 @@ def worst_errors(
     }
 
 
+@dataclass(frozen=True, slots=True)
+class _Resampling:
+    """How a report's intervals are drawn (see :func:`bootstrap_intervals`)."""
+
+    resamples: int
+    seed: int
+    by_document: bool
+
+    def intervals(
+        self,
+        rows: Sequence[LabelledRow],
+        labels: Sequence[int],
+        probs: Sequence[float],
+        threshold: float,
+    ) -> dict[str, list[float]] | None:
+        docs = [row.doc for row in rows] if self.by_document else None
+        return bootstrap_intervals(
+            labels, probs, threshold, resamples=self.resamples, seed=self.seed, docs=docs
+        )
+
+    def describe(self, rows: Sequence[LabelledRow]) -> str:
+        if self.resamples <= 0:
+            return "none"
+        drawn = f"{self.resamples} resamples, seed {self.seed}"
+        documents = {row.doc for row in rows if row.doc is not None}
+        if not self.by_document or not documents:
+            return f"bootstrap over sentences, {drawn}"
+        alone = sum(row.doc is None for row in rows)
+        unit = f"{len(documents)} documents" + (
+            f" and {alone} sentences without one" if alone else ""
+        )
+        return f"bootstrap over documents ({unit}), {drawn}"
+
+
 def _block(
-    rows: Sequence[LabelledRow],
-    probs: Sequence[float],
-    threshold: float,
-    *,
-    resamples: int,
-    seed: int,
-    by_document: bool,
+    rows: Sequence[LabelledRow], probs: Sequence[float], threshold: float, resampling: _Resampling
 ) -> dict[str, Any]:
     labels = [row.label for row in rows]
     block = binary_metrics(labels, probs, threshold)
-    docs = [row.doc for row in rows] if by_document else None
-    block["ci95"] = bootstrap_intervals(
-        labels, probs, threshold, resamples=resamples, seed=seed, docs=docs
-    )
+    block["ci95"] = resampling.intervals(rows, labels, probs, threshold)
     block["ece"] = calibration(labels, probs)["ece"]
     return block
 
 
 def _by_domain(
-    rows: Sequence[LabelledRow],
-    probs: Sequence[float],
-    threshold: float,
-    *,
-    resamples: int,
-    seed: int,
-    by_document: bool,
+    rows: Sequence[LabelledRow], probs: Sequence[float], threshold: float, resampling: _Resampling
 ) -> dict[str, Any]:
-    options: dict[str, Any] = {"resamples": resamples, "seed": seed, "by_document": by_document}
     groups: dict[str, tuple[list[LabelledRow], list[float]]] = {}
     for row, prob in zip(rows, probs, strict=True):
         group = groups.setdefault(_domain(row), ([], []))
         group[0].append(row)
         group[1].append(prob)
     return {
-        "overall": _block(rows, probs, threshold, **options),
+        "overall": _block(rows, probs, threshold, resampling),
         "by_source": {
-            name: _block(members, scores, threshold, **options)
+            name: _block(members, scores, threshold, resampling)
             for name, (members, scores) in sorted(groups.items())
         },
     }
-
-
-def _interval_note(
-    rows: Sequence[LabelledRow], *, resamples: int, seed: int, by_document: bool
-) -> str:
-    if resamples <= 0:
-        return "none"
-    documents = {row.doc for row in rows if row.doc is not None}
-    if not by_document or not documents:
-        return f"bootstrap over sentences, {resamples} resamples, seed {seed}"
-    alone = sum(row.doc is None for row in rows)
-    unit = f"{len(documents)} documents" + (f" and {alone} sentences without one" if alone else "")
-    return f"bootstrap over documents ({unit}), {resamples} resamples, seed {seed}"
 
 
 def error_report(
@@ -401,8 +407,8 @@ def error_report(
         raise ValueError("rows and probs differ in length")
     labels = [row.label for row in rows]
     sure = [i for i, row in enumerate(rows) if not row.unsure]
-    options: dict[str, Any] = {"resamples": resamples, "seed": seed, "by_document": by_document}
-    excluding = _by_domain([rows[i] for i in sure], [probs[i] for i in sure], threshold, **options)
+    resampling = _Resampling(resamples, seed, by_document)
+    excluding = _by_domain([rows[i] for i in sure], [probs[i] for i in sure], threshold, resampling)
     at_thresholds = {}
     for value in sorted({*REPORT_THRESHOLDS, threshold}):
         metrics = binary_metrics(labels, probs, value)
@@ -411,8 +417,8 @@ def error_report(
         }
     return {
         "threshold": threshold,
-        "interval": _interval_note(rows, **options),
-        **_by_domain(rows, probs, threshold, **options),
+        "interval": resampling.describe(rows),
+        **_by_domain(rows, probs, threshold, resampling),
         "at_thresholds": at_thresholds,
         "best_threshold_f1": best_threshold_f1(labels, probs),
         "calibration": calibration(labels, probs),

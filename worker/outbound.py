@@ -22,28 +22,6 @@ log = structlog.get_logger(__name__)
 TRUNCATED_DEAD_LETTER_BYTES = 65_536
 
 
-def within_budget(
-    record: Record,
-    out: Outgoing,
-    *,
-    max_output_bytes: int | None = None,
-    max_dead_letter_bytes: int | None,
-) -> Outgoing:
-    """``out`` as it may be produced: an oversized output turns into the record's dead letter
-    (``output_too_large``); an oversized dead letter is truncated. Dead letters are logged."""
-    size = len(out.value or b"")
-    if out.destination == "output" and size > (max_output_bytes or size):
-        message = f"output has {size} bytes, the limit is {max_output_bytes}"
-        out = dead_letter(record, InvalidEvent("output_too_large", message))
-        size = len(out.value or b"")
-    if out.destination == "dead_letter":
-        limit = max_dead_letter_bytes or size
-        if size > limit and not out.truncated:
-            out = truncated(out, min(limit, TRUNCATED_DEAD_LETTER_BYTES))
-        log_dead_letter(record, out)
-    return out
-
-
 def budgeted(
     record: Record,
     outputs: list[Outgoing],
@@ -51,26 +29,32 @@ def budgeted(
     max_output_bytes: int | None,
     max_dead_letter_bytes: int | None,
 ) -> list[Outgoing]:
-    """``outputs`` of ``record`` as they may be produced (:func:`within_budget`), checked
-    together: when one output is over its budget the record goes to the dead-letter topic
-    once, in place of all of them (one output per note, or one dead letter per record)."""
-    limit = max_output_bytes
-    if limit is not None:
+    """``outputs`` of ``record`` as they may be produced, checked together: when one output is
+    over ``max_output_bytes`` the record goes to the dead-letter topic once, in place of all of
+    them (one output per note, or one dead letter per record); dead letters go through
+    :func:`within_budget`."""
+    if max_output_bytes is not None:
         for out in outputs:
             size = len(out.value or b"")
-            if out.destination == "output" and size > limit:
-                message = f"output has {size} bytes, the limit is {limit}"
+            if out.destination == "output" and size > max_output_bytes:
+                message = f"output has {size} bytes, the limit is {max_output_bytes}"
                 outputs = [dead_letter(record, InvalidEvent("output_too_large", message))]
                 break
     return [
-        within_budget(
-            record,
-            out,
-            max_output_bytes=max_output_bytes,
-            max_dead_letter_bytes=max_dead_letter_bytes,
-        )
-        for out in outputs
+        within_budget(record, out, max_dead_letter_bytes=max_dead_letter_bytes) for out in outputs
     ]
+
+
+def within_budget(record: Record, out: Outgoing, *, max_dead_letter_bytes: int | None) -> Outgoing:
+    """``out`` as it may be produced: a dead letter over its topic's limit is truncated; every
+    dead letter is logged. Outputs pass as they are."""
+    if out.destination == "dead_letter":
+        size = len(out.value or b"")
+        limit = max_dead_letter_bytes or size
+        if size > limit and not out.truncated:
+            out = truncated(out, min(limit, TRUNCATED_DEAD_LETTER_BYTES))
+        log_dead_letter(record, out)
+    return out
 
 
 def reason_of(out: Outgoing) -> str:
