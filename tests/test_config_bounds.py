@@ -302,6 +302,25 @@ def test_run_turns_a_refused_client_property_into_one_line(tiny_model_dir: Path)
     ]
 
 
+def test_run_checks_the_client_properties_before_it_loads_the_model(tmp_path: Path) -> None:
+    """A refused property is reported before the model loads (a missing model would fail)."""
+    result = _cli(
+        "run",
+        "--model",
+        str(tmp_path),  # an empty directory: loading it would fail
+        env={
+            "BIOMARKER_BOOTSTRAP_SERVERS": "127.0.0.1:1",
+            "BIOMARKER_KAFKA_EXTRA": json.dumps({"fetch.wait.max.ms": "abc"}),
+        },
+    )
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr and "startup_failed" not in result.stderr
+    assert (
+        "the Kafka client refused its settings: Invalid value for configuration property "
+        '"fetch.wait.max.ms"' in result.stderr
+    )
+
+
 # --- The chart's schema has the same bounds -------------------------------------------------------
 
 #: Chart values (dotted under the schema's properties) and the settings they set.

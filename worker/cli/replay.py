@@ -18,6 +18,7 @@ from worker.cli.run import exit_now_if_hung
 from worker.config import WorkerSettings
 from worker.errors import FatalError, UsageError
 from worker.kafka.clients import consumer_config
+from worker.kafka.ports import check_client_settings, client_error
 from worker.kafka.replay import (
     ReplayPlan,
     Window,
@@ -74,10 +75,8 @@ def handle(args: argparse.Namespace) -> int:
         settings = settings.model_copy(update={"group_id": group})
     configure_logging(settings.log_level)
     log = structlog.get_logger("worker.replay")
-    try:
-        probe = Consumer({**consumer_config(settings), "logger": kafka_logger()})
-    except KafkaException as exc:  # a client property librdkafka refuses (kafka_extra)
-        raise UsageError(f"the Kafka client refused its settings: {_reason(exc)}") from None
+    check_client_settings(settings)  # a refused client property: one line, before any work
+    probe = Consumer({**consumer_config(settings), "logger": kafka_logger()})
     try:
         plan = plan_replay(
             probe,
@@ -88,8 +87,8 @@ def handle(args: argparse.Namespace) -> int:
             to_offsets=window.to_offsets,
         )
     except KafkaException as exc:  # brokers unreachable, or the topic unreadable
-        log.error("replay_planning_failed", error=_reason(exc))
-        print(f"replay: could not plan the range: {_reason(exc)}", file=sys.stderr)
+        log.error("replay_planning_failed", error=client_error(exc))
+        print(f"replay: could not plan the range: {client_error(exc)}", file=sys.stderr)
         return EXIT_FATAL
     finally:
         probe.close()
@@ -160,12 +159,6 @@ def _stop_on_signals(pipeline: Pipeline, received: list[str]) -> None:
 
     signal.signal(signal.SIGTERM, handler)
     signal.signal(signal.SIGINT, handler)
-
-
-def _reason(exc: KafkaException) -> str:
-    """librdkafka's words for a client error (its ``KafkaError``), else the exception's."""
-    error = exc.args[0] if exc.args else exc
-    return str(error.str()) if hasattr(error, "str") else str(error)
 
 
 def _one_input(settings: WorkerSettings, named: str | None) -> WorkerSettings:

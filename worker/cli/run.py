@@ -15,6 +15,7 @@ from confluent_kafka import KafkaException
 from worker.cli.options import add_settings_options, settings_from_args
 from worker.errors import FatalError, UsageError
 from worker.health import serve_probes
+from worker.kafka.ports import check_client_settings, client_error
 from worker.logs import configure_logging
 from worker.metrics import set_build_info
 from worker.pipeline import EXIT_FATAL, EXIT_OK, Pipeline
@@ -44,6 +45,7 @@ def handle(args: argparse.Namespace) -> int:
     stop_early = threading.Event()  # SIGTERM while the model loads: exit cleanly, join nothing
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop_early.set())
+    check_client_settings(settings)  # a refused client property: one line, before the model loads
     try:
         from worker.loading import load_classifier, provenance_for
 
@@ -55,8 +57,8 @@ def handle(args: argparse.Namespace) -> int:
     except FatalError as exc:
         log.error("startup_failed", error=str(exc))
         return EXIT_FATAL
-    except KafkaException as exc:  # a client property librdkafka refuses (e.g. kafka_extra)
-        raise UsageError(f"the Kafka client refused its settings: {_reason(exc)}") from None
+    except KafkaException as exc:  # a property refused only in use (kept as a safety net)
+        raise UsageError(f"the Kafka client refused its settings: {client_error(exc)}") from None
     log.info(
         "model_loaded",
         model=model.info.name,
@@ -105,9 +107,3 @@ def stop_on_signals(pipeline: Pipeline) -> None:
 
     signal.signal(signal.SIGTERM, handler)
     signal.signal(signal.SIGINT, handler)
-
-
-def _reason(exc: KafkaException) -> str:
-    """librdkafka's words for a client error (its ``KafkaError``), on one line."""
-    error = exc.args[0] if exc.args else exc
-    return " ".join(str(error.str() if hasattr(error, "str") else error).split())

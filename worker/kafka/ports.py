@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 from worker.config import WorkerSettings
+from worker.errors import UsageError
 from worker.kafka.clients import common_config, consumer_config, producer_config
 
 #: ``TopicPartition`` and ``Message`` objects of confluent-kafka (or fakes with their methods).
@@ -115,6 +116,28 @@ def kafka_clients(
         producer=Producer({**producer_config(settings), **hooks}),
         topic_limits=lambda topics: _described_limits(admin_config, topics),
     )
+
+
+def check_client_settings(settings: WorkerSettings, *, group_id: str | None = None) -> None:
+    """Build (and at once close) the consumer and producer ``settings`` make, so a property
+    librdkafka refuses (a ``kafka_extra`` value, a file path it cannot read) stops the worker
+    with one line (:class:`UsageError`) before it loads a model. Nothing is subscribed or sent."""
+    from confluent_kafka import Consumer, KafkaException, Producer
+
+    from worker.logs import kafka_logger
+
+    hooks = {"logger": kafka_logger()}
+    try:
+        Consumer({**consumer_config(settings, group_id=group_id), **hooks}).close()
+        Producer({**producer_config(settings), **hooks}).flush(0)
+    except KafkaException as exc:
+        raise UsageError(f"the Kafka client refused its settings: {client_error(exc)}") from None
+
+
+def client_error(exc: Exception) -> str:
+    """librdkafka's words for a client error (its ``KafkaError``), on one line."""
+    error = exc.args[0] if exc.args else exc
+    return " ".join(str(error.str() if hasattr(error, "str") else error).split())
 
 
 def _described_limits(config: dict[str, Any], topics: list[str]) -> dict[str, int]:
