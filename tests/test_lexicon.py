@@ -159,6 +159,21 @@ def test_first_label_names_the_earliest_match_and_the_version_is_a_content_hash(
     assert re.fullmatch(r"lexicon-[0-9a-f]{12}", LEXICON_VERSION)
 
 
+def test_the_version_covers_every_pattern_its_flags_its_category_and_the_logic_revision() -> None:
+    named = list(rules._NAMED_PATTERNS)
+    assert rules.version_of(named, rules._LOGIC_REVISION) == LEXICON_VERSION
+    label, regex = named[0]
+    changed = [
+        [(label + " panel", regex), *named[1:]],  # a category name (outputs show it as "rule")
+        [(label, re.compile(regex.pattern)), *named[1:]],  # the same pattern, other flags
+        [(label, re.compile(regex.pattern + "x", regex.flags)), *named[1:]],
+        named[:-1],  # a pattern taken out
+    ]
+    versions = {rules.version_of(items, rules._LOGIC_REVISION) for items in changed}
+    versions.add(rules.version_of(named, rules._LOGIC_REVISION + "+1"))
+    assert len(versions) == 5 and LEXICON_VERSION not in versions
+
+
 @pytest.mark.parametrize(
     ("text", "label"),
     [

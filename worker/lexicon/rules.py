@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from worker.lexicon.prefilter import Prefilter
@@ -327,24 +328,29 @@ _RULES: tuple[tuple[str, re.Pattern[str]], ...] = (
 _PREFILTER = Prefilter([*(regex for _label, regex in _RULES), _EXCLUDE_RE])
 _EXCLUSIONS = len(_RULES)
 
-#: Changes whenever a rule does (a content hash of every pattern the rules use); the worker's
-#: outputs name it, and their ids depend on it.
-LEXICON_VERSION = (
-    "lexicon-"
-    + hashlib.sha256(
-        "\x1f".join(
-            regex.pattern
-            for regex in (
-                *(regex for _label, regex in _RULES),
-                _EXCLUDE_RE,
-                _HCT_VALUE_RE,
-                _HCT_DOSE_RE,
-                _DATE_AFTER_RE,
-                _DATE_BEFORE_RE,
-            )
-        ).encode()
-    ).hexdigest()[:12]
+#: Bump when the matching logic below (the masking, the hematocrit checks) changes what the same
+#: patterns match; the patterns, flags and category names are hashed by themselves.
+_LOGIC_REVISION = "1"
+
+
+def version_of(named: Iterable[tuple[str, re.Pattern[str]]], revision: str) -> str:
+    """``lexicon-`` and 12 hex digits of a hash of every (category name, regex) pair, each
+    regex's flags and pattern, and the logic ``revision``."""
+    parts = [revision, *(f"{label}\x1e{regex.flags}\x1e{regex.pattern}" for label, regex in named)]
+    return "lexicon-" + hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:12]
+
+
+#: Everything the rules match with, named: the version covers each.
+_NAMED_PATTERNS = (
+    *_RULES,
+    ("exclusion", _EXCLUDE_RE),
+    ("hematocrit value", _HCT_VALUE_RE),
+    ("hematocrit dose", _HCT_DOSE_RE),
+    ("date after", _DATE_AFTER_RE),
+    ("date before", _DATE_BEFORE_RE),
 )
+#: Changes whenever a rule does; the worker's outputs name it, and their ids depend on it.
+LEXICON_VERSION = version_of(_NAMED_PATTERNS, _LOGIC_REVISION)
 
 
 def find_hits(text: str, *, prefilter: bool = True) -> list[LexiconHit]:
