@@ -1850,3 +1850,10 @@ def test_keda_refuses_brokers_whose_host_names_are_not_checked() -> None:
         "keda", sets={**_KEDA_PUBLIC_TLS, "kafka.security.endpointIdentification": "none"}
     )
     assert "always verifies broker host names" in error
+
+
+def test_a_poll_interval_below_the_session_timeout_is_refused_with_the_classic_protocol() -> None:
+    pair = {"kafka.sessionTimeoutMs": 60000, "kafka.maxPollIntervalMs": 30000}
+    assert "must be at least kafka.sessionTimeoutMs (60000)" in render_error(sets=pair)
+    # The consumer protocol (KIP-848) has no client session timeout: the pair is not compared.
+    render(sets={**pair, "kafka.groupProtocol": "consumer"})

@@ -271,6 +271,9 @@ shutdown.gracePeriodMarginSeconds; an explicit value must exceed their sum.
 {{- if and $keda.enabled (include "biomarker-worker.tlsEnabled" .) (eq .Values.kafka.security.endpointIdentification "none") }}
 {{- fail "autoscaling.keda with kafka.security.endpointIdentification=none: KEDA's kafka scaler always verifies broker host names, so it could not read the lag; give the brokers certificates that name them, or scale with autoscaling.hpa" }}
 {{- end }}
+{{- if and (eq .Values.kafka.groupProtocol "classic") (lt (int .Values.kafka.maxPollIntervalMs) (int .Values.kafka.sessionTimeoutMs)) }}
+{{- fail (printf "kafka.maxPollIntervalMs (%d) must be at least kafka.sessionTimeoutMs (%d) with groupProtocol classic: librdkafka refuses the pair and the worker would exit 2 at start" (int .Values.kafka.maxPollIntervalMs) (int .Values.kafka.sessionTimeoutMs)) }}
+{{- end }}
 {{- $sec := .Values.kafka.security }}
 {{- $c := .Values.kafka.credentials }}
 {{- if include "biomarker-worker.saslEnabled" . }}
