@@ -64,6 +64,8 @@ def handle(args: argparse.Namespace) -> int:
             args,
             bootstrap_servers=bootstrap,
             input_topic=_TOPICS["input"],
+            inputs=(),  # the demo's own topic and format, whatever BIOMARKER_INPUTS says
+            input_format="note",
             output_topic=_TOPICS["output"],
             dlq_topic=_TOPICS["dlq"],
             group_id="demo-worker",
