@@ -282,6 +282,29 @@ def test_config_refuses_what_run_refuses(
     assert out == "" and err.startswith(f"{ERROR}{line}") and len(err.splitlines()) == 1
 
 
+def test_config_refuses_a_mapping_file_and_a_client_property_run_would_refuse(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``config`` builds the decoders and the Kafka clients as ``run`` does before the model
+    loads: a mapping that does not compile, or a value librdkafka refuses, is exit 2."""
+    mapping = tmp_path / "mapping.yaml"
+    mapping.write_text("id: /a\ntext: {path: /b, decode: [base64, 'charset:nope']}\n")
+    monkeypatch.setenv("BIOMARKER_INPUT_FORMAT", "mapping")
+    monkeypatch.setenv("BIOMARKER_INPUT_MAPPING", str(mapping))
+    assert main(["config"]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and "unknown charset" in err and len(err.splitlines()) == 1
+
+    monkeypatch.delenv("BIOMARKER_INPUT_FORMAT")
+    monkeypatch.delenv("BIOMARKER_INPUT_MAPPING")
+    monkeypatch.setenv("BIOMARKER_BOOTSTRAP_SERVERS", "127.0.0.1:1")
+    monkeypatch.setenv("BIOMARKER_KAFKA_EXTRA", json.dumps({"linger.ms": "abc"}))
+    assert main(["config"]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and len(err.splitlines()) == 1
+    assert err.startswith(f"{ERROR}the Kafka client refused its settings: Invalid value")
+
+
 def test_run_turns_a_refused_client_property_into_one_line(tiny_model_dir: Path) -> None:
     """librdkafka refuses a kafka_extra value when the clients are built: exit 2, no traceback."""
     result = _cli(

@@ -15,10 +15,11 @@ from confluent_kafka import Consumer, KafkaException
 from worker.cli.options import add_settings_options, settings_from_args
 from worker.cli.redrive import EXIT_INTERRUPTED
 from worker.cli.run import exit_now_if_hung
+from worker.cli.show_config import check_runtime
 from worker.config import WorkerSettings
 from worker.errors import FatalError, UsageError
 from worker.kafka.clients import consumer_config
-from worker.kafka.ports import check_client_settings, client_error
+from worker.kafka.ports import client_error
 from worker.kafka.replay import (
     ReplayPlan,
     Window,
@@ -75,7 +76,7 @@ def handle(args: argparse.Namespace) -> int:
         settings = settings.model_copy(update={"group_id": group})
     configure_logging(settings.log_level)
     log = structlog.get_logger("worker.replay")
-    check_client_settings(settings)  # a refused client property: one line, before any work
+    check_runtime(settings)  # a bad mapping file or client property: one line, before any work
     probe = Consumer({**consumer_config(settings), "logger": kafka_logger()})
     try:
         plan = plan_replay(

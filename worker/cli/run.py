@@ -13,9 +13,10 @@ import structlog
 from confluent_kafka import KafkaException
 
 from worker.cli.options import add_settings_options, settings_from_args
+from worker.cli.show_config import check_runtime
 from worker.errors import FatalError, UsageError
 from worker.health import serve_probes
-from worker.kafka.ports import check_client_settings, client_error
+from worker.kafka.ports import client_error
 from worker.logs import configure_logging
 from worker.metrics import set_build_info
 from worker.pipeline import EXIT_FATAL, EXIT_OK, Pipeline
@@ -37,6 +38,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 def handle(args: argparse.Namespace) -> int:
     settings = settings_from_args(args, runtime=getattr(args, "runtime", None))
     configure_logging(settings.log_level)
+    check_runtime(settings)  # a bad mapping file or client property: one line, before the model
     if settings.runtime == "faust":
         from worker.faust_runtime.runner import run as run_faust
 
@@ -45,7 +47,6 @@ def handle(args: argparse.Namespace) -> int:
     stop_early = threading.Event()  # SIGTERM while the model loads: exit cleanly, join nothing
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop_early.set())
-    check_client_settings(settings)  # a refused client property: one line, before the model loads
     try:
         from worker.loading import load_classifier, provenance_for
 

@@ -32,8 +32,12 @@ def handle(args: argparse.Namespace) -> int:
 
 
 def check_runtime(settings: WorkerSettings) -> None:
-    """The refusals ``run`` makes of valid settings before it connects, with its words: the
-    faust runtime's, or the client properties the processing guarantee fixes."""
+    """The refusals ``run`` makes of valid settings before it loads a model, with its words: the
+    faust runtime's; or the input decoders (a bad mapping file) and the Kafka clients (a client
+    property the processing guarantee fixes, or one librdkafka refuses)."""
+    from worker.inputs.decoding import decoders_for
+
+    decoders_for(settings)  # UsageError for a mapping file that does not compile
     if settings.runtime == "faust":
         from worker.faust_runtime.agent import refusal
 
@@ -41,7 +45,6 @@ def check_runtime(settings: WorkerSettings) -> None:
         if problem is not None:
             raise UsageError(f"faust runtime: {problem}")
         return
-    from worker.kafka.clients import consumer_config, producer_config
+    from worker.kafka.ports import check_client_settings
 
-    consumer_config(settings)  # UsageError for a kafka_extra key the worker fixes
-    producer_config(settings)
+    check_client_settings(settings)  # builds and closes the clients: nothing is sent

@@ -122,11 +122,14 @@ def check_client_settings(settings: WorkerSettings, *, group_id: str | None = No
     """Build (and at once close) the consumer and producer ``settings`` make, so a property
     librdkafka refuses (a ``kafka_extra`` value, a file path it cannot read) stops the worker
     with one line (:class:`UsageError`) before it loads a model. Nothing is subscribed or sent."""
+    import logging
+
     from confluent_kafka import Consumer, KafkaException, Producer
 
-    from worker.logs import kafka_logger
-
-    hooks = {"logger": kafka_logger()}
+    quiet = logging.getLogger("worker.client_check")  # the probe clients' connection attempts
+    quiet.addHandler(logging.NullHandler())  # are not news: the real clients report the same
+    quiet.propagate = False
+    hooks = {"logger": quiet}
     try:
         Consumer({**consumer_config(settings, group_id=group_id), **hooks}).close()
         Producer({**producer_config(settings), **hooks}).flush(0)
