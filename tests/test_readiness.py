@@ -16,7 +16,7 @@ from confluent_kafka import KafkaError
 from tests.fakes import Encoded, FakeBroker, FakeConsumer, FakeProducer, WordModel
 from worker.config import load_settings
 from worker.events import Provenance
-from worker.faust_runtime.engine import Engine
+from worker.faust_runtime.engine import Engine, Incoming
 from worker.health import readiness, readiness_window
 from worker.kafka.errors import STATS_INTERVAL_MS, KafkaErrors
 from worker.kafka.ports import KafkaClients
@@ -255,6 +255,57 @@ def test_a_stalled_thread_makes_the_member_not_ready_and_not_live(
     assert oldest[0] > readiness_window(4.0)  # the liveness probe reads the same heartbeats
 
 
+class _OneLaneStuck(WordModel):
+    """Two lanes; a call holding the word of 77 letters never returns until released, the
+    other lane keeps scoring."""
+
+    concurrency = 2
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = threading.Event()
+
+    def predict_ids(self, batch: Sequence[Sequence[int]]) -> list[float]:
+        if any(77 in row for row in batch):
+            self.release.wait(30)
+        return super().predict_ids(batch)
+
+
+def test_a_model_call_stuck_on_one_lane_is_seen_while_the_other_lane_keeps_scoring() -> None:
+    model = _OneLaneStuck()
+    pipeline, broker = _pipeline(
+        model=model, liveness_timeout_s=4.0, max_batch_sentences=1, score_cache_size=0
+    )
+    broker.append(IN, b'{"note_id": "wedged", "text": "' + b"x" * 76 + b'."}', partition=0)
+    fed = threading.Event()
+
+    def feed() -> None:  # other notes keep finishing on the free lane, to the end
+        number = 0
+        while not fed.is_set():
+            broker.append(IN, b'{"note_id": "n%d", "text": "PSA now."}' % number, partition=1)
+            number += 1
+            time.sleep(0.02)
+
+    threading.Thread(target=feed, daemon=True).start()
+    scored_meanwhile: list[int] = []
+
+    def until(seen: list[tuple[bool, str]]) -> bool:
+        if seen[-1][1].endswith("(inference)"):
+            scored_meanwhile.append(len(broker.read(OUT)))
+            fed.set()
+            model.release.set()
+            return True
+        return False
+
+    try:
+        seen = _run_observing(pipeline, until)
+    finally:
+        fed.set()
+        model.release.set()
+    assert not seen[-1][0] and seen[-1][1].startswith("no progress for")
+    assert scored_meanwhile and scored_meanwhile[0] > 10  # the other lane was not stuck
+
+
 # --------------------------------------------------------------------------- the faust engine
 def test_the_faust_engine_has_the_same_readiness() -> None:
     async def scenario() -> list[tuple[bool, str]]:
@@ -287,6 +338,44 @@ def test_the_faust_engine_has_the_same_readiness() -> None:
     assert states[:3] == [(False, "model not running"), (True, "idle"), (True, "ok")]
     assert states[3] == (False, "no progress for 1s (loop)")
     assert states[4] == (False, "stopping")
+
+
+def test_the_faust_engine_watches_its_preparation_thread_too() -> None:
+    """A note that never finishes preparing (an endless loop in segmentation or the tokenizer)
+    makes the faust member not ready and not live, as it does the confluent pipeline's."""
+    model = _StuckTokenizer()
+
+    async def scenario() -> tuple[tuple[bool, str], float]:
+        async def send(topic: str, key: Any, value: Any, headers: Any) -> Any:
+            future = asyncio.get_running_loop().create_future()
+            future.set_result(None)
+            return future
+
+        async def commit(offsets: dict[tuple[str, int], int]) -> bool:
+            return True
+
+        engine = Engine(
+            settings=load_settings(overrides={"input_topic": IN, "liveness_timeout_s": 1.0}),
+            model=model,
+            provenance=PROVENANCE,
+            send=send,
+            commit=commit,
+        )
+        engine.start()
+        engine.assigned({(IN, 0)})
+        await engine.accept(Incoming(IN, 0, 0, None, None, NOTE, None))
+        await asyncio.sleep(readiness_window(1.0) + 0.5)
+        state, oldest = engine.readiness(), time.monotonic() - min(engine.heartbeats())
+        model.release.set()
+        await engine.drain()
+        return state, oldest
+
+    try:
+        state, oldest = asyncio.run(scenario())
+    finally:
+        model.release.set()
+    assert not state[0] and state[1].endswith("(preparation)")
+    assert oldest > readiness_window(1.0)  # the liveness probe reads the same heartbeats
 
 
 # --------------------------------------------------------------------------- a real broker

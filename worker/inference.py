@@ -78,6 +78,7 @@ class _Scored:
     jobs: list[SentenceJob]
     results: Results
     seconds: float
+    batch: int  # the number :meth:`InferenceLoop._dispatch` gave it
 
 
 @dataclass(slots=True)
@@ -120,7 +121,9 @@ class InferenceLoop:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="inference", daemon=True)
         self.failure: BaseException | None = None
-        self.last_progress = time.monotonic()
+        self._progress = time.monotonic()
+        self._running: dict[int, float] = {}  # batch number -> when it was handed to a lane
+        self._batches = 0
         self._queued_sentences = 0
         self._lock = threading.Lock()
         workers = max(1, scorer.concurrency)
@@ -166,6 +169,15 @@ class InferenceLoop:
     def alive(self) -> bool:
         return self._thread.is_alive()
 
+    @property
+    def last_progress(self) -> float:
+        """Monotonic time the inference side was last known to progress: the start of its
+        oldest batch still running (a model call that never returns ages it even while other
+        lanes keep scoring), else its last finished batch, or now while it is idle."""
+        with self._lock:
+            oldest = min(self._running.values(), default=None)
+        return self._progress if oldest is None else min(self._progress, oldest)
+
     def batches_running(self) -> int:
         """Batches handed to a lane and not back (after :meth:`stop`: model calls that did not
         return, whose threads the interpreter would wait for at exit)."""
@@ -176,7 +188,7 @@ class InferenceLoop:
             while not self._stop.is_set():
                 self._dispatch()
                 if self._in_flight == 0:
-                    self.last_progress = time.monotonic()  # idle counts as progressing
+                    self._progress = time.monotonic()  # idle counts as progressing
                 try:
                     event = self._events.get(timeout=self._wait_s())
                 except queue.Empty:
@@ -236,7 +248,9 @@ class InferenceLoop:
             self._waiting_tokens += sum(len(job.ids) for job in event.jobs)
         elif isinstance(event, _Scored):
             self._in_flight -= 1
-            self.last_progress = time.monotonic()
+            with self._lock:
+                del self._running[event.batch]
+            self._progress = time.monotonic()
             self._check_model(event.jobs, event.results)
             record_batch(
                 self._scorer,
@@ -267,7 +281,10 @@ class InferenceLoop:
             batch = [job for job in self._planned.popleft() if self._wanted(job)]
             if batch:
                 self._in_flight += 1
-                self._executor.submit(self._score, batch)
+                self._batches += 1
+                with self._lock:
+                    self._running[self._batches] = time.monotonic()
+                self._executor.submit(self._score, batch, self._batches)
 
     def _wanted(self, job: SentenceJob) -> bool:
         """A job of a cancelled note is not scored, unless repeats of live notes wait for it."""
@@ -319,10 +336,10 @@ class InferenceLoop:
         for batch in plan_for(self._scorer, lengths, self._settings, parts):
             self._planned.append([live[i] for i in batch])
 
-    def _score(self, jobs: list[SentenceJob]) -> None:
+    def _score(self, jobs: list[SentenceJob], batch: int) -> None:
         """Runs on an executor thread; the result goes back to the loop as an event."""
         try:
             results, seconds = timed_score(self._scorer, [job.ids for job in jobs])
-            self._events.put(_Scored(jobs, results, seconds))
+            self._events.put(_Scored(jobs, results, seconds, batch))
         except BaseException as exc:
             self._events.put(_Crashed(exc))

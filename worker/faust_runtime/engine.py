@@ -126,7 +126,16 @@ class Engine:
         ]
 
     def heartbeats(self) -> list[float]:
-        return [self.last_progress, self._inference.last_progress]
+        """Monotonic times the pump, the preparation and the inference thread last made
+        progress, as the confluent pipeline reports them."""
+        return list(self._heartbeats().values())
+
+    def _heartbeats(self) -> dict[str, float]:
+        return {
+            "loop": self.last_progress,
+            "preparation": self._preparation.heartbeat,
+            "inference": self._inference.last_progress,
+        }
 
     def readiness(self) -> tuple[bool, str]:
         """Able to work, as the confluent pipeline means it (:func:`worker.health.readiness`).
@@ -138,7 +147,7 @@ class Engine:
             stopping=self.stopping or self.failure is not None,
             model_running=self.started and self._inference.alive(),
             brokers=None,
-            heartbeats={"loop": self.last_progress, "inference": self._inference.last_progress},
+            heartbeats=self._heartbeats(),
             window_s=readiness_window(self.settings.liveness_timeout_s),
             partitions=len(self.assignment),
         )
