@@ -133,7 +133,24 @@ def test_classify_sentences_interface(tiny_model_dir: Path, tmp_path: Path) -> N
     assert result.returncode == 0, result.stderr
     rows = [orjson.loads(line) for line in result.stdout.splitlines()]
     assert [r["id"] for r in rows] == ["s1", 7]
-    assert all(set(r) == {"id", "label", "score"} and 0 <= r["score"] <= 1 for r in rows)
+    assert all(0 <= r["score"] <= 1 for r in rows)
+    # Labelled as the worker labels a note's sentence: a lexicon rule's match is 1 whatever
+    # the (tiny, untrained) model scores, and names its category.
+    assert rows[0]["label"] == 1 and rows[0]["rule"] == "psa"
+    assert set(rows[1]) == {"id", "label", "score"}
+
+    model_only = _cli(
+        "classify",
+        str(source),
+        "--sentences",
+        "--model",
+        str(tiny_model_dir),
+        env={"BIOMARKER_LEXICON_RULES": "false"},
+    )
+    assert model_only.returncode == 0, model_only.stderr
+    for row in (orjson.loads(line) for line in model_only.stdout.splitlines()):
+        assert set(row) == {"id", "label", "score"}
+        assert row["label"] == int(row["score"] >= 0.5)
 
 
 def test_main_returns_usage_exit_code_in_process() -> None:

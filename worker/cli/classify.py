@@ -29,8 +29,9 @@ from worker.cli.messages import add_format_options, read_messages
 from worker.cli.options import add_settings_options, settings_from_args
 from worker.config import WorkerSettings
 from worker.errors import FatalError, UsageError
-from worker.events import NoteEvent, Provenance, SourceRef
+from worker.events import NoteEvent, Provenance, SourceRef, written_score
 from worker.inputs.decoding import decoders_for
+from worker.lexicon import first_label
 from worker.logs import configure_logging
 from worker.notes import Note, Record, SentenceJob
 from worker.prepare import Preparer
@@ -56,7 +57,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument(
         "--sentences",
         action="store_true",
-        help='each line {"id","text"} is one sentence; write {"id","label","score"}',
+        help='each line {"id","text"} is one sentence; write {"id","label","score"} and "rule" '
+        "when a lexicon rule labelled it",
     )
     parser.add_argument(
         "--include-text", action="store_true", help="add each sentence's text to note output"
@@ -210,14 +212,29 @@ def _classify_sentences(
             for note, item in zip(notes, model.encode(texts), strict=True)
         ]
         score_jobs(model, jobs, batching)
-        for row_id, note in zip(ids, notes, strict=True):
+        for row_id, note, text in zip(ids, notes, texts, strict=True):
             if note.error is not None:
                 raise FatalError(f"sentence {row_id!r}: {note.error}")
-            score = note.scores[0]
-            label = int(score >= settings.threshold)
-            out.write(orjson.dumps({"id": row_id, "label": label, "score": round(score, 6)}))
+            out.write(orjson.dumps(_sentence_row(row_id, note.scores[0], text, settings)))
             out.write(b"\n")
     out.flush()
+
+
+def _sentence_row(
+    row_id: object, score: float, text: str, settings: WorkerSettings
+) -> dict[str, object]:
+    """One sentence's answer, labelled as the worker labels a sentence of a note: its written
+    score reaches the threshold, or a lexicon rule (when they are on) names a biomarker."""
+    rule = first_label(text) if settings.lexicon_rules else None
+    written = written_score(score)
+    row: dict[str, object] = {
+        "id": row_id,
+        "label": 1 if written >= settings.threshold or rule is not None else 0,
+        "score": written,
+    }
+    if rule is not None:
+        row["rule"] = rule
+    return row
 
 
 def _sentence_note() -> Note:
