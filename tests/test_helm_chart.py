@@ -1857,3 +1857,12 @@ def test_a_poll_interval_below_the_session_timeout_is_refused_with_the_classic_p
     assert "must be at least kafka.sessionTimeoutMs (60000)" in render_error(sets=pair)
     # The consumer protocol (KIP-848) has no client session timeout: the pair is not compared.
     render(sets={**pair, "kafka.groupProtocol": "consumer"})
+
+
+def test_exactly_once_is_refused_without_stable_pod_names() -> None:
+    error = render_error(sets={"kafka.processingGuarantee": "exactly-once"})
+    assert "exactly-once needs workload.kind=StatefulSet" in error
+    manifests = render(
+        sets={"kafka.processingGuarantee": "exactly-once", "workload.kind": "StatefulSet"}
+    )
+    assert by_kind(manifests, "StatefulSet") and not by_kind(manifests, "Deployment")

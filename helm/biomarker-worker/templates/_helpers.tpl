@@ -264,6 +264,9 @@ shutdown.gracePeriodMarginSeconds; an explicit value must exceed their sum.
 {{- fail "runtime=faust does not support SASL OAUTHBEARER: use runtime=confluent (docs/FAUST.md)" }}
 {{- end }}
 {{- end }}
+{{- if and (eq .Values.kafka.processingGuarantee "exactly-once") (ne .Values.workload.kind "StatefulSet") }}
+{{- fail "kafka.processingGuarantee=exactly-once needs workload.kind=StatefulSet: a Deployment's pods have no stable name, so each restart gets a new transactional id, cannot fence its predecessor, and an open transaction it left stalls read_committed readers of the outputs until the transaction times out" }}
+{{- end }}
 {{- $keda := .Values.autoscaling.keda }}
 {{- if and $keda.enabled $keda.allowIdleConsumers $keda.limitToPartitionsWithLag }}
 {{- fail "autoscaling.keda: allowIdleConsumers and limitToPartitionsWithLag cannot both be true (KEDA's kafka scaler refuses the pair)" }}
