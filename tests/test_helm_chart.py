@@ -681,6 +681,18 @@ def test_backfill_by_offsets() -> None:
     ]
 
 
+def test_backfill_dead_letters_can_have_their_own_topic() -> None:
+    sets = {"backfill.enabled": True, "backfill.fromOffsets": "0:100"}
+    args = container(one(render(sets=sets), "Job")["spec"]["template"]["spec"])["args"]
+    assert "--dlq-topic" not in args  # the live worker's dead-letter topic
+    own = {**sets, "backfill.dlqTopic": "clinical-notes-dlq-replay"}
+    args = container(one(render(sets=own), "Job")["spec"]["template"]["spec"])["args"]
+    assert args[args.index("--dlq-topic") + 1] == "clinical-notes-dlq-replay"
+    for clash in ("clinical-notes", "clinical-notes-enriched"):  # an input, the output
+        error = render_error(sets={**sets, "backfill.dlqTopic": clash})
+        assert "must differ from the input topics and the replay's output topic" in error
+
+
 def test_backfill_open_end_stops_at_the_end_offsets_found_at_start() -> None:
     manifests = render(
         sets={"backfill.enabled": True, "backfill.fromTimestamp": 1767225600000},
@@ -748,6 +760,7 @@ def test_backfill_pod_template_has_no_volatile_metadata(
         ("backfill", {"backfill.toTimestamp": "2026-01-03T00:00:00Z"}),
         ("backfill", {"backfill.fromTimestamp": "2025-12-31T00:00:00Z"}),
         ("backfill", {"backfill.outputTopic": "clinical-notes-enriched-replay-2"}),
+        ("backfill", {"backfill.dlqTopic": "clinical-notes-dlq-replay"}),
         ("backfill", {"backfill.groupId": "replay-2026-01"}),
         ("backfill", {"image.tag": "0.1.1-cpu"}),
         ("backfill", {"image.digest": "sha256:" + "0" * 64}),
