@@ -204,8 +204,9 @@ def test_default_expressions(default_alerts: dict[str, Manifest]) -> None:
         f"sum by (namespace, job) (rate(biomarker_events_in_total{{{sel}}}[10m])) > 0.05"
     )
     assert flat("BiomarkerModelStalled") == (
-        f"sum by (namespace, job) (biomarker_queue_sentences{{{sel}}}) > 0 and "
-        f"sum by (namespace, job) (rate(biomarker_sentences_out_total{{{sel}}}[5m])) == 0"
+        "max by (namespace, job, pod) "
+        f"(max_over_time(biomarker_queue_sentences{{{sel}}}[15m])) > 0 and "
+        f"sum by (namespace, job, pod) (increase(biomarker_sentences_out_total{{{sel}}}[15m])) == 0"
     )
     drift = flat("BiomarkerFlaggedRatioDrift")
     assert "< 0.02 or" in drift and "> 0.6 )" in drift
