@@ -46,6 +46,8 @@ from devkit.kafka_jars import KAFKA_VERSION, KafkaStartError, kafka_libs
 from devkit.localtls import BrokerTls, make_broker_tls
 
 _START_TIMEOUT_S = 90.0
+#: Starts tried when a chosen port was taken by another process before the broker bound it.
+_BIND_ATTEMPTS = 3
 
 _LOG4J2 = """status = warn
 appender.file.type = File
@@ -59,10 +61,19 @@ rootLogger.appenderRef.file.ref = file
 
 
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+    return free_ports(1)[0]
+
+
+def free_ports(count: int) -> list[int]:
+    """``count`` distinct ports free on 127.0.0.1 now (all bound at once, so none repeats)."""
+    sockets = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [int(sock.getsockname()[1]) for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
 
 
 @dataclass(slots=True)
@@ -121,17 +132,46 @@ class LocalKafka:
         PLAINTEXT. ``die_with_parent`` ties the nodes' lives to the calling thread's, for runs
         that may be killed outright (:mod:`devkit.lifeline`).
         """
+        for attempt in range(1, _BIND_ATTEMPTS + 1):
+            try:
+                return cls._start_once(
+                    nodes=nodes,
+                    workdir=workdir,
+                    sasl_users=sasl_users,
+                    tls=tls,
+                    heap_mb=heap_mb,
+                    die_with_parent=die_with_parent,
+                )
+            except PortTaken:
+                # The ports were free when chosen; another process took one since. Only a fresh
+                # directory of our own can be formatted again.
+                if workdir is not None or attempt == _BIND_ATTEMPTS:
+                    raise
+        raise AssertionError("unreachable")
+
+    @classmethod
+    def _start_once(
+        cls,
+        *,
+        nodes: int,
+        workdir: Path | None,
+        sasl_users: dict[str, str] | None,
+        tls: bool,
+        heap_mb: int,
+        die_with_parent: bool,
+    ) -> LocalKafka:
         java = shutil.which("java", path=_java_path())
         if java is None:
             raise KafkaStartError("Java 17+ is needed to run the local Kafka broker")
         libs = kafka_libs()
         owns = workdir is None
         root = Path(tempfile.mkdtemp(prefix="biomarker-kafka-")) if workdir is None else workdir
+        ports = free_ports(2 * nodes)
         members = [
             Node(
                 node_id=i + 1,
-                port=free_port(),
-                controller_port=free_port(),
+                port=ports[2 * i],
+                controller_port=ports[2 * i + 1],
                 directory=root / f"node-{i + 1}",
             )
             for i in range(nodes)
@@ -278,10 +318,11 @@ class LocalKafka:
             admin = None
             while True:
                 if node.process.poll() is not None:
-                    raise KafkaStartError(
+                    logs = [node.directory / "stdout.log", node.log_path]
+                    taken = any(_mentions_bind(log) for log in logs)
+                    raise (PortTaken if taken else KafkaStartError)(
                         f"Kafka node {node.node_id} exited with {node.process.returncode}: "
-                        + _tail(node.directory / "stdout.log")
-                        + _tail(node.log_path)
+                        + "".join(_tail(log) for log in logs)
                     )
                 if _port_open(node.port):
                     admin = admin or AdminClient(
@@ -402,6 +443,18 @@ def _java_path() -> str:
     java_home = os.environ.get("JAVA_HOME")
     path = os.environ.get("PATH", "")
     return f"{java_home}/bin:{path}" if java_home else path
+
+
+class PortTaken(KafkaStartError):
+    """A node could not bind a chosen port: another process took it after it was chosen."""
+
+
+def _mentions_bind(path: Path) -> bool:
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return False
+    return "Address already in use" in text
 
 
 def _tail(path: Path, lines: int = 8) -> str:
