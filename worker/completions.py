@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Protocol
 from worker.batching import batching_for
 from worker.errors import FatalError
 from worker.events import written_score
-from worker.host_pool import HostPool, HostPreparation
+from worker.host_pool import HostPool, HostPreparation, HostProcessFailed
 from worker.inference import InferenceLoop
 from worker.inputs.decoding import decoders_for
 from worker.logs import where_raised
@@ -55,6 +55,9 @@ class Preparation(WorkerThread, Protocol):
     def limit_sentences(self, max_note_sentences: int | None) -> None: ...
 
     def start(self) -> None: ...
+
+    def wait_ready(self, timeout: float | None = None) -> bool:
+        """True once it can take records; False when it failed or ``timeout`` passed."""
 
     def stop(self, timeout: float = 5.0) -> None: ...
 
@@ -123,9 +126,12 @@ def take_completed(completed: Completions, metrics: Metrics, *, threshold: float
 
 
 def check_threads(threads: dict[str, WorkerThread]) -> None:
-    """:class:`FatalError` naming the first thread that stopped, and where it failed."""
+    """:class:`FatalError` naming the first thread that stopped, and where it failed (for a
+    host process: its own failure's class and location, or its exit code)."""
     for name, thread in threads.items():
         if not thread.alive():
             failure = thread.failure
+            if isinstance(failure, HostProcessFailed):  # its message names no note text
+                raise FatalError(f"{name} thread stopped: HostProcessFailed: {failure}")
             where = where_raised(failure) if failure is not None else "unknown"
             raise FatalError(f"{name} thread stopped: {type(failure).__name__} at {where}")

@@ -23,11 +23,16 @@ batches the views, outputs are produced in offset order per partition (the rende
 out in the order records became ready), and offsets are committed only once delivered. A host
 process that dies, a reply that says it failed, or a request left unanswered past the deadline
 (the process is killed) stops the worker (exit 1) as a dead worker thread does; a record that
-cannot be prepared is dead-lettered alone, as in one process.
+cannot be prepared is dead-lettered alone, as in one process. The worker waits for every host
+process to be ready (:meth:`HostPool.wait_ready`) before it joins its group, so a start that
+fails stops it before it owns a partition. :class:`HostProcessFailed` names the host process,
+the failure's class and location there, or its exit code, never a message (it may quote text).
 """
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import multiprocessing
 import os
 import pickle
@@ -41,6 +46,7 @@ from dataclasses import dataclass, replace
 from itertools import chain
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import numpy as np
@@ -49,7 +55,7 @@ import structlog
 from worker.errors import FatalError, InvalidEvent
 from worker.events import NoteEvent, Provenance, SourceRef, build_output
 from worker.heap import startup_objects_frozen
-from worker.inputs.decoding import DecoderSpec, decoder_specs, decoders_from
+from worker.inputs.decoding import DecoderSpec, decoder_specs, decoders_for, decoders_from
 from worker.logs import where_raised
 from worker.model.wordpieces import SentenceEncoder, SentenceEncoderSpec
 from worker.notes import Note, Record, SentenceJob
@@ -84,18 +90,35 @@ class HostSettings:
 DEFAULT_MAX_HOST_PROCESSES = 4
 
 
-def host_processes_for(settings: WorkerSettings, device: str) -> int:
+#: The cgroup (v2) CPU quota of this container: ``<quota> <period>`` in microseconds, or ``max``.
+CPU_MAX = Path("/sys/fs/cgroup/cpu.max")
+
+
+def usable_cores(cpu_max: Path = CPU_MAX) -> int:
+    """The cores this process may use: its CPU affinity, capped by the cgroup's CPU quota
+    (``docker run --cpus 2`` on a 32-core machine: 2), at least 1."""
+    cores = len(os.sched_getaffinity(0))
+    try:
+        quota, period = cpu_max.read_text().split()[:2]
+        if quota == "max":
+            return cores
+        return max(1, min(cores, int(quota) // int(period)))
+    except (OSError, ValueError, ZeroDivisionError):  # no cgroup v2 quota to read
+        return cores
+
+
+def host_processes_for(settings: WorkerSettings, device: str, *, cpu_max: Path = CPU_MAX) -> int:
     """``host_processes``, or its default: 1 on CPU (the model takes every core; the host work
-    is ~5% of it, docs/PERFORMANCE.md), on a GPU the usable cores less two (the worker's own
-    threads), at most :data:`DEFAULT_MAX_HOST_PROCESSES`. The faust runtime always has 1."""
+    is ~5% of it, docs/PERFORMANCE.md), on a GPU the usable cores (:func:`usable_cores`) less
+    two (the worker's own threads), at most :data:`DEFAULT_MAX_HOST_PROCESSES`. The faust
+    runtime always has 1."""
     if settings.runtime == "faust":
         return 1
     if settings.host_processes is not None:
         return settings.host_processes
     if not device.startswith("cuda"):
         return 1
-    cores = len(os.sched_getaffinity(0))
-    return max(1, min(DEFAULT_MAX_HOST_PROCESSES, cores - 2))
+    return max(1, min(DEFAULT_MAX_HOST_PROCESSES, usable_cores(cpu_max) - 2))
 
 
 def host_pool_for(
@@ -111,6 +134,9 @@ def host_pool_for(
     processes = host_processes_for(settings, device)
     if processes < max(1, smallest_pool):
         return None
+    # The host processes build their own decoders; building them here too makes a bad mapping
+    # file the same one-line usage error as without host processes, before anything starts.
+    decoders_for(settings)
     if encoder is None:
         raise FatalError(
             "host_processes > 1 needs a fast (Rust) tokenizer; this model has a slow one"
@@ -127,7 +153,9 @@ def host_pool_for(
 
 
 class HostProcessFailed(RuntimeError):
-    """A host process died or could not do a request: the worker must stop."""
+    """A host process died or could not do a request: the worker must stop. The message names
+    the process, the failure's class and location in it or its exit code, never note text, so
+    it is logged as it is."""
 
 
 # ---------------------------------------------------------------------------- host process side
@@ -215,8 +243,12 @@ def serve(connection: Connection, settings: HostSettings) -> None:
     """A host process's main loop: answer requests until the worker closes the pipe.
 
     Signals are the worker's business (it drains, then closes the pipe); a host process ends
-    when its pipe does, also when the worker was killed.
+    when its pipe does, and is killed when the worker dies, also in the middle of a request
+    (:func:`_die_with_parent`). Whatever it raises, also a ``BaseException`` such as the Rust
+    tokenizer's ``PanicException``, is answered as a failure (its class and location, never its
+    message: it may quote note text) and ends the process; nothing is printed.
     """
+    _die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     # One process is one core of host work: the tokenizer's own thread pool would have every
@@ -225,11 +257,11 @@ def serve(connection: Connection, settings: HostSettings) -> None:
     try:
         host = _Host(settings)
         connection.send(("ready",))
-    except Exception as exc:  # the worker reports it and exits: nothing was taken yet
-        connection.send(("failed", type(exc).__name__, where_raised(exc)))
-        return
-    with startup_objects_frozen():  # full collections skip the tokenizer, parsers and modules
-        _answer(connection, host)
+        with startup_objects_frozen():  # full collections skip the tokenizer, parsers, modules
+            _answer(connection, host)
+    except BaseException as exc:  # the worker reports it and exits
+        _reply_failed(connection, exc)
+        os._exit(1)  # not the interpreter's exit: it would print what escaped, with its message
 
 
 def _answer(connection: Connection, host: _Host) -> None:
@@ -245,6 +277,40 @@ def _answer(connection: Connection, host: _Host) -> None:
         except Exception as exc:  # a bug: the worker stops; not the message, it may quote text
             reply = ("failed", type(exc).__name__, where_raised(exc))
         connection.send(reply)
+
+
+def _reply_failed(connection: Connection, exc: BaseException) -> None:
+    with contextlib.suppress(BaseException):  # the worker is gone or closed the pipe
+        connection.send(("failed", type(exc).__name__, where_raised(exc)))
+
+
+#: ``prctl`` option: the signal the kernel sends this process when its parent dies.
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """Have the kernel kill this process when the worker dies (Linux), also while it is busy
+    on a request and never reads its pipe; elsewhere a thread watches the parent's pid. The
+    kernel ties it to the worker's thread that started the pool (:meth:`HostPool.start`)."""
+    parent = multiprocessing.parent_process()
+    parent_pid = parent.pid if parent is not None else None
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        tied = libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) == 0
+    except (OSError, AttributeError):  # not Linux
+        tied = False
+    if parent_pid is not None and os.getppid() != parent_pid:  # it died before prctl
+        os._exit(1)
+    if not tied and parent_pid is not None:
+        threading.Thread(
+            target=_watch_parent, args=(parent_pid,), name="parent-watch", daemon=True
+        ).start()
+
+
+def _watch_parent(parent_pid: int, interval_s: float = 1.0) -> None:
+    while os.getppid() == parent_pid:
+        time.sleep(interval_s)
+    os._exit(1)
 
 
 # ---------------------------------------------------------------------------- worker side
@@ -274,10 +340,12 @@ class HostPool:
         processes: int,
         *,
         deadline_s: float = DEFAULT_DEADLINE_S,
+        start_timeout_s: float = _START_TIMEOUT_S,
         target: Callable[[Connection, HostSettings], None] | None = None,
     ) -> None:
         context = multiprocessing.get_context("spawn")  # never fork a process holding a model
         self._deadline_s = deadline_s
+        self._start_timeout_s = start_timeout_s
         self._requests: queue.SimpleQueue[Request | None] = queue.SimpleQueue()
         self._processes = []
         self._couriers = []
@@ -296,25 +364,28 @@ class HostPool:
                 )
             )
         self.failure: BaseException | None = None
-        self._ready = threading.Semaphore(0)
+        self._ready = [threading.Event() for _ in range(processes)]
         self._stopping = False
 
     def start(self) -> None:
+        """Spawn the processes (without waiting for them: :meth:`wait_ready`). Call it from a
+        thread that outlives the pool, such as the main thread: on Linux a host process is
+        killed when the thread that started it ends (``PR_SET_PDEATHSIG``)."""
         for process, theirs in self._processes:
             process.start()
             theirs.close()  # the child holds its end: EOF here once it exits
         for courier in self._couriers:
             courier.start()
 
-    def wait_ready(self, timeout: float = _START_TIMEOUT_S) -> bool:
-        """Block until every host process is ready (True), has failed or ``timeout`` passed."""
-        deadline = time.monotonic() + timeout
-        for _ in self._couriers:
-            while not self._ready.acquire(timeout=0.05):
-                if not self.alive() or time.monotonic() > deadline:
+    def wait_ready(self, timeout: float | None = None) -> bool:
+        """Block until every host process is ready (True), one has failed, or ``timeout``
+        (default: the start timeout) passed; a host process not ready within the start timeout
+        is killed and is a failure (:attr:`failure`)."""
+        deadline = time.monotonic() + (self._start_timeout_s if timeout is None else timeout)
+        for ready in self._ready:
+            while not ready.wait(min(0.05, max(0.0, deadline - time.monotonic()))):
+                if not self.alive() or time.monotonic() >= deadline:
                     return False
-        for _ in self._couriers:
-            self._ready.release()
         return True
 
     def submit(self, request: Request) -> None:
@@ -324,8 +395,12 @@ class HostPool:
         return self.failure is None and all(courier.is_alive() for courier in self._couriers)
 
     def stop(self, timeout: float = 5.0) -> None:
-        """Let queued requests finish, close the pipes, and end the processes."""
+        """Let queued requests finish, close the pipes, and end the processes (one not ready
+        yet has taken no request: it is killed at once)."""
         self._stopping = True
+        for (process, _), ready in zip(self._processes, self._ready, strict=True):
+            if process.pid is not None and not ready.is_set():
+                process.kill()
         for _ in self._couriers:
             self._requests.put(None)
         deadline = time.monotonic() + timeout
@@ -341,17 +416,18 @@ class HostPool:
                 process.join(1.0)
 
     def _courier(self, number: int, pipe: Connection, process: BaseProcess) -> None:
+        host = _Peer(number, pipe, process)
         try:
-            self._expect(pipe, process, "ready", _START_TIMEOUT_S)
-            self._ready.release()
+            host.expect("ready", self._start_timeout_s)
+            self._ready[number].set()
             while (request := self._requests.get()) is not None:
                 message = request.message()
                 if message is None:
                     request.done(None)
                     continue
-                self._send(pipe, message)
-                request.done(self._expect(pipe, process, None, self._deadline_s))
-            self._send(pipe, None)
+                host.send(message)
+                request.done(host.expect(None, self._deadline_s))
+            host.send(None)
         except BaseException as exc:  # reported to the owner, which exits non-zero
             if self._stopping:  # a process killed at the end of stop(): nothing to report
                 return
@@ -362,31 +438,52 @@ class HostPool:
                 process=number,
                 error_class=type(exc).__name__,
                 where=where_raised(exc),
+                # its own words: a host process's failure class and location, or exit code
+                **({"reason": str(exc)} if isinstance(exc, HostProcessFailed) else {}),
             )
         finally:
             pipe.close()
 
-    @staticmethod
-    def _send(pipe: Connection, message: tuple[Any, ...] | None) -> None:
-        try:
-            pipe.send(message)
-        except OSError as exc:  # a broken pipe: the process died between two requests
-            raise HostProcessFailed("host process exited") from exc
 
-    @staticmethod
-    def _expect(pipe: Connection, process: BaseProcess, kind: str | None, timeout: float) -> Any:
-        if not pipe.poll(timeout):
-            process.kill()  # stuck: its work is not delivered, so it is not committed either
-            raise HostProcessFailed(f"host process did not answer within {timeout:.0f} s")
+@dataclass(frozen=True, slots=True)
+class _Peer:
+    """One host process as its courier sees it: send, then expect a reply or a failure."""
+
+    number: int
+    pipe: Connection
+    process: BaseProcess
+
+    def send(self, message: tuple[Any, ...] | None) -> None:
         try:
-            reply = pipe.recv()
+            self.pipe.send(message)
+        except OSError as exc:  # a broken pipe: the process died between two requests
+            raise self._exited() from exc
+
+    def expect(self, kind: str | None, timeout: float) -> Any:
+        if not self.pipe.poll(timeout):
+            self.process.kill()  # stuck: its work is not delivered, so it is not committed either
+            doing = "did not start" if kind == "ready" else "did not answer"
+            raise HostProcessFailed(f"{self._name()} {doing} within {timeout:.0f} s (killed)")
+        try:
+            reply = self.pipe.recv()
         except (EOFError, OSError) as exc:
-            raise HostProcessFailed("host process exited") from exc
+            raise self._exited() from exc
         if reply[0] == "failed":
-            raise HostProcessFailed(f"host process failed: {reply[1]} at {reply[2]}")
+            doing = "failed to start" if kind == "ready" else "failed"
+            raise HostProcessFailed(f"{self._name()} {doing}: {reply[1]} at {reply[2]}")
         if kind is not None and reply[0] != kind:
-            raise HostProcessFailed(f"host process answered {reply[0]!r}, not {kind!r}")
+            raise HostProcessFailed(f"{self._name()} answered {reply[0]!r}, not {kind!r}")
         return reply
+
+    def _exited(self) -> HostProcessFailed:
+        self.process.join(1.0)  # its exit code: -9 is a SIGKILL (the OOM killer, say)
+        code = self.process.exitcode
+        return HostProcessFailed(
+            f"{self._name()} exited (exit code {'unknown' if code is None else code})"
+        )
+
+    def _name(self) -> str:
+        return f"host process {self.number} (pid {self.process.pid})"
 
 
 class HostPreparation:
@@ -403,7 +500,7 @@ class HostPreparation:
         chunk: int = CHUNK_RECORDS,
     ) -> None:
         self.pool = pool
-        self.max_note_sentences = max_note_sentences  # may be changed until start()
+        self.max_note_sentences = max_note_sentences  # may be changed until the first submit()
         self._score = score
         self._on_prepared = on_prepared
         self._chunk = chunk
@@ -414,6 +511,10 @@ class HostPreparation:
 
     def start(self) -> None:
         self.pool.start()
+
+    def wait_ready(self, timeout: float | None = None) -> bool:
+        """See :meth:`HostPool.wait_ready`."""
+        return self.pool.wait_ready(timeout)
 
     def stop(self, timeout: float = 5.0) -> None:
         self.pool.stop(timeout)

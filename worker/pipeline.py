@@ -9,7 +9,9 @@
     Renderer ──> KafkaSink ──(delivery reports)──> OffsetTracker ──> OffsetCommitter
 
 With ``host_processes`` > 1 the preparation and the renderer's work run in host processes
-(:mod:`worker.host_pool`); the renderer hands records out in the order they became ready.
+(:mod:`worker.host_pool`); the renderer hands records out in the order they became ready. They
+start with :meth:`Pipeline.run`, while it checks the topics, and the worker joins its group
+only once they are ready: one that cannot start stops the worker before it owns a partition.
 
 Completions reach the loop one way: the preparation thread and the inference thread put
 prepared records and scored notes on one queue, which only this loop reads; every record's state
@@ -27,7 +29,8 @@ Guarantees (see docs/ARCHITECTURE.md):
    commit what is done, forget the rest (the next owner re-reads it). On loss: forget, no commit.
 5. On stop: stop fetching, drain within ``drain_timeout_s``, flush, commit, leave the group.
 6. Fatal errors (producer fatal, authentication, a dead worker thread): exit 1 at once; only
-   delivered work was ever staged, so nothing unfinished is committed.
+   delivered work was ever staged, so nothing unfinished is committed. A drain or a revoke
+   stops waiting as soon as a worker thread (or host process) is dead.
 """
 
 from __future__ import annotations
@@ -40,7 +43,7 @@ from typing import Protocol
 import structlog
 from confluent_kafka import KafkaException
 
-from worker.completions import check_threads, take_completed, worker_threads
+from worker.completions import WorkerThread, check_threads, take_completed, worker_threads
 from worker.config import WorkerSettings
 from worker.errors import FatalError
 from worker.events import Provenance
@@ -172,6 +175,7 @@ class Pipeline:
         self.hung = False
         self._closing = False
         self._aborting = False  # the fatal path is closing the consumer
+        self._started = False  # the consumer was subscribed (or assigned a replay's ranges)
 
     # ------------------------------------------------------------------ lifecycle
     def request_stop(self, reason: str = "requested") -> None:
@@ -190,6 +194,7 @@ class Pipeline:
     def run(self) -> int:
         """Consume until stopped (or a replay is finished); return the process exit code."""
         try:
+            self._preparation.start()  # host processes start while the topics are checked
             inputs = [item.topic for item in self.settings.input_topics]
             wanted = [*inputs, self._topics.output, self._topics.dead_letter]
             check_topics(
@@ -202,8 +207,12 @@ class Pipeline:
             if self._transactions is not None:
                 self._transactions.initialise()
             self._inference.start()
-            self._preparation.start()
+            if not self._await_preparation():  # stopped first: leave, having joined nothing
+                log.info("stopped_before_start", reason=self._signal or "requested")
+                self._abort()
+                return EXIT_OK
             self.source.start(self)
+            self._started = True
             if self._group_lag is not None:
                 self._group_lag.start()
             log.info(
@@ -248,6 +257,18 @@ class Pipeline:
         log.info("worker_stopped")
         return EXIT_OK
 
+    def _await_preparation(self) -> bool:
+        """Wait until the preparation takes records (host processes are ready) before joining
+        the group: a host process that cannot start is then a fatal error that no partition's
+        attempt count records. The wait is bounded by the pool's start timeout; the loop's
+        heartbeat moves meanwhile. False: a stop came first."""
+        while not self._preparation.wait_ready(0.2):
+            check_threads({"preparation": self._preparation})
+            self.last_progress = time.monotonic()
+            if self._signal is not None or self._stopping.is_set():
+                return False
+        return True
+
     def _apply_budgets(self) -> None:
         output, dead_letter = self._topics.output, self._topics.dead_letter
         limits = self._topic_limits([output, dead_letter])
@@ -274,8 +295,9 @@ class Pipeline:
         }
 
     def readiness(self) -> tuple[bool, str]:
-        """Able to work (:func:`worker.health.readiness`); owning no partitions is ``idle``."""
-        return readiness(
+        """Able to work (:func:`worker.health.readiness`); owning no partitions is ``idle``,
+        not having joined the group yet (host processes starting) ``starting``."""
+        ready = readiness(
             stopping=self._stopping.is_set()
             or self._signal is not None
             or self.errors.fatal is not None,
@@ -285,6 +307,9 @@ class Pipeline:
             window_s=readiness_window(self.settings.liveness_timeout_s),
             partitions=len(self.tracker.partitions),
         )
+        if ready[0] and not self._started:
+            return False, "starting"
+        return ready
 
     # ------------------------------------------------------------------ the loop
     def _step(self) -> None:
@@ -329,7 +354,10 @@ class Pipeline:
 
     def _check_fatal(self) -> None:
         self.errors.check()
-        check_threads({"preparation": self._preparation, "inference": self._inference})
+        check_threads(self._threads())
+
+    def _threads(self) -> dict[str, WorkerThread]:
+        return {"preparation": self._preparation, "inference": self._inference}
 
     # ------------------------------------------------------------------ rebalances
     def revoking(self, states: list[PartitionState]) -> None:
@@ -343,9 +371,13 @@ class Pipeline:
         self._committer.partitions_lost()
 
     def _finish(self, states: list[PartitionState], *, deadline: float) -> None:
-        """Let in-flight work of ``states`` complete and be acknowledged, until ``deadline``."""
+        """Let in-flight work of ``states`` complete and be acknowledged, until ``deadline``;
+        at once if it cannot (a fatal error, a dead worker thread or host process: the caller's
+        next check stops the worker)."""
         while any(state.inflight for state in states) and time.monotonic() < deadline:
             if self.errors.fatal is not None:
+                return
+            if not all(thread.alive() for thread in self._threads().values()):
                 return
             self._pump(timeout=0.02)
 

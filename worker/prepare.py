@@ -189,7 +189,7 @@ class PreparationThread:
         on_prepared: Callable[[Record], None],
         chunk: int = 32,
     ) -> None:
-        self.preparer = preparer  # may be replaced until start()
+        self.preparer = preparer  # may be replaced until the first submit()
         self._score = score
         self._on_prepared = on_prepared
         self._chunk = chunk
@@ -200,6 +200,10 @@ class PreparationThread:
 
     def start(self) -> None:
         self._thread.start()
+
+    def wait_ready(self, timeout: float | None = None) -> bool:
+        """Ready as soon as started (a host pool's processes take a while)."""
+        return self._thread.is_alive()
 
     def submit(self, records: list[Record]) -> None:
         if records:
@@ -225,7 +229,7 @@ class PreparationThread:
         return self._thread.is_alive()
 
     def limit_sentences(self, max_note_sentences: int | None) -> None:
-        """Dead-letter notes of more sentences (set before :meth:`start`)."""
+        """Dead-letter notes of more sentences (set before the first :meth:`submit`)."""
         self.preparer = replace(self.preparer, max_note_sentences=max_note_sentences)
 
     def _run(self) -> None:
