@@ -306,6 +306,40 @@ def test_a_model_call_stuck_on_one_lane_is_seen_while_the_other_lane_keeps_scori
     assert scored_meanwhile and scored_meanwhile[0] > 10  # the other lane was not stuck
 
 
+def test_a_revoke_that_waits_for_work_still_in_progress_keeps_the_member_live() -> None:
+    """The loop serves the revoke (deliveries, completions) for up to ``revoke_timeout_s``:
+    that is progress, so the member stays ready and live while notes keep being scored."""
+    consumers: list[FakeConsumer] = []
+
+    def consumer(broker: FakeBroker) -> FakeConsumer:
+        consumers.append(FakeConsumer(broker))
+        return consumers[-1]
+
+    pipeline, broker = _pipeline(
+        consumer=consumer,  # type: ignore[arg-type]
+        model=WordModel(delay_s=0.3),
+        liveness_timeout_s=2.0,
+        revoke_timeout_s=10.0,
+        max_batch_sentences=1,
+        score_cache_size=0,
+    )
+    for number in range(20):
+        broker.append(
+            IN, b'{"note_id": "n%d", "text": "Serum PSA was %d.2 ng/mL."}' % (number, number)
+        )
+    revoked: list[float] = []
+
+    def until(seen: list[tuple[bool, str]]) -> bool:
+        if not revoked and pipeline.tracker.inflight >= 5:
+            consumers[0].rebalance("revoke", [(IN, 0)])
+            revoked.append(time.monotonic())
+        return bool(revoked) and len(pipeline.tracker.partitions) == 1  # partition 1 stays
+
+    seen = _run_observing(pipeline, until)
+    assert revoked and time.monotonic() - revoked[0] > readiness_window(2.0)  # a long revoke
+    assert all(state in ((True, "ok"), (True, "idle")) for state in seen[1:]), seen
+
+
 # --------------------------------------------------------------------------- the faust engine
 def test_the_faust_engine_has_the_same_readiness() -> None:
     async def scenario() -> list[tuple[bool, str]]:

@@ -380,6 +380,9 @@ class Pipeline:
             if not all(thread.alive() for thread in self._threads().values()):
                 return
             self._pump(timeout=0.02)
+            # The loop is serving the revoke or the drain: it is alive. A model or preparation
+            # that stopped progressing still shows in its own heartbeat.
+            self.last_progress = time.monotonic()
 
     # ------------------------------------------------------------------ shutdown
     def _drain(self) -> None:
