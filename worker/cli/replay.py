@@ -77,7 +77,10 @@ def handle(args: argparse.Namespace) -> int:
     configure_logging(settings.log_level)
     log = structlog.get_logger("worker.replay")
     check_runtime(settings)  # a bad mapping file or client property: one line, before any work
-    probe = Consumer({**consumer_config(settings), "logger": kafka_logger()})
+    try:
+        probe = Consumer({**consumer_config(settings), "logger": kafka_logger()})
+    except KafkaException as exc:  # refused only by this client (a safety net)
+        raise UsageError(f"the Kafka client refused its settings: {client_error(exc)}") from None
     try:
         plan = plan_replay(
             probe,
