@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from confluent_kafka import KafkaError, KafkaException, TopicPartition
+from confluent_kafka import OFFSET_END, KafkaError, KafkaException, TopicPartition
 
 from worker.events import NoteEvent, SourceRef
 from worker.notes import Note, Record, SentenceJob
@@ -244,7 +244,12 @@ class FakeConsumer:
         ]
 
     def seek(self, partition: TopicPartition) -> None:
-        self.positions[(partition.topic, partition.partition)] = max(0, partition.offset)
+        """As librdkafka: ``OFFSET_BEGINNING`` is the log's start, ``OFFSET_END`` its end now."""
+        key = (partition.topic, partition.partition)
+        offset = partition.offset
+        if offset == OFFSET_END:
+            offset = len(self.broker.logs.get(key, []))
+        self.positions[key] = max(0, offset)
 
     def get_watermark_offsets(
         self, partition: TopicPartition, timeout: float = 1.0, cached: bool = False
@@ -292,7 +297,12 @@ class _Metadata:
 class FakeProducer:
     """Produces into :class:`FakeBroker`. ``refuse(topic, value)`` may return a
     :class:`KafkaError` for a delivery report; ``full`` makes that many produce calls raise
-    ``BufferError``; values over ``max_bytes`` raise like librdkafka's local size check."""
+    ``BufferError``; values over ``max_bytes`` raise like librdkafka's local size check.
+
+    Topics in ``compacted`` refuse a record without a key as the brokers do: the whole batch
+    it was sent in (every message to that topic served by the same ``poll``) fails with
+    ``INVALID_RECORD``. As librdkafka's, a transaction in which a delivery failed accepts
+    nothing more (``produce`` raises ``_STATE``) and cannot commit: it must be aborted."""
 
     def __init__(self, broker: FakeBroker, *, max_bytes: int = 1_000_000) -> None:
         self.broker = broker
@@ -304,10 +314,14 @@ class FakeProducer:
         self.transaction_offsets: dict[Key, int] = {}
         self.fail_commit: list[KafkaError] = []
         self.aborted = 0
+        self.compacted: set[str] = set()
+        self.doomed = False  # a delivery in the open transaction failed
 
     def produce(
         self, topic: str, *, value: bytes | None, key: bytes | None, headers: Any, on_delivery: Any
     ) -> None:
+        if self.doomed:
+            raise KafkaException(KafkaError(KafkaError._STATE, "Erroneous state"))
         if self.full:
             self.full -= 1
             raise BufferError("queue full")
@@ -318,8 +332,13 @@ class FakeProducer:
 
     def poll(self, timeout: float = 0.0) -> int:
         served, self.queued = self.queued, []
+        invalid = {t for t, m, _ in served if t in self.compacted and m.key() is None}
         for topic, message, on_delivery in served:
             error = self.refuse(topic, message.value())
+            if error is None and topic in invalid:
+                error = KafkaError(KafkaError.INVALID_RECORD, "Broker: Invalid record")
+            if error is not None and self.in_transaction is not None:
+                self.doomed = True
             if error is None:
                 if self.in_transaction is not None:
                     self.in_transaction.append(message)
@@ -334,8 +353,12 @@ class FakeProducer:
         )
 
     def flush(self, timeout: float = 0.0) -> int:
-        self.poll()
-        return 0
+        """Serve until the queue is empty (also what delivery reports produced meanwhile)."""
+        for _round in range(100):
+            if not self.queued:
+                break
+            self.poll()
+        return len(self.queued)
 
     def list_topics(self, *, timeout: float) -> _Metadata:
         return _Metadata(self.broker.topics)
@@ -350,9 +373,13 @@ class FakeProducer:
     def send_offsets_to_transaction(
         self, offsets: list[TopicPartition], metadata: object, timeout: float
     ) -> None:
+        if self.doomed:
+            raise KafkaException(_must_abort())
         self.transaction_offsets.update({(tp.topic, tp.partition): tp.offset for tp in offsets})
 
     def commit_transaction(self, timeout: float) -> None:
+        if self.doomed:
+            raise KafkaException(_must_abort())
         if self.fail_commit:
             raise KafkaException(self.fail_commit.pop())
         for message in self.in_transaction or []:
@@ -363,7 +390,16 @@ class FakeProducer:
     def abort_transaction(self, timeout: float) -> None:
         """As librdkafka: outputs still queued are purged, their delivery reports say so."""
         self.aborted += 1
+        self.doomed = False
         purged, self.queued = self.queued, []
         for _topic, message, on_delivery in purged:
             on_delivery(KafkaError(KafkaError._PURGE_QUEUE), message)
         self.in_transaction = None
+
+
+def _must_abort() -> KafkaError:
+    return KafkaError(
+        KafkaError._STATE,
+        "Failed to produce messages: abort the transaction",
+        txn_requires_abort=True,
+    )

@@ -23,6 +23,9 @@ Guarantees (see docs/ARCHITECTURE.md):
    record is acknowledged by the brokers (idempotent producer, ``acks=all``), and only as the
    contiguous per-partition watermark (:mod:`worker.kafka.offsets`).
 2. Outputs of one input partition are produced in input offset order, with the input's key.
+   One exception: an output the brokers refused with its whole produce batch is produced
+   again by itself (to tell whether it, or another record of the batch, was the cause), after
+   outputs that followed it; with exactly-once its transaction is aborted and re-read instead.
 3. The consumer keeps polling while notes are prepared and scored on other threads; when too
    many records or bytes are in flight, fetching pauses until half has drained.
 4. On revoke: stop taking work for those partitions, give in-flight work ``revoke_timeout_s``,
@@ -155,6 +158,7 @@ class Pipeline:
                 interval_s=settings.commit_interval_ms / 1000,
                 collect=self._stage_offsets,
                 rewind=self.source.rewind,
+                on_waiting=self._alive,  # between tries of a slow transaction init
             )
         self.sink = KafkaSink(
             producer=clients.producer,
@@ -257,6 +261,10 @@ class Pipeline:
         log.info("worker_stopped")
         return EXIT_OK
 
+    def _alive(self) -> None:
+        """The loop is waiting on purpose (a start-up step that retries): it is alive."""
+        self.last_progress = time.monotonic()
+
     def _await_preparation(self) -> bool:
         """Wait until the preparation takes records (host processes are ready) before joining
         the group: a host process that cannot start is then a fatal error that no partition's
@@ -279,7 +287,8 @@ class Pipeline:
 
     @property
     def delivered(self) -> int:
-        """Outputs plus dead letters acknowledged by the brokers so far."""
+        """Outputs plus dead letters acknowledged by the brokers so far (exactly-once: in
+        committed transactions)."""
         return self.sink.delivered
 
     def heartbeats(self) -> list[float]:

@@ -8,6 +8,7 @@ Where the values come from is :mod:`worker.config.loading`'s job.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterator
 from contextvars import ContextVar
@@ -50,6 +51,16 @@ DEVICE = re.compile(r"auto|cpu|cuda(:(0|[1-9][0-9]*))?")
 
 #: Set by :func:`load_settings` while it validates: check that the files settings name exist.
 CHECK_FILES: ContextVar[bool] = ContextVar("biomarker_check_files", default=False)
+
+
+#: librdkafka's ``transaction.timeout.ms``: the worker raises it to fit its settings (exactly-once)
+#: unless ``kafka_extra`` sets it.
+TRANSACTION_TIMEOUT_MS = 60_000
+#: The brokers' default ``transaction.max.timeout.ms``: a longer transaction timeout is refused.
+TRANSACTION_MAX_TIMEOUT_MS = 900_000
+#: What a transaction may still need after its open window: the producer flush and the
+#: offset and commit calls (their timeout in :mod:`worker.kafka.commits`).
+TRANSACTION_COMMIT_MS = 30_000
 
 
 class InconsistentSettings(ValueError):
@@ -381,7 +392,8 @@ class WorkerSettings(BaseSettings):
             )
 
     def _client_problems(self) -> Iterator[tuple[str, str]]:
-        """Combinations librdkafka refuses when the clients are built."""
+        """Combinations librdkafka refuses when the clients are built, or the brokers later."""
+        yield from self._transaction_problems()
         classic = self.group_protocol == "classic"  # session_timeout_ms is classic's only
         if classic and self.max_poll_interval_ms < self.session_timeout_ms:
             given = self.model_fields_set
@@ -390,6 +402,63 @@ class WorkerSettings(BaseSettings):
                 "session_timeout_ms" if session_only else "max_poll_interval_ms",
                 "max_poll_interval_ms must be at least session_timeout_ms",
             )
+
+    def _transaction_problems(self) -> Iterator[tuple[str, str]]:
+        """Exactly-once: a transaction stays open for commit_interval_ms, and through a drain
+        or a revoke, and must commit within transaction.timeout.ms: past it the coordinator
+        aborts it and fences the producer (exit 1, again after every restart). Unset, the
+        timeout is raised to fit (:attr:`transaction_timeout_ms`) up to the brokers' default
+        maximum; set in kafka_extra, it must fit."""
+        if self.processing_guarantee != "exactly-once":
+            return
+        configured = self.kafka_extra.get("transaction.timeout.ms")
+        window = self.transaction_window_ms
+        if configured is None:
+            if window <= TRANSACTION_MAX_TIMEOUT_MS:
+                return
+            limit = (
+                f"the brokers' default transaction.max.timeout.ms ({TRANSACTION_MAX_TIMEOUT_MS} "
+                "ms): lower them, or set transaction.timeout.ms in kafka_extra if the brokers "
+                "allow more"
+            )
+        else:
+            try:
+                timeout = int(configured)
+            except ValueError:
+                return  # librdkafka refuses the value when the clients are built
+            if window <= timeout:
+                return
+            limit = (
+                f"transaction.timeout.ms ({timeout} ms, from kafka_extra): lower them, or raise "
+                "transaction.timeout.ms (at most the brokers' transaction.max.timeout.ms, "
+                f"{TRANSACTION_MAX_TIMEOUT_MS} by default)"
+            )
+        held = (
+            "drain_timeout_s"
+            if self.drain_timeout_s >= self.revoke_timeout_s
+            else "revoke_timeout_s"
+        )
+        candidates = ("commit_interval_ms", held, "kafka_extra", "processing_guarantee")
+        where = next((n for n in candidates if n in self.model_fields_set), "processing_guarantee")
+        yield (
+            where,
+            "exactly-once keeps a transaction open up to commit_interval_ms + "
+            f"max(drain_timeout_s, revoke_timeout_s) + {TRANSACTION_COMMIT_MS // 1000} s "
+            f"({window} ms), more than {limit}",
+        )
+
+    @property
+    def transaction_window_ms(self) -> int:
+        """How long an exactly-once transaction may stay open: ``commit_interval_ms``, the
+        longer of the drain and revoke deadlines, and the commit's own allowance."""
+        held_ms = math.ceil(max(self.drain_timeout_s, self.revoke_timeout_s) * 1000)
+        return self.commit_interval_ms + held_ms + TRANSACTION_COMMIT_MS
+
+    @property
+    def transaction_timeout_ms(self) -> int:
+        """The producer's ``transaction.timeout.ms`` when kafka_extra does not set it:
+        librdkafka's default, raised to :attr:`transaction_window_ms` when that is longer."""
+        return max(TRANSACTION_TIMEOUT_MS, self.transaction_window_ms)
 
     def _security_problems(self) -> Iterator[tuple[str, str]]:
         protocol = self.security_protocol

@@ -2,7 +2,9 @@
 
 Settings that would break the processing guarantee are fixed here and cannot be overridden
 through ``kafka_extra``: offsets are stored by the worker only after delivery (or committed inside
-the producer transaction), and the producer is idempotent with ``acks=all``.
+the producer transaction), and the producer is idempotent with ``acks=all``. With exactly-once,
+``transaction.timeout.ms`` is raised to cover the longest a transaction stays open, unless
+``kafka_extra`` sets it (validation then checks that it does cover it).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import uuid
 from typing import Any
 
 from worker.config import WorkerSettings
+from worker.config.settings import TRANSACTION_TIMEOUT_MS
 from worker.errors import UsageError
 
 _PRODUCER_LOCKED = {"enable.idempotence": True, "acks": "all"}
@@ -113,4 +116,8 @@ def producer_config(settings: WorkerSettings) -> dict[str, Any]:
     locked = dict(_PRODUCER_LOCKED)
     if settings.processing_guarantee == "exactly-once":
         locked["transactional.id"] = transactional_id(settings)
+        # A transaction stays open up to the commit interval plus a drain or revoke: the
+        # timeout must cover that, or the coordinator aborts it and fences the producer.
+        if settings.transaction_timeout_ms > TRANSACTION_TIMEOUT_MS:
+            config["transaction.timeout.ms"] = settings.transaction_timeout_ms
     return _with_extra(config, settings, locked)

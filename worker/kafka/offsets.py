@@ -21,7 +21,16 @@ PartitionKey = tuple[str, int]
 class PartitionState:
     """What is in flight for one assigned partition."""
 
-    __slots__ = ("active", "committable", "held", "partition", "topic", "unacked", "waiting")
+    __slots__ = (
+        "active",
+        "committable",
+        "held",
+        "partition",
+        "started",
+        "topic",
+        "unacked",
+        "waiting",
+    )
 
     def __init__(self, topic: str, partition: int) -> None:
         self.topic = topic
@@ -31,6 +40,9 @@ class PartitionState:
         self.committable: int | None = None  # next offset to commit
         self.active = True
         self.held = False  # paused while its one careful record runs (worker.kafka.crashes)
+        #: The first offset fetched since the partition was assigned (kept across rewinds):
+        #: where a rewind goes back to when the group has no committed offset for it.
+        self.started: int | None = None
 
     def __repr__(self) -> str:
         return f"PartitionState({self.topic}[{self.partition}], inflight={self.inflight})"
@@ -150,7 +162,10 @@ class OffsetTracker:
         """Forget every unfinished record but keep the partitions (after a rewind)."""
         for state in self.partitions.values():
             self._forget(state)
-        self.partitions = {key: PartitionState(*key) for key in self.partitions}
+        fresh = {key: PartitionState(*key) for key in self.partitions}
+        for key, state in fresh.items():
+            state.started = self.partitions[key].started
+        self.partitions = fresh
 
     def _forget(self, state: PartitionState) -> int:
         self.inflight_bytes -= sum(

@@ -10,15 +10,15 @@ from __future__ import annotations
 from typing import Any, cast
 
 import structlog
-from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, KafkaException, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, KafkaException, TopicPartition
 
 from worker.config import WorkerSettings
-from worker.errors import InvalidEvent
+from worker.errors import FatalError, InvalidEvent
 from worker.events import Headers, SourceRef
 from worker.kafka.crashes import CrashTracker
 from worker.kafka.errors import KafkaErrors
 from worker.kafka.offsets import OffsetTracker, PartitionKey, PartitionState
-from worker.kafka.ports import ConsumerPort
+from worker.kafka.ports import ConsumerPort, client_error
 from worker.kafka.rebalance import RebalanceListener, Rebalancer, keys_of, names_of
 from worker.kafka.replay import ReplayPlan
 from worker.metrics import Metrics
@@ -144,8 +144,13 @@ class KafkaSource:
         return messages
 
     def _fetched(self, messages: list[Any]) -> list[tuple[Any, PartitionState | None]]:
-        get = self._tracker.get
-        return [(message, get((message.topic(), message.partition()))) for message in messages]
+        fetched = []
+        for message in messages:
+            state = self._tracker.get((message.topic(), message.partition()))
+            if state is not None and state.started is None and message.error() is None:
+                state.started = message.offset()  # messages come in offset order
+            fetched.append((message, state))
+        return fetched
 
     def _accept(
         self, message: Any, fetched_for: PartitionState | None, held: dict[PartitionKey, int]
@@ -278,22 +283,40 @@ class KafkaSource:
 
     def rewind(self) -> None:
         """Forget in-flight records and seek every partition back to its committed offset. A
-        replay's partition goes back to where :meth:`ReplayPlan.resume` says (its committed
-        offset inside the range, else the range's start), never to a logical offset."""
+        partition the group has no committed offset for goes back to the first offset this
+        assignment fetched (the reset policy is not applied again: ``latest`` would skip what
+        was read since). A replay's partition goes back to where :meth:`ReplayPlan.resume`
+        says (its committed offset inside the range, else the range's start)."""
         keys = list(self._tracker.partitions)
+        started = {key: state.started for key, state in self._tracker.partitions.items()}
         self._tracker.reset()
         self.replay_finished = False
         if not keys:
             return
-        reset = OFFSET_BEGINNING if self._settings.auto_offset_reset == "earliest" else OFFSET_END
-        for tp in self._consumer.committed(_topic_partitions(keys), timeout=_COMMITTED_TIMEOUT_S):
+        try:
+            committed = self._consumer.committed(
+                _topic_partitions(keys), timeout=_COMMITTED_TIMEOUT_S
+            )
+        except KafkaException as exc:
+            raise FatalError(f"rewind: committed offsets unknown: {client_error(exc)}") from exc
+        for tp in committed:
+            offset: int | None = tp.offset
             if self._replay is not None and tp.topic == self._replay.topic:
                 offset = self._replay.resume(tp.partition, tp.offset)
                 self._resumed(self._replay, tp.partition, offset)
-            else:
-                offset = tp.offset if tp.offset >= 0 else reset
-            self._consumer.seek(TopicPartition(tp.topic, tp.partition, offset))
+            elif tp.offset < 0:
+                offset = self._uncommitted_start(started.get((tp.topic, tp.partition)))
+            if offset is not None:
+                self._consumer.seek(TopicPartition(tp.topic, tp.partition, offset))
         log.warning("rewound_to_committed", partitions=names_of(keys))
+
+    def _uncommitted_start(self, started: int | None) -> int | None:
+        """Where a partition without a committed offset is read again: from the first offset
+        this assignment fetched; nothing fetched yet: from the log's start with ``earliest``,
+        else from where the consumer stands (None: no seek)."""
+        if started is not None:
+            return started
+        return OFFSET_BEGINNING if self._settings.auto_offset_reset == "earliest" else None
 
     def close(self) -> None:
         """Leave the group (commits nothing by itself)."""
