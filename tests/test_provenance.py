@@ -66,6 +66,26 @@ def test_a_sharded_checkpoint_is_hashed_over_every_shard(tmp_path: Path) -> None
     assert content_hash(tmp_path) != before
 
 
+def test_the_tokenizer_files_are_hashed_too(tiny_model_dir: Path, tmp_path: Path) -> None:
+    """A changed vocabulary changes the ids, so the scores: it must change the hash, and a
+    pinned ``model_sha256`` then refuses the model."""
+    copy = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, copy)
+    before = content_hash(copy)
+    vocab = copy / "vocab.txt"
+    assert vocab.is_file()
+    words = vocab.read_text("utf-8").splitlines()
+    words[-1], words[-2] = words[-2], words[-1]
+    vocab.write_text("\n".join(words) + "\n", "utf-8")
+    after = content_hash(copy)
+    assert after != before
+    pinned = WorkerSettings(
+        model_path=str(copy), model_sha256=before, device="cpu", torch_threads=1
+    )
+    with pytest.raises(FatalError, match=f"has sha256 {after}"):
+        load_classifier(pinned)
+
+
 def test_an_unsharded_checkpoint_keeps_its_hash(tmp_path: Path) -> None:
     (tmp_path / "config.json").write_text("{}")
     (tmp_path / "model.safetensors").write_bytes(b"weights")

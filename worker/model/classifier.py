@@ -39,6 +39,20 @@ _SHARD_PATTERNS = (
     "pytorch_model.bin.index.json",
     "pytorch_model-*-of-*.bin",
 )
+#: The tokenizer's files, hashed last in this order: its vocabulary and settings decide the ids,
+#: so the scores, as much as the weights do.
+_TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "vocab.txt",
+    "vocab.json",
+    "merges.txt",
+    "spiece.model",
+    "sentencepiece.bpe.model",
+    "tokenizer.model",
+)
 _HASH_CHUNK = 1 << 20
 #: On a multi-core CPU, run one single-threaded batch per core rather than spreading each batch
 #: over every core: no per-operator barriers, so a core taken by Kafka I/O, tokenising or another
@@ -72,10 +86,12 @@ _POSITIONS_AFTER_PADDING = frozenset(
 
 
 def content_hash(path: Path) -> str:
-    """sha256 over the checkpoint's config and weight files (stable across copies)."""
+    """sha256 over the checkpoint's config, weight and tokenizer files (stable across copies;
+    a file a checkpoint lacks adds nothing, so one of config and weights alone hashes as it
+    always did)."""
     digest = hashlib.sha256()
     shards = sorted({file.name for pattern in _SHARD_PATTERNS for file in path.glob(pattern)})
-    for name in (*_WEIGHT_FILES, *shards):
+    for name in (*_WEIGHT_FILES, *shards, *_TOKENIZER_FILES):
         file = path / name
         if file.is_file():
             digest.update(name.encode())
