@@ -21,6 +21,7 @@ import pytest
 import yaml
 
 from tests.chart_tools import CHART, CI_VALUES, HELM
+from worker.config.secrets import SECRET_CLIENT_KEYS, SECRET_KEY_WORDS
 
 RELEASE = "ci"
 NAMESPACE = "nlp"
@@ -1879,3 +1880,17 @@ def test_exactly_once_is_refused_without_stable_pod_names() -> None:
         sets={"kafka.processingGuarantee": "exactly-once", "workload.kind": "StatefulSet"}
     )
     assert by_kind(manifests, "StatefulSet") and not by_kind(manifests, "Deployment")
+
+
+@pytest.mark.parametrize("key", sorted(SECRET_CLIENT_KEYS))
+def test_a_credential_in_kafka_extra_is_refused_it_would_land_in_a_config_map(key: str) -> None:
+    error = render_error(sets={"kafka.extra": {key: "s3cret"}})
+    assert f"kafka.extra.{key} looks like a credential" in error
+
+
+def test_the_chart_marks_credentials_with_the_workers_words() -> None:
+    helpers = (CHART / "templates" / "_helpers.tpl").read_text("utf-8")
+    words = " ".join(f'"{word}"' for word in SECRET_KEY_WORDS)
+    assert f"range list {words} }}}}" in helpers
+    manifests = render(sets={"kafka.extra": {"fetch.max.bytes": "52428800"}})
+    assert "52428800" in config_data(manifests)["BIOMARKER_KAFKA_EXTRA"]

@@ -584,6 +584,16 @@ def test_kafka_extra_cannot_set_what_a_validated_setting_owns() -> None:
         load_settings(overrides={"kafka_extra": {"max.poll.interval.ms": "1000"}})
     with pytest.raises(UsageError, match="BIOMARKER_SESSION_TIMEOUT_MS"):
         load_settings(overrides={"kafka_extra": {"session.timeout.ms": "500"}})
+    # TLS and SASL properties the worker derives from settings it checks (host-name checking,
+    # files that must exist): kafka_extra may not quietly replace them.
+    for key, setting in [
+        ("ssl.endpoint.identification.algorithm", "SSL_ENDPOINT_IDENTIFICATION_ALGORITHM"),
+        ("ssl.ca.location", "SSL_CA_LOCATION"),
+        ("ssl.key.password", "SSL_KEY_PASSWORD"),
+        ("sasl.oauthbearer.config", "SASL_OAUTHBEARER_CONFIG"),
+    ]:
+        with pytest.raises(UsageError, match=f"BIOMARKER_{setting}"):
+            load_settings(overrides={"kafka_extra": {key: "none"}})
 
 
 def test_a_record_that_keeps_crashing_the_worker_is_dead_lettered_as_poison() -> None:

@@ -89,6 +89,12 @@ OWNED_CLIENT_KEYS = {
     "sasl.mechanisms": "sasl_mechanism",
     "sasl.username": "sasl_username",
     "sasl.password": "sasl_password",
+    "sasl.oauthbearer.config": "sasl_oauthbearer_config",
+    "ssl.ca.location": "ssl_ca_location",
+    "ssl.certificate.location": "ssl_certificate_location",
+    "ssl.key.location": "ssl_key_location",
+    "ssl.key.password": "ssl_key_password",
+    "ssl.endpoint.identification.algorithm": "ssl_endpoint_identification_algorithm",
 }
 
 

@@ -277,6 +277,14 @@ shutdown.gracePeriodMarginSeconds; an explicit value must exceed their sum.
 {{- if and (eq .Values.kafka.groupProtocol "classic") (lt (int .Values.kafka.maxPollIntervalMs) (int .Values.kafka.sessionTimeoutMs)) }}
 {{- fail (printf "kafka.maxPollIntervalMs (%d) must be at least kafka.sessionTimeoutMs (%d) with groupProtocol classic: librdkafka refuses the pair and the worker would exit 2 at start" (int .Values.kafka.maxPollIntervalMs) (int .Values.kafka.sessionTimeoutMs)) }}
 {{- end }}
+{{- /* The words that mark a librdkafka property as a credential (worker/config/secrets.py). */}}
+{{- range $key, $_ := .Values.kafka.extra }}
+{{- range list "password" "passphrase" "secret" "token" "key" "credential" "oauthbearer.config" "jaas" }}
+{{- if contains . (lower $key) }}
+{{- fail (printf "kafka.extra.%s looks like a credential, and kafka.extra is rendered into a ConfigMap: leave kafka.extra empty and give the whole JSON object from a Secret (extraEnv: BIOMARKER_KAFKA_EXTRA with a secretKeyRef)" $key) }}
+{{- end }}
+{{- end }}
+{{- end }}
 {{- $sec := .Values.kafka.security }}
 {{- $c := .Values.kafka.credentials }}
 {{- if include "biomarker-worker.saslEnabled" . }}
