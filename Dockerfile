@@ -12,7 +12,8 @@
 # extras) are not in it; they run from a source checkout, `pip install -e '.[train]'` and so on.
 #
 # Reproducible: every Python package comes from a lock file in requirements/ with its sha256
-# (pip --require-hashes --no-deps; refresh with scripts/lock.sh), the project's wheel is built
+# (pip --require-hashes --no-deps; refresh with scripts/lock.sh) except, until its lock has
+# hashes, torch's CPU build (TORCH_CPU_REQUIRE_HASHES=1 fails instead), the project's wheel is built
 # without build isolation from the hashed build backend, and the base image can be pinned by
 # digest: --build-arg PYTHON_IMAGE=python:3.12-slim-bookworm@sha256:<digest>. docs/IMAGES.md
 # lists the build arguments, the NVIDIA driver each CUDA line needs and the measured sizes.

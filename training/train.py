@@ -159,7 +159,7 @@ def _restore(
     path = out_dir / _CHECKPOINT / _STATE
     if not path.is_file():
         return _Position()
-    state = torch.load(path, weights_only=False)
+    state = torch.load(path, weights_only=True)  # tensors, numbers, dicts: no pickled code
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     torch.set_rng_state(state["torch_rng"])
