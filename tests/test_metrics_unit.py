@@ -361,3 +361,21 @@ def test_flagged_sentences_follow_the_score_as_written() -> None:
     registry = metrics.registry
     assert registry.get_sample_value("biomarker_sentences_flagged_total") == 3
     assert registry.get_sample_value("biomarker_sentences_flagged_by_rule_total") == 1
+
+
+def test_periodic_commits_are_counted_and_a_failed_one_is_a_failure() -> None:
+    from worker.kafka.commits import auto_commits_counted
+
+    metrics = Metrics()
+    on_commit = auto_commits_counted(metrics)
+    on_commit(None, [])
+    on_commit(KafkaError(KafkaError._NO_OFFSET), [])  # nothing new to commit: not a commit
+    on_commit(KafkaError(KafkaError.REBALANCE_IN_PROGRESS), [])
+    counts = {
+        sample.labels["outcome"]: sample.value
+        for family in metrics.registry.collect()
+        if family.name == "biomarker_commits"
+        for sample in family.samples
+        if sample.name == "biomarker_commits_total"
+    }
+    assert counts == {"ok": 1, "failed": 1}

@@ -53,7 +53,12 @@ from worker.events import Provenance
 from worker.health import readiness, readiness_window
 from worker.heap import FreeMemoryReturner, startup_objects_frozen
 from worker.host_pool import HostRenderer, InlineRenderer, Renderer, host_pool_for
-from worker.kafka.commits import OffsetCommitter, StoredOffsets, TransactionalOffsets
+from worker.kafka.commits import (
+    OffsetCommitter,
+    StoredOffsets,
+    TransactionalOffsets,
+    auto_commits_counted,
+)
 from worker.kafka.deadline import ClientHung, call_with_deadline
 from worker.kafka.errors import KafkaErrors
 from worker.kafka.group_lag import GroupLagCollector
@@ -122,7 +127,12 @@ class Pipeline:
             if clients is None and replay is None
             else None
         )
-        clients = clients or kafka_clients(settings, group_id=group_id, hooks=hooks)
+        clients = clients or kafka_clients(
+            settings,
+            group_id=group_id,
+            hooks=hooks,
+            consumer_hooks={"on_commit": auto_commits_counted(metrics)},
+        )
         self._producer = clients.producer
         self._topic_limits = clients.topic_limits
         self._model = model

@@ -139,6 +139,24 @@ class OffsetCommitter(Protocol):
     def partitions_lost(self) -> None: ...
 
 
+def auto_commits_counted(
+    metrics: Metrics,
+) -> Callable[[KafkaError | None, list[TopicPartition]], None]:
+    """The consumer's ``on_commit``: librdkafka's periodic commits of the stored offsets
+    (at-least-once) count in ``biomarker_commits_total`` as the worker's own commits do; a
+    failed one is logged. (librdkafka calls it for those commits only, not for a synchronous
+    :meth:`StoredOffsets.commit`, which counts itself.)"""
+
+    def on_commit(error: KafkaError | None, _partitions: list[TopicPartition]) -> None:
+        if error is None:
+            metrics.commits.labels(outcome="ok").inc()
+        elif error.code() != KafkaError._NO_OFFSET:  # nothing new was stored: nothing to do
+            metrics.commits.labels(outcome="failed").inc()
+            log.warning("commit_failed", error=error.str(), auto=True)
+
+    return on_commit
+
+
 class StoredOffsets:
     """At-least-once: ``store_offsets`` after delivery, auto-commit, sync commit on demand."""
 

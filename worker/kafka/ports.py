@@ -105,14 +105,20 @@ class KafkaClients:
 
 
 def kafka_clients(
-    settings: WorkerSettings, *, group_id: str | None, hooks: dict[str, Any]
+    settings: WorkerSettings,
+    *,
+    group_id: str | None,
+    hooks: dict[str, Any],
+    consumer_hooks: dict[str, Any] | None = None,
 ) -> KafkaClients:
-    """The real librdkafka clients, with the worker's error callback and logger."""
+    """The real librdkafka clients, with the worker's error callback and logger
+    (``consumer_hooks``: the consumer's alone, such as ``on_commit``)."""
     from confluent_kafka import Consumer, Producer
 
     admin_config = {**common_config(settings), **hooks}
+    consumer_hooks = {**hooks, **(consumer_hooks or {})}
     return KafkaClients(
-        consumer=Consumer({**consumer_config(settings, group_id=group_id), **hooks}),
+        consumer=Consumer({**consumer_config(settings, group_id=group_id), **consumer_hooks}),
         producer=Producer({**producer_config(settings), **hooks}),
         topic_limits=lambda topics: _described_limits(admin_config, topics),
     )
