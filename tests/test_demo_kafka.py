@@ -40,8 +40,12 @@ def test_demo_streams_sample_notes_end_to_end_whatever_the_environment_selects()
     assert result.returncode == 0, result.stderr[-2000:]
     assert "Traceback" not in result.stderr
     out = result.stdout
-    assert re.search(r"^notes: 30 from ", out, re.MULTILINE)
-    assert "enriched events: 30 of 30 notes" in out
+    # MTSamples notes when the public corpora lie next to the checkout, else the bundled sample
+    read = re.search(r"^notes: (\d+) from (MTSamples|bundled synthetic sample)", out, re.MULTILINE)
+    assert read, out
+    count = int(read.group(1))
+    assert 1 <= count <= 30
+    assert f"enriched events: {count} of {count} notes" in out
     assert re.search(r"throughput: [\d.]+ notes/s", out)
     flagged = re.search(r"(\d+) notes with a biomarker sentence", out)
-    assert flagged and int(flagged.group(1)) >= 1  # 6 of the first 30 MTSamples notes
+    assert flagged and int(flagged.group(1)) >= 1  # both samples name biomarkers

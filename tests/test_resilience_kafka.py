@@ -323,3 +323,56 @@ def test_a_record_that_keeps_killing_the_worker_goes_to_the_dead_letter_topic(
         (0, 12, 1),
         (0, 12, 2),
     ]
+
+
+def test_a_record_that_hangs_a_host_process_goes_to_the_dead_letter_topic(
+    kit: KafkaTestKit, tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    """A host process hangs whenever it prepares one note: the worker kills it at its deadline
+    and exits 1 through its fatal path, which must keep the record's attempt count (the
+    consumer's close runs the revoke callback). Restarted like a pod, it pins the hangs on the
+    record and dead-letters it as poison."""
+    kit.create(partitions=1)
+    count = 10
+    pill = orjson.dumps({"note_id": "pill", "text": "POISON-PILL in this note."})
+    kit.produce([note(i) for i in range(4)] + [pill] + [note(i) for i in range(5, count)])
+    env = kit.env(
+        tiny_model_dir,
+        group_instance_id="worker-0",
+        poison_after_crashes="1",
+        host_processes="2",
+        liveness_timeout_s="4",  # a host process's deadline
+    )
+    logs: list[Path] = []
+    exits: list[int] = []
+    worker = None
+    started = time.monotonic()
+    while sum(kit.committed().values()) < count and time.monotonic() - started < 240:
+        if worker is None or worker.poll() is not None:
+            if worker is not None:
+                exits.append(worker.returncode)
+            logs.append(tmp_path / f"w{len(logs)}.log")
+            worker = start_worker(env, logs[-1], module="tests.hanging_host_worker")
+        time.sleep(0.2)
+    assert worker is not None
+    assert stop(worker) == 0
+    # Two hangs at offset 0 (the batch read with the pill), then read one record at a time:
+    # one pinned on the pill, which the next attempt dead-letters. Were the count lost on the
+    # fatal path (exit 1, not a kill), the worker would hang on the pill forever.
+    assert exits == [1, 1, 1], exits
+    named = [
+        orjson.loads(line)
+        for log in logs[1:]
+        for line in log.read_text().splitlines()
+        if '"partition_after_crash"' in line
+    ]
+    assert [(e["offset"], e["attempts"], e["pinned"]) for e in named] == [
+        (0, 1, False),
+        (0, 2, False),
+        (4, 1, True),
+    ]
+    assert kit.committed() == {0: count}
+    [letter] = kit.read(kit.dlq, 1)
+    assert letter.value == pill
+    assert letter.headers["x-biomarker-error-class"] == b"poison"
+    assert len(sources(kit.read(kit.output, count - 1))) == count - 1
