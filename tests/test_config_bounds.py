@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -453,3 +455,36 @@ def test_an_empty_value_unsets_a_setting_that_may_be_unset(
     monkeypatch.setenv("BIOMARKER_THRESHOLD", "")
     with pytest.raises(ConfigError, match="threshold"):
         load_settings()
+
+
+def test_the_client_probe_never_asks_an_identity_provider_for_a_token() -> None:
+    """With OAUTHBEARER's OIDC method a client fetches a token as soon as it is built (and its
+    close waits for the answer): the probe leaves such clients out, so `config` sends nothing
+    and `run` loses no time before the model loads."""
+    from worker.kafka.ports import check_client_settings
+
+    idp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    idp.bind(("127.0.0.1", 0))
+    idp.listen()
+    idp.settimeout(1.0)
+    url = f"http://127.0.0.1:{idp.getsockname()[1]}/token"
+    settings = load_settings(
+        overrides={
+            "bootstrap_servers": "127.0.0.1:1",
+            "security_protocol": "SASL_PLAINTEXT",
+            "sasl_mechanism": "OAUTHBEARER",
+            "kafka_extra": {
+                "sasl.oauthbearer.token.endpoint.url": url,
+                "sasl.oauthbearer.client.id": "worker",
+                "sasl.oauthbearer.client.secret": "s3cret",
+            },
+        }
+    )
+    started = time.monotonic()
+    try:
+        check_client_settings(settings)
+        assert time.monotonic() - started < 2
+        with pytest.raises(TimeoutError):
+            idp.accept()  # nobody asked for a token
+    finally:
+        idp.close()

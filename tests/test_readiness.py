@@ -340,6 +340,28 @@ def test_a_revoke_that_waits_for_work_still_in_progress_keeps_the_member_live() 
     assert all(state in ((True, "ok"), (True, "idle")) for state in seen[1:]), seen
 
 
+def test_a_batch_waiting_for_a_lane_does_not_age_the_inference_heartbeat() -> None:
+    """One lane, one batch waiting in the extra slot behind the running one: the heartbeat is
+    as old as the running batch, not the waiting one's wait plus its run (twice as old)."""
+    pipeline, broker = _pipeline(
+        model=WordModel(delay_s=1.0),
+        liveness_timeout_s=60.0,
+        max_batch_sentences=1,
+        score_cache_size=0,
+    )
+    for number in range(5):
+        broker.append(IN, b'{"note_id": "n%d", "text": "PSA %d."}' % (number, number))
+    ages: list[float] = []
+
+    def until(_seen: list[tuple[bool, str]]) -> bool:
+        ages.append(time.monotonic() - pipeline.heartbeats()[-1])
+        return len(broker.read(OUT)) == 5
+
+    _run_observing(pipeline, until, timeout_s=30)
+    assert len(broker.read(OUT)) == 5
+    assert max(ages) < 1.6, max(ages)  # a batch takes 1 s; counted from the queue: ~2 s
+
+
 # --------------------------------------------------------------------------- the faust engine
 def test_the_faust_engine_has_the_same_readiness() -> None:
     async def scenario() -> list[tuple[bool, str]]:

@@ -128,3 +128,41 @@ def test_at_least_once_two_bad_records_in_one_batch_are_each_dead_lettered_alone
     assert kit.run(pipeline, lambda: pipeline.delivered >= 8) == EXIT_OK
     assert sorted(kit.sources()) == [(0, i) for i in (0, 1, 3, 4, 5, 7)]
     assert sorted(_dead_letters(kit)) == [(2, b"output_rejected"), (6, b"output_rejected")]
+
+
+class _StallsAfterARefusal(FakeProducer):
+    """After the first refused batch the brokers stall for a while: flushes time out (nothing
+    is delivered) a number of times, then everything is served again."""
+
+    stalls = 0
+    refused_once = False
+
+    def poll(self, timeout: float = 0.0) -> int:
+        if self.stalls:
+            return 0
+        served = [message for _topic, message, _callback in self.queued]
+        count = super().poll(timeout)
+        if not self.refused_once and any(message.key() is None for message in served):
+            self.refused_once = True
+            self.stalls = 14
+        return count
+
+    def flush(self, timeout: float = 0.0) -> int:
+        if self.stalls:
+            self.stalls -= 1
+            return len(self.queued)  # timed out: nothing delivered
+        return super().flush(timeout)
+
+
+def test_outputs_to_retry_alone_wait_while_the_brokers_stall() -> None:
+    """A suspect is produced by itself only once the queue is empty: while the flush before it
+    times out, the suspects wait (else they would share a batch again, and its refusal would
+    dead-letter every innocent one of them)."""
+    kit = Kit(partitions=1)
+    kit.producer = _StallsAfterARefusal(kit.broker)
+    kit.producer.compacted = {OUT}
+    _fill(kit, 10, keyless={5})
+    pipeline = kit.pipeline()
+    assert kit.run(pipeline, lambda: pipeline.delivered >= 10) == EXIT_OK
+    assert sorted(kit.sources()) == [(0, i) for i in range(10) if i != 5]
+    assert _dead_letters(kit) == [(5, b"output_rejected")]

@@ -249,7 +249,7 @@ class InferenceLoop:
         elif isinstance(event, _Scored):
             self._in_flight -= 1
             with self._lock:
-                del self._running[event.batch]
+                self._running.pop(event.batch, None)
             self._progress = time.monotonic()
             self._check_model(event.jobs, event.results)
             record_batch(
@@ -282,8 +282,6 @@ class InferenceLoop:
             if batch:
                 self._in_flight += 1
                 self._batches += 1
-                with self._lock:
-                    self._running[self._batches] = time.monotonic()
                 self._executor.submit(self._score, batch, self._batches)
 
     def _wanted(self, job: SentenceJob) -> bool:
@@ -338,6 +336,8 @@ class InferenceLoop:
 
     def _score(self, jobs: list[SentenceJob], batch: int) -> None:
         """Runs on an executor thread; the result goes back to the loop as an event."""
+        with self._lock:  # from when a lane takes it: the extra slot's wait is not a stall
+            self._running[batch] = time.monotonic()
         try:
             results, seconds = timed_score(self._scorer, [job.ids for job in jobs])
             self._events.put(_Scored(jobs, results, seconds, batch))

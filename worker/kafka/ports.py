@@ -127,7 +127,9 @@ def kafka_clients(
 def check_client_settings(settings: WorkerSettings, *, group_id: str | None = None) -> None:
     """Build (and at once close) the consumer and producer ``settings`` make, so a property
     librdkafka refuses (a ``kafka_extra`` value, a file path it cannot read) stops the worker
-    with one line (:class:`UsageError`) before it loads a model. Nothing is subscribed or sent."""
+    with one line (:class:`UsageError`) before it loads a model. Nothing is subscribed or
+    produced. Left out with OAUTHBEARER's OIDC method: a client built with it asks the
+    identity provider for a token at once, and its close waits for the answer."""
     import logging
 
     from confluent_kafka import Consumer, KafkaException, Producer
@@ -136,8 +138,11 @@ def check_client_settings(settings: WorkerSettings, *, group_id: str | None = No
     quiet.addHandler(logging.NullHandler())  # are not news: the real clients report the same
     quiet.propagate = False
     hooks = {"logger": quiet}
+    consumer = consumer_config(settings, group_id=group_id)
+    if str(consumer.get("sasl.oauthbearer.method", "")).lower() == "oidc":
+        return
     try:
-        Consumer({**consumer_config(settings, group_id=group_id), **hooks}).close()
+        Consumer({**consumer, **hooks}).close()
         Producer({**producer_config(settings), **hooks}).flush(0)
     except KafkaException as exc:
         raise UsageError(f"the Kafka client refused its settings: {client_error(exc)}") from None

@@ -18,7 +18,8 @@ With exactly-once, a refusal in a delivery report dooms the open transaction (li
 nothing more in it): the committer aborts it and the worker rewinds. What the refusal taught is
 kept (:class:`~worker.kafka.commits.Refusals`) for the record's next attempt, in that transaction's
 place: produced by itself, then, when refused by itself, its dead letter instead; so the partition
-moves on as with at-least-once, one aborted transaction per step.
+moves on as with at-least-once, after a few aborted transactions (an abort after such a refusal
+also costs the next transaction: the producer's epoch is bumped).
 """
 
 from __future__ import annotations
@@ -232,6 +233,8 @@ class KafkaSink:
             return
         if alone:  # the record's own refusal (a batch refusal is not one yet)
             count_refused(self._metrics, out, error.name())
+            if self._refusals is None:
+                _log_refused(record, out, error)
         if self._refusals is not None:
             self._learn(self._refusals, record, out, error, alone=alone)
         elif not alone:
@@ -240,17 +243,25 @@ class KafkaSink:
             self._replace(record, out, error)
 
     def _retry_alone(self) -> None:
-        """Produce each suspect output by itself: the queue flushed before and after it."""
+        """Produce each suspect output by itself: the queue flushed before and after it. When
+        the queue does not empty (the brokers stall), the rest wait for a later poll: produced
+        next to other records, a refusal could not be told apart again."""
+        log.warning("batch_refused", outputs=len(self._suspects))  # each tried by itself now
         while self._suspects:
-            record, out = self._suspects.popleft()
+            record, out = self._suspects[0]
             if record.cancelled:
+                self._suspects.popleft()
                 continue  # revoked or lost: its next reader produces it
             if out.destination == "output" and record.dead_lettered:
+                self._suspects.popleft()
                 self._acknowledged(record)  # another output of it was refused by itself
                 continue
-            self._flush(_ALONE_FLUSH_S)
+            if self._flush(_ALONE_FLUSH_S):
+                return
+            self._suspects.popleft()
             self._produce(record, out, alone=True)
-            self._flush(_ALONE_FLUSH_S)
+            if self._flush(_ALONE_FLUSH_S):
+                return
 
     def _learn(
         self, refusals: Refusals, record: Record, out: Outgoing, error: KafkaError, *, alone: bool
@@ -266,16 +277,8 @@ class KafkaSink:
         else:
             self._errors.stop(FatalError(f"dead letter refused: {error.str()}"))
             return
-        source = record.source
-        log.warning(
-            "output_refused",
-            topic=source.topic,
-            partition=source.partition,
-            offset=source.offset,
-            destination=out.destination,
-            code=error.name(),
-            alone=alone,
-        )
+        if alone:  # a batch's refusal is reported for each of its records: not one per record
+            _log_refused(record, out, error)
         self._committer.fail(f"{out.destination} refused: {error.name()}")
 
     def _refused(self, record: Record, out: Outgoing, error: KafkaError) -> None:
@@ -306,6 +309,18 @@ class KafkaSink:
             return
         limit = self.max_dead_letter_bytes
         self._produce(record, within_budget(record, replacement, max_dead_letter_bytes=limit))
+
+
+def _log_refused(record: Record, out: Outgoing, error: KafkaError) -> None:
+    source = record.source
+    log.warning(
+        "output_refused",
+        topic=source.topic,
+        partition=source.partition,
+        offset=source.offset,
+        destination=out.destination,
+        code=error.name(),
+    )
 
 
 def _output_refused(error: KafkaError) -> InvalidEvent:
