@@ -122,7 +122,7 @@ class InferenceLoop:
         self._thread = threading.Thread(target=self._run, name="inference", daemon=True)
         self.failure: BaseException | None = None
         self._progress = time.monotonic()
-        self._running: dict[int, float] = {}  # batch number -> when it was handed to a lane
+        self._running: dict[int, float] = {}  # batch number -> when a lane took it
         self._batches = 0
         self._queued_sentences = 0
         self._lock = threading.Lock()

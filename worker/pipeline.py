@@ -272,7 +272,8 @@ class Pipeline:
         return EXIT_OK
 
     def _alive(self) -> None:
-        """The loop is waiting on purpose (a start-up step that retries): it is alive."""
+        """The loop is busy on purpose outside its steps (a start-up step that retries, a
+        revoke or a drain serving in-flight work): it is alive."""
         self.last_progress = time.monotonic()
 
     def _await_preparation(self) -> bool:
@@ -282,7 +283,7 @@ class Pipeline:
         heartbeat moves meanwhile. False: a stop came first."""
         while not self._preparation.wait_ready(0.2):
             check_threads({"preparation": self._preparation})
-            self.last_progress = time.monotonic()
+            self._alive()
             if self._signal is not None or self._stopping.is_set():
                 return False
         return True
@@ -401,7 +402,7 @@ class Pipeline:
             self._pump(timeout=0.02)
             # The loop is serving the revoke or the drain: it is alive. A model or preparation
             # that stopped progressing still shows in its own heartbeat.
-            self.last_progress = time.monotonic()
+            self._alive()
 
     # ------------------------------------------------------------------ shutdown
     def _drain(self) -> None:

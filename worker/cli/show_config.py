@@ -47,4 +47,4 @@ def check_runtime(settings: WorkerSettings) -> None:
         return
     from worker.kafka.ports import check_client_settings
 
-    check_client_settings(settings)  # builds and closes the clients: nothing is sent
+    check_client_settings(settings)  # builds and closes the clients: nothing is produced
