@@ -12,7 +12,7 @@ import structlog
 from confluent_kafka import KafkaError, KafkaException
 
 from tests.fakes import FakeBroker, FakeConsumer, FakeProducer
-from tests.test_pipeline_unit import IN, Kit
+from tests.test_pipeline_unit import IN, OUT, Kit, _note
 from worker.errors import FatalError
 from worker.kafka.commits import TransactionalOffsets
 from worker.metrics import Metrics
@@ -154,3 +154,22 @@ def test_a_fatal_init_error_is_not_retried() -> None:
     with pytest.raises(FatalError, match="transaction init: Producer fenced"):
         _committer(producer, 20.0, []).initialise()
     assert producer.tries == 1
+
+
+def test_the_fatal_path_aborts_the_open_transaction_at_once() -> None:
+    """A worker that stops for a fatal error (here: a note that kills the tokenizer) aborts
+    its open transaction, so read_committed readers of those output partitions do not wait
+    for it to time out (with a random transactional id nobody else would abort it)."""
+    kit = Kit(partitions=1)
+    kit.fill(5, partitions=1)
+    pipeline = kit.pipeline(processing_guarantee="exactly-once", commit_interval_ms=60_000)
+
+    def crash_once_outputs_are_in_the_transaction() -> bool:
+        if kit.producer.in_transaction and len(kit.broker.logs[(IN, 0)]) == 5:
+            kit.broker.append(IN, _note(5, "It went CRASH here."), key=b"k5")
+        return False
+
+    assert kit.run(pipeline, crash_once_outputs_are_in_the_transaction, timeout_s=10) == EXIT_FATAL
+    assert kit.producer.aborted == 1
+    assert kit.producer.in_transaction is None
+    assert kit.broker.read(OUT) == [] and kit.broker.committed == {}

@@ -438,6 +438,12 @@ class Pipeline:
         # cannot finish nor clear the attempt counts this failure is meant to leave.
         self._aborting = True
         self.source.crashes.hold()
+        if self._transactions is not None and not self.hung:
+            try:
+                self._transactions.abandon()
+            except ClientHung as exc:  # the producer is stuck: exit without touching it again
+                log.warning("abort_failed", error=str(exc))
+                self.hung = True
         try:
             call_with_deadline(self.source.close, seconds=_CLOSE_DEADLINE_S, what="close")
         except (KafkaException, RuntimeError, ClientHung) as exc:

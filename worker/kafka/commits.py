@@ -39,6 +39,8 @@ _RETRIES = 5
 #: How far past its own timeout a transactional call may block before the worker gives up on
 #: the process (see :mod:`worker.kafka.deadline`).
 _GRACE_S = 15.0
+#: How long the fatal path gives ``abort_transaction``.
+_ABANDON_S = 5.0
 #: ``init_transactions`` gets this long in all, in tries of at most :data:`_INIT_TRY_S`: well
 #: inside the default liveness timeout (60 s), so the reason is logged before a probe kills.
 INIT_BUDGET_S = 40.0
@@ -350,6 +352,26 @@ class TransactionalOffsets:
             return self._producer.flush(self._timeout_s)
         except KafkaException as exc:
             raise FatalError(f"transaction flush: {client_error(exc)}") from exc
+
+    def abandon(self) -> None:
+        """Fatal path: abort the open transaction at once (bounded; a failure is logged), so
+        read_committed readers of its partitions are not held up until it times out. No
+        rewind: the worker is stopping. Raises :class:`ClientHung` when the call hangs."""
+        if not self._open:
+            return
+        self._open = False
+        self._pending.clear()
+        try:
+            call_with_deadline(
+                lambda: self._producer.abort_transaction(_ABANDON_S),
+                seconds=_ABANDON_S + _GRACE_S,
+                what="transaction abort",
+            )
+        except KafkaException as exc:  # e.g. a fenced producer: its transaction is gone anyway
+            log.warning("transaction_abort_failed", error=client_error(exc))
+            return
+        self._metrics.commits.labels(outcome="aborted").inc()
+        self._ended(False)
 
     def _abort(self, reason: str) -> None:
         log.warning("transaction_aborted", reason=reason)
