@@ -126,9 +126,21 @@ def _committed(kit: KafkaTestKit, group: str, topic: str) -> dict[int, int]:
 
 
 class _AtLeastOnce:
-    """The sink's committer when offsets are stored after delivery: nothing before a produce."""
+    """The sink's committer when offsets are stored after delivery: no transaction to ready,
+    fail or watch."""
 
-    def before_produce(self) -> None:
+    refusals = None
+
+    def before_produce(self) -> bool:
+        return True
+
+    def fail(self, reason: str) -> None:
+        return None
+
+    def abort_if_failed(self) -> None:
+        return None
+
+    def watch_transactions(self, callback: Any) -> None:
         return None
 
 
